@@ -1,0 +1,59 @@
+"""metaextract: a Beam pipeline that catalogs DICOM, FITS, HDF5 and NetCDF files.
+
+This file also serves as Beam's ``--setup_file``: remote workers (Dataflow, Flink) install the
+same package, with the sample corpus, from the sdist it builds.
+"""
+
+import os
+import re
+
+from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(HERE, "pipelines", "_version.py"), encoding="utf-8") as f:
+    VERSION = re.search(r'__version__ = "([^"]+)"', f.read()).group(1)
+README = os.path.join(HERE, "README.md")
+
+setup(
+    name="metaextract",
+    version=VERSION,
+    description="Catalog scientific files (DICOM, FITS, HDF5, NetCDF) into Parquet with Apache Beam",
+    long_description=open(README, encoding="utf-8").read() if os.path.exists(README) else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["pipelines", "pipelines.*", "transforms", "transforms.*"]),
+    package_data={"pipelines": ["sample_data/*/*"]},
+    include_package_data=True,
+    install_requires=[
+        "apache-beam>=2.60,<3",
+        "psutil>=5.9",
+        "pydicom>=3.0,<4",
+        "astropy>=6.0",
+        "h5py>=3.10",
+        "netCDF4>=1.6.5",
+        "numpy>=1.26",
+        "pyarrow>=14",
+        "fsspec>=2024.2",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "hypothesis>=6.100",
+            "duckdb>=1.0",
+            "moto[server]>=5.0",
+            "s3fs>=2024.2",
+        ],
+        "gcp": ["gcsfs>=2024.2", "apache-beam[gcp]>=2.60,<3"],
+        "aws": ["s3fs>=2024.2"],
+        "dask": ["dask[distributed]>=2024.2", "apache-beam[dask]>=2.60,<3"],
+    },
+    entry_points={
+        "console_scripts": ["metaextract = pipelines.catalog:main"],
+        "metaextract.extractors": [
+            "dicom = transforms.formats.dicom:EXTRACTOR",
+            "fits = transforms.formats.fits:EXTRACTOR",
+            "hdf5 = transforms.formats.hdf5:EXTRACTOR",
+            "netcdf = transforms.formats.netcdf:EXTRACTOR",
+        ],
+    },
+)

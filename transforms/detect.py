@@ -1,0 +1,125 @@
+"""Detect a file's format from its first bytes, never from its name."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import apache_beam as beam
+
+from transforms.formats import registry
+from transforms.formats.base import HEAD_BYTES, FileInfo, Source, format_error
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+NETCDF_CLASSIC_MAGICS = (b"CDF\x01", b"CDF\x02", b"CDF\x05")
+FITS_MAGIC = b"SIMPLE  ="
+# Explicit VR codes, to recognise DICOM written without the 128-byte preamble.
+_DICOM_VRS = frozenset(
+    b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN UR US UT UV".split()
+)
+
+
+def hdf5_signature_offset(head: bytes, source: Source | None = None) -> int | None:
+    """Offset of the HDF5 signature (0, 512, 1024, 2048, ...), or None.
+
+    Offsets inside ``head`` are checked there; later ones (a large user block) with one small
+    read each when ``source`` is given.
+    """
+    offset = 0
+    size = source.size if source is not None else len(head)
+    while offset + len(HDF5_SIGNATURE) <= size:
+        if offset + len(HDF5_SIGNATURE) <= len(head):
+            if head[offset : offset + 8] == HDF5_SIGNATURE:
+                return offset
+        elif source is not None:
+            with source.open() as f:
+                while offset + len(HDF5_SIGNATURE) <= size:
+                    f.seek(offset)
+                    if f.read(8) == HDF5_SIGNATURE:
+                        return offset
+                    offset *= 2
+            return None
+        else:
+            return None
+        offset = 512 if offset == 0 else offset * 2
+    return None
+
+
+def looks_like_raw_dicom(head: bytes) -> bool:
+    """DICOM without preamble: a data set starting at group 0002 or 0008 (explicit or implicit VR)."""
+    if len(head) < 12 or head[0:2] not in (b"\x02\x00", b"\x08\x00"):
+        return False
+    if head[4:6] in _DICOM_VRS:  # explicit VR little endian
+        return True
+    # implicit VR little endian: a 4-byte length that fits in the file's head, then another tag
+    length = int.from_bytes(head[4:8], "little")
+    nxt = 8 + length
+    return length < 1024 and nxt + 2 <= len(head) and head[nxt : nxt + 2] == head[0:2]
+
+
+def detect_format(source: Source) -> str:
+    """``dicom``, ``fits``, ``hdf5``, ``netcdf`` or a plug-in's format from the bytes, else ``unknown``."""
+    head = source.head
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return "dicom"
+    if head.startswith(FITS_MAGIC):
+        return "fits"
+    if head[:4] in NETCDF_CLASSIC_MAGICS:
+        return "netcdf"
+    if hdf5_signature_offset(head, source) is not None:
+        from transforms.formats.netcdf import looks_like_netcdf4
+
+        return "netcdf" if looks_like_netcdf4(source) else "hdf5"
+    if looks_like_raw_dicom(head):
+        return "dicom"
+    for name, extractor in registry().items():
+        if extractor.sniff is not None and extractor.sniff(head):
+            return name
+    return "unknown"
+
+
+def read_head(source: Source) -> bytes:
+    with source.open() as f:
+        return f.read(HEAD_BYTES)
+
+
+@dataclasses.dataclass(frozen=True)
+class Detected:
+    """A listed file with its detected format, first bytes, and the error that stopped detection."""
+
+    info: FileInfo
+    format: str
+    head: bytes = b""
+    error: str | None = None
+
+
+def detect(info: FileInfo, storage_options: Mapping[str, Any] | None = None) -> Detected:
+    """Read the head of one file and classify it; an unreadable file keeps its error."""
+    if info.size == 0:
+        return Detected(info, "unknown", b"", "EmptyFileError: file is empty (0 bytes)")
+    source = Source(info.path, info.size, storage_options or {})
+    try:
+        source.head = read_head(source)
+        if not source.head:
+            return Detected(info, "unknown", b"", "EmptyFileError: file is empty (0 bytes)")
+        return Detected(info, detect_format(source), source.head)
+    except Exception as exc:  # vanished, unreadable, network: the file becomes an error row
+        return Detected(info, "unknown", source.head, format_error(exc))
+
+
+@dataclasses.dataclass
+class DetectFormat(beam.PTransform):
+    """FileInfo -> :class:`Detected`, from each file's first bytes.
+
+    Args:
+      storage_options: passed to fsspec when a file is opened.
+    """
+
+    storage_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        super().__init__()
+
+    def expand(self, files):
+        return files | "ReadHeadAndClassify" >> beam.Map(detect, self.storage_options)

@@ -1,0 +1,175 @@
+"""Beam-free building blocks shared by the per-format extractors.
+
+An extractor is a function ``extract(source: Source, out: Extraction) -> None`` that reads
+headers only and fills ``out`` as it goes, so that whatever it read before a failure is kept.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import math
+from collections.abc import Callable, Iterator, Mapping
+from typing import IO, Any
+
+import pyarrow as pa
+
+#: How many bytes of a file the detector reads (and hands to the extractor as ``head``).
+HEAD_BYTES = 4096
+
+#: Block size used for remote reads: a header read fetches a few of these, never the file.
+REMOTE_BLOCK_SIZE = 256 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class FileInfo:
+    """One listed file, as the listing described it."""
+
+    path: str  # absolute local path or full URL (gs://b/k, memory://x)
+    size: int
+    modified: dt.datetime | None = None  # tz-aware UTC
+    etag: str | None = None
+
+
+@dataclasses.dataclass
+class Source:
+    """A file to read: its URL, local path when it has one, and the first bytes."""
+
+    url: str
+    size: int
+    storage_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    head: bytes = b""
+    #: Format-specific settings from the command line, e.g. ``{"bulk_data_threshold": 1024}``.
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def local_path(self) -> str | None:
+        """The OS path for local files (C libraries read these natively), else None."""
+        if "://" not in self.url:
+            return self.url
+        if self.url.startswith("file://"):
+            return self.url[len("file://") :]
+        return None
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[IO[bytes]]:
+        """A seekable binary file object; remote files are read in cached blocks."""
+        path = self.local_path
+        if path is not None:
+            with open(path, "rb") as f:
+                yield f
+            return
+        import fsspec
+
+        with fsspec.open(
+            self.url,
+            "rb",
+            block_size=REMOTE_BLOCK_SIZE,
+            cache_type="blockcache",
+            **dict(self.storage_options),
+        ) as f:
+            yield f
+
+
+@dataclasses.dataclass
+class Extraction:
+    """What an extractor found in one file.
+
+    ``metadata`` becomes ``files.metadata`` (JSON); ``rows`` maps a table name to its rows
+    (dicts keyed by column, ``path`` filled in by the caller).
+    """
+
+    format: str
+    format_version: str | None = None
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+    rows: dict[str, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
+
+    def add_row(self, table: str, row: dict[str, Any]) -> None:
+        self.rows.setdefault(table, []).append(row)
+
+
+ExtractFn = Callable[[Source, Extraction], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Extractor:
+    """A registered format: its name, extract function and the tables it fills.
+
+    ``sniff`` lets a third-party format claim files the built-in detector calls ``unknown``:
+    it gets the first ``HEAD_BYTES`` bytes and returns True to claim the file.
+    """
+
+    format: str
+    extract: ExtractFn
+    tables: Mapping[str, pa.Schema]
+    sniff: Callable[[bytes], bool] | None = None
+
+
+# --- JSON ------------------------------------------------------------------------------------
+
+
+def jsonable(value: Any) -> Any:
+    """Convert numpy/bytes/datetime values to plain JSON-compatible Python values.
+
+    Non-finite floats become the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``; bytes
+    become a string when they are valid UTF-8 (trailing NULs stripped) and ``{"base64": ...}``
+    otherwise.
+    """
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raw = bytes(value)
+        try:
+            return raw.rstrip(b"\x00").decode("utf-8")
+        except UnicodeDecodeError:
+            return {"base64": base64.b64encode(raw).decode("ascii")}
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, complex):
+        return {"real": jsonable(value.real), "imag": jsonable(value.imag)}
+    # numpy, without importing it here
+    tolist = getattr(value, "tolist", None)
+    if tolist is not None:
+        return jsonable(tolist())
+    item = getattr(value, "item", None)
+    if item is not None:
+        return jsonable(item())
+    return str(value)
+
+
+def _default(value: Any) -> Any:
+    converted = jsonable(value)
+    if converted is value:
+        raise TypeError(f"not JSON serializable: {type(value).__name__}")
+    return converted
+
+
+def dumps(value: Any) -> str:
+    """Strict JSON text (no NaN/Infinity literals) that DuckDB's json functions parse."""
+    try:  # fast path: plain values need no conversion pass
+        return json.dumps(
+            value, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_default
+        )
+    except ValueError:  # a non-finite float somewhere
+        return json.dumps(
+            jsonable(value), ensure_ascii=False, allow_nan=False, separators=(",", ":")
+        )
+
+
+def format_error(exc: BaseException) -> str:
+    """``ExceptionType: message`` on one line."""
+    message = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
