@@ -79,7 +79,9 @@ def _entries(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[tuple[str, di
             return
     for name, info in sorted(matches.items()):
         if info.get("type") == "directory":
-            yield from sorted(fs.find(name, detail=True, withdirs=False).items())
+            found = fs.find(name, detail=True, withdirs=False)
+            # FIFOs, sockets and devices are listed as "other": never open them.
+            yield from sorted((n, i) for n, i in found.items() if i.get("type") == "file")
         elif info.get("type") == "file":
             yield name, info
 

@@ -62,15 +62,10 @@ class Source:
             with open(path, "rb") as f:
                 yield f
             return
-        import fsspec
+        from fsspec.core import url_to_fs
 
-        with fsspec.open(
-            self.url,
-            "rb",
-            block_size=REMOTE_BLOCK_SIZE,
-            cache_type="blockcache",
-            **dict(self.storage_options),
-        ) as f:
+        fs, path = url_to_fs(self.url, **dict(self.storage_options))
+        with fs.open(path, "rb", block_size=REMOTE_BLOCK_SIZE, cache_type="blockcache") as f:
             yield f
 
 

@@ -1,0 +1,81 @@
+"""The command line: the default sample run, one-line errors and exit codes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.catalog_helpers import files_by_name
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def metaextract(*args, cwd=None, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.catalog", *args],
+        cwd=cwd or REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": REPO},
+    )
+
+
+def test_no_input_runs_the_bundled_sample_corpus(tmp_path):
+    result = metaextract(cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    out = tmp_path / "metaextract-output"
+    rows = files_by_name(out)
+    assert {r["format"] for r in rows.values()} >= {"dicom", "fits", "hdf5", "netcdf", "unknown"}
+    assert any(r["status"] == "error" for r in rows.values())
+    # the summary table: per format and status, then totals and the rate
+    assert "format" in result.stdout and "status" in result.stdout and "files/s" in result.stdout
+    for fmt in ("dicom", "fits", "hdf5", "netcdf"):
+        assert fmt in result.stdout
+
+
+def test_console_script_is_the_same_entry_point():
+    from pipelines import catalog
+
+    import importlib.metadata as md
+
+    (ep,) = [e for e in md.entry_points(group="console_scripts") if e.name == "metaextract"]
+    assert ep.value == "pipelines.catalog:main"
+    assert catalog.main
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--no_such_flag"], "unrecognized argument: --no_such_flag"),
+        (["--input"], "expected one argument"),
+        (["--direct_num_workers", "two"], "invalid int value"),
+        (["--progress", "loud"], "invalid choice"),
+        (["--storage_options", "{not json"], "not valid JSON"),
+        (["--input", "/definitely/not/here"], "does not exist or matches no file"),
+        (["--input", "nosuchproto://bucket/x"], "cannot list --input"),
+    ],
+)
+def test_bad_usage_is_one_line_and_exit_2(tmp_path, args, message):
+    result = metaextract(*args, "--output", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stderr
+    lines = [l for l in result.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("metaextract: error:") and message in lines[0], lines[0]
+
+
+def test_unwritable_output_is_exit_2(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = metaextract("--output", str(blocker / "sub"))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "cannot write --output" in result.stderr
+
+
+def test_beam_options_pass_through(tmp_path):
+    result = metaextract("--output", str(tmp_path / "o"), "--runner", "DirectRunner", "--direct_num_workers", "1")
+    assert result.returncode == 0, result.stderr

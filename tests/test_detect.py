@@ -1,0 +1,85 @@
+"""Format detection from bytes, never from names."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from transforms.detect import detect, hdf5_signature_offset, looks_like_raw_dicom
+from transforms.formats.base import FileInfo
+from transforms.listing import list_input
+
+
+def detected_format(path) -> str:
+    (info,) = list(list_input(str(path)))
+    return detect(info).format
+
+
+@pytest.mark.parametrize(
+    "relpath, expected",
+    [
+        ("dicom/ct_chest.dcm", "dicom"),
+        ("dicom/mr_brain_implicit.dcm", "dicom"),
+        ("fits/m31_sample.fits", "fits"),
+        ("hdf5/nexus_scan.h5", "hdf5"),
+        ("netcdf/sst_cf.nc", "netcdf"),  # NetCDF-4: HDF5 underneath, written by netCDF
+        ("netcdf/precip_classic.nc", "netcdf"),
+        ("other/truncated_scan.h5", "hdf5"),
+        ("other/notes.txt", "unknown"),
+        ("misnamed/really_fits.h5", "fits"),
+        ("misnamed/scan.txt", "dicom"),
+        ("garbage.fits", "fits"),
+    ],
+)
+def test_format_comes_from_the_bytes(mixed_corpus, relpath, expected):
+    assert detected_format(mixed_corpus / relpath) == expected
+
+
+def test_netcdf_classic_magics(tmp_path):
+    for i, magic in enumerate((b"CDF\x01", b"CDF\x02", b"CDF\x05")):
+        (tmp_path / f"f{i}").write_bytes(magic + b"\x00" * 60)
+        assert detected_format(tmp_path / f"f{i}") == "netcdf"
+
+
+def test_zero_byte_file_is_unknown_with_an_error(tmp_path):
+    (tmp_path / "empty.nc").write_bytes(b"")
+    (info,) = list(list_input(str(tmp_path / "empty.nc")))
+    result = detect(info)
+    assert result.format == "unknown"
+    assert result.error.startswith("EmptyFileError")
+
+
+def test_vanished_file_keeps_an_error(tmp_path):
+    info = FileInfo(path=str(tmp_path / "gone.h5"), size=100)
+    result = detect(info)
+    assert result.format == "unknown"
+    assert result.error.startswith("FileNotFoundError")
+
+
+@pytest.mark.parametrize("userblock", [512, 1024, 8192])
+def test_hdf5_with_a_user_block(tmp_path, userblock):
+    path = tmp_path / "ub.h5"
+    with h5py.File(path, "w", userblock_size=userblock) as f:
+        f["x"] = np.arange(3)
+    with open(path, "r+b") as f:  # user block content that is not a signature
+        f.write(b"USERBLOCK" * 10)
+    assert detected_format(path) == "hdf5"
+    (info,) = list(list_input(str(path)))
+    assert detect(info).error is None
+
+
+def test_hdf5_signature_offsets():
+    sig = b"\x89HDF\r\n\x1a\n"
+    assert hdf5_signature_offset(sig + b"\0" * 100) == 0
+    assert hdf5_signature_offset(b"\0" * 512 + sig + b"\0" * 100) == 512
+    assert hdf5_signature_offset(b"\0" * 100 + sig + b"\0" * 600) is None  # not at a power of two
+
+
+def test_dicom_without_preamble():
+    explicit = b"\x08\x00\x05\x00CS\x0a\x00ISO_IR 100"
+    assert looks_like_raw_dicom(explicit + b"\x08\x00\x16\x00UI\x00\x00")
+    implicit = b"\x08\x00\x05\x00" + (10).to_bytes(4, "little") + b"ISO_IR 100" + b"\x08\x00\x16\x00"
+    assert looks_like_raw_dicom(implicit)
+    assert not looks_like_raw_dicom(b"\x08\x00" + b"\xff" * 40)
+    assert not looks_like_raw_dicom(b"hello world, not dicom at all")

@@ -1,0 +1,238 @@
+"""The whole pipeline on a generated corpus, read back with pyarrow and DuckDB."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+
+import fsspec
+import pyarrow.parquet as pq
+import pytest
+
+from tests.catalog_helpers import duck, files_by_name, metadata, read_table, run_catalog
+from transforms import schemas
+
+EXPECTED = {  # file name -> (format, status)
+    "ct_chest.dcm": ("dicom", "ok"),
+    "mr_brain_implicit.dcm": ("dicom", "ok"),
+    "m31_sample.fits": ("fits", "ok"),
+    "nexus_scan.h5": ("hdf5", "ok"),
+    "sst_cf.nc": ("netcdf", "ok"),
+    "precip_classic.nc": ("netcdf", "ok"),
+    "truncated_scan.h5": ("hdf5", "error"),
+    "notes.txt": ("unknown", "unsupported"),
+    "really_fits.h5": ("fits", "ok"),
+    "scan.txt": ("dicom", "ok"),
+    "empty.dat": ("unknown", "error"),
+    "garbage.fits": ("fits", "error"),
+}
+
+
+@pytest.fixture(scope="module")
+def catalog(mixed_corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("catalog")
+    manifest = run_catalog([mixed_corpus], out)
+    return out, manifest
+
+
+def comparable(rows, drop=("extracted_at",)):
+    return sorted(json.dumps({k: v for k, v in r.items() if k not in drop}, default=str, sort_keys=True) for r in rows)
+
+
+def test_every_file_has_exactly_one_row(catalog, mixed_corpus):
+    out, _ = catalog
+    rows = read_table(out, "files").to_pylist()
+    on_disk = sorted(str(p) for p in mixed_corpus.rglob("*") if p.is_file())
+    assert sorted(r["path"] for r in rows) == on_disk
+    assert {k: (v["format"], v["status"]) for k, v in files_by_name(out).items()} == EXPECTED
+
+
+def test_tables_have_the_contract_schemas(catalog):
+    out, _ = catalog
+    for name, schema in schemas.TABLES.items():
+        written = pq.read_schema(next((out / name).glob("*.parquet")))
+        assert written.remove_metadata().equals(schema, check_metadata=False), name
+
+
+def test_error_rows_say_why_and_ok_rows_do_not(catalog):
+    out, _ = catalog
+    by_name = files_by_name(out)
+    for name, row in by_name.items():
+        assert row["metadata"] is not None
+        json.loads(row["metadata"])
+        if row["status"] == "error":
+            assert row["error"] and ": " in row["error"] or row["error"].isidentifier(), (name, row["error"])
+        else:
+            assert row["error"] is None, name
+    assert by_name["empty.dat"]["error"].startswith("EmptyFileError")
+    assert by_name["notes.txt"]["format_version"] is None
+
+
+def test_files_columns(catalog, mixed_corpus):
+    out, _ = catalog
+    row = files_by_name(out)["m31_sample.fits"]
+    path = mixed_corpus / "fits" / "m31_sample.fits"
+    assert row["size_bytes"] == path.stat().st_size
+    assert abs(row["modified"].timestamp() - path.stat().st_mtime) < 1e-3
+    assert row["modified"].tzinfo is not None
+    assert row["extracted_at"] > dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
+    assert row["extractor_version"] == "0.1.0"
+
+
+def test_duckdb_reads_every_table_and_parses_metadata(catalog):
+    out, _ = catalog
+    (n, valid) = duck(out, "select count(*), count(*) filter (where json_valid(metadata)) from {files}")[0]
+    assert n == valid == len(EXPECTED)
+    assert duck(out, "select modality, count(*) from {dicom} group by 1 order by 1") == [("CT", 2), ("MR", 1)]
+    titles = duck(
+        out,
+        "select json_extract_string(metadata, '$.attributes.title') from {files} "
+        "where path like '%sst_cf.nc'",
+    )
+    assert titles == [("sample sea surface temperature",)]
+
+
+def test_dicom_rows(catalog):
+    out, _ = catalog
+    rows = {os.path.basename(r["path"]): r for r in read_table(out, "dicom").to_pylist()}
+    ct = rows["ct_chest.dcm"]
+    assert ct["modality"] == "CT"
+    assert ct["sop_instance_uid"] == "1.2.826.0.1.3680043.8.498.100.1.1"
+    assert ct["study_date"] == dt.date(2024, 3, 15)
+    assert (ct["rows"], ct["columns"], ct["number_of_frames"]) == (32, 32, None)
+    assert ct["transfer_syntax_uid"] == "1.2.840.10008.1.2.1"
+    tags = json.loads(ct["tags"])
+    assert tags["00100010"]["Value"][0]["Alphabetic"] == "Müller^Jürgen"
+    assert "7FE00010" not in tags or "Value" not in tags["7FE00010"]
+    assert rows["mr_brain_implicit.dcm"]["transfer_syntax_uid"] == "1.2.840.10008.1.2"
+    assert files_by_name(out)["ct_chest.dcm"]["format_version"] == "Explicit VR Little Endian"
+
+
+def test_fits_rows(catalog):
+    out, _ = catalog
+    rows = [r for r in read_table(out, "fits").to_pylist() if r["path"].endswith("m31_sample.fits")]
+    rows.sort(key=lambda r: r["hdu_index"])
+    assert [(r["hdu_index"], r["hdu_type"], r["extname"]) for r in rows] == [
+        (0, "PRIMARY", None),
+        (1, "IMAGE", "SCI"),
+        (2, "BINTABLE", "CATALOG"),
+    ]
+    assert rows[0]["shape"] == [16, 16] and rows[0]["bitpix"] == 16 and rows[0]["naxis"] == 2
+    assert rows[1]["shape"] == [8, 4]  # NAXIS1..NAXISn, as in the header
+    header = json.loads(rows[0]["header"])
+    cards = {c["keyword"]: c for c in header}
+    assert cards["TELESCOP"]["value"] == "SAMPLE-T" and cards["TELESCOP"]["comment"] == "telescope"
+    assert cards["SIMPLE"]["value"] is True and cards["EXPTIME"]["value"] == 30.0
+    assert any(c["keyword"] == "HISTORY" for c in header)
+
+
+def test_hdf5_rows(catalog):
+    out, _ = catalog
+    rows = {r["object_path"]: r for r in read_table(out, "hdf5").to_pylist() if r["path"].endswith("nexus_scan.h5")}
+    assert rows["/entry"]["kind"] == "group"
+    counts = rows["/entry/data/counts"]
+    assert (counts["kind"], counts["shape"], counts["dtype"], counts["chunks"], counts["compression"]) == (
+        "dataset", [8, 8], "int32", [4, 8], "gzip",
+    )
+    assert json.loads(counts["attributes"]) == {"units": "counts"}
+    assert rows["/entry/data/x"]["chunks"] is None
+    assert rows["/entry/data_link"]["kind"] == "soft_link"
+    assert rows["/entry/data_link"]["link_target"] == "/entry/data"
+    assert "/" not in rows
+
+
+def test_netcdf_rows(catalog):
+    out, _ = catalog
+    rows = read_table(out, "netcdf").to_pylist()
+    sst = {(r["group"], r["variable"]): r for r in rows if r["path"].endswith("sst_cf.nc")}
+    assert set(sst) == {("/", "time"), ("/", "lat"), ("/", "lon"), ("/", "sst"), ("/quality", "sst_flag")}
+    v = sst[("/", "sst")]
+    assert (v["dimensions"], v["shape"], v["dtype"], v["units"], v["standard_name"]) == (
+        ["time", "lat", "lon"], [2, 4, 5], "float32", "K", "sea_surface_temperature",
+    )
+    assert json.loads(v["attributes"])["_FillValue"] == -999.0
+    classic = [r for r in rows if r["path"].endswith("precip_classic.nc")]
+    assert {r["variable"] for r in classic} == {"time", "precip"}
+    assert not [r for r in read_table(out, "hdf5").to_pylist() if r["path"].endswith(".nc")]
+    meta = metadata(files_by_name(out)["sst_cf.nc"])
+    assert meta["dimensions"]["/"]["time"] == {"size": 2, "unlimited": True}
+    assert files_by_name(out)["sst_cf.nc"]["format_version"] == "NETCDF4"
+    assert files_by_name(out)["precip_classic.nc"]["format_version"] == "NETCDF3_CLASSIC"
+
+
+def test_manifest(catalog):
+    out, manifest = catalog
+    on_disk = json.loads((out / "manifest.json").read_text())
+    assert on_disk == manifest
+    for key in ("started_at", "finished_at", "options", "files_total", "bytes_total", "counts"):
+        assert key in manifest
+    assert manifest["files_total"] == len(EXPECTED)
+    assert manifest["counts"]["hdf5"] == {"error": 1, "ok": 1}
+    assert manifest["rows"]["files"] == len(EXPECTED)
+    assert not [p for p in out.iterdir() if p.name.startswith(".metaextract-staging")]
+
+
+def test_rerun_replaces_tables_and_keeps_other_files(mixed_corpus, tmp_path):
+    out = tmp_path / "out"
+    run_catalog([mixed_corpus / "fits"], out)
+    (out / "README.txt").write_text("mine")
+    (out / "files" / "stale.parquet").write_bytes(b"old")
+    run_catalog([mixed_corpus / "netcdf"], out)
+    assert (out / "README.txt").read_text() == "mine"
+    assert not (out / "files" / "stale.parquet").exists()
+    assert sorted(os.path.basename(r["path"]) for r in read_table(out, "files").to_pylist()) == [
+        "precip_classic.nc", "sst_cf.nc",
+    ]
+    assert read_table(out, "fits").num_rows == 0  # an empty table still reads
+
+
+def test_multi_processing_runner_gives_the_same_catalog(catalog, mixed_corpus, tmp_path):
+    out, _ = catalog
+    other = tmp_path / "mp"
+    run_catalog([mixed_corpus], other, "--direct_running_mode=multi_processing", "--direct_num_workers=2")
+    for table in schemas.TABLES:
+        assert comparable(read_table(other, table).to_pylist()) == comparable(read_table(out, table).to_pylist()), table
+
+
+def _strip_paths(rows, prefix):
+    return comparable([{**r, "path": r["path"].split(prefix, 1)[-1]} for r in rows], drop=("extracted_at", "modified"))
+
+
+def test_memory_filesystem(catalog, mixed_corpus, tmp_path):
+    out, _ = catalog
+    fs = fsspec.filesystem("memory")
+    for p in mixed_corpus.rglob("*"):
+        if p.is_file():
+            fs.pipe(f"/pipeline-test/{p.relative_to(mixed_corpus)}", p.read_bytes())
+    try:
+        mem_out = tmp_path / "mem"
+        run_catalog(["memory://pipeline-test"], mem_out)
+        for table in schemas.TABLES:
+            assert _strip_paths(read_table(mem_out, table).to_pylist(), "pipeline-test/") == _strip_paths(
+                read_table(out, table).to_pylist(), str(mixed_corpus) + "/"
+            ), table
+    finally:
+        fs.rm("/pipeline-test", recursive=True)
+
+
+def test_s3_via_local_server(catalog, mixed_corpus, s3_server, tmp_path):
+    out, _ = catalog
+    endpoint, storage_options = s3_server
+    fs = fsspec.filesystem("s3", **storage_options)
+    fs.mkdir("metaextract-test")
+    for p in mixed_corpus.rglob("*"):
+        if p.is_file():
+            fs.pipe(f"metaextract-test/corpus/{p.relative_to(mixed_corpus)}", p.read_bytes())
+    s3_out = "s3://metaextract-test/catalog"
+    run_catalog(["s3://metaextract-test/corpus"], s3_out, "--storage_options", json.dumps(storage_options))
+    local = tmp_path / "from-s3"
+    fs.get("metaextract-test/catalog", str(local), recursive=True)
+    for table in schemas.TABLES:
+        got = pq.read_table(local / table).to_pylist()
+        assert all(r["path"].startswith("s3://metaextract-test/corpus/") for r in got), table
+        assert _strip_paths(got, "corpus/") == _strip_paths(
+            read_table(out, table).to_pylist(), str(mixed_corpus) + "/"
+        ), table
+    manifest = json.loads((local / "manifest.json").read_text())
+    assert endpoint not in json.dumps(manifest["options"].get("storage_options", {}))

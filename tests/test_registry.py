@@ -1,0 +1,66 @@
+"""A third-party format plugs in through the ``metaextract.extractors`` entry point group."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pytest
+
+from tests.catalog_helpers import files_by_name, read_table, run_catalog
+from transforms import formats
+
+PLUGIN = textwrap.dedent(
+    '''
+    import pyarrow as pa
+    from transforms.formats.base import Extractor
+
+    SCHEMA = pa.schema([("path", pa.string()), ("greeting", pa.string())])
+
+    def extract(source, out):
+        with source.open() as f:
+            text = f.read(64).decode()
+        out.format_version = "TOY1"
+        out.metadata = {"text": text}
+        out.add_row("toy", {"greeting": text[4:].strip()})
+
+    EXTRACTOR = Extractor(format="toy", extract=extract, tables={"toy": SCHEMA},
+                          sniff=lambda head: head.startswith(b"TOY1"))
+    '''
+)
+
+
+@pytest.fixture
+def toy_plugin(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    (site / "toy_format").mkdir(parents=True)
+    (site / "toy_format" / "__init__.py").write_text(PLUGIN)
+    dist = site / "toy_format-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-format\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[metaextract.extractors]\ntoy = toy_format:EXTRACTOR\n")
+    monkeypatch.syspath_prepend(str(site))
+    formats.registry.cache_clear()
+    yield
+    formats.registry.cache_clear()
+    sys.modules.pop("toy_format", None)
+
+
+def test_builtins_are_registered():
+    assert {"dicom", "fits", "hdf5", "netcdf"} <= set(formats.registry())
+
+
+def test_plugin_extends_detection_extraction_and_tables(toy_plugin, tmp_path):
+    assert "toy" in formats.registry()
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "hello.bin").write_bytes(b"TOY1 hello world\n")
+    (corpus / "other.bin").write_bytes(b"nothing to see")
+    out = tmp_path / "out"
+    run_catalog([corpus], out)
+    rows = files_by_name(out)
+    assert (rows["hello.bin"]["format"], rows["hello.bin"]["status"], rows["hello.bin"]["format_version"]) == (
+        "toy", "ok", "TOY1",
+    )
+    assert rows["other.bin"]["status"] == "unsupported"
+    assert read_table(out, "toy").to_pylist() == [{"path": str(corpus / "hello.bin"), "greeting": "hello world"}]
