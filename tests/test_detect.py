@@ -81,5 +81,7 @@ def test_dicom_without_preamble():
     assert looks_like_raw_dicom(explicit + b"\x08\x00\x16\x00UI\x00\x00")
     implicit = b"\x08\x00\x05\x00" + (10).to_bytes(4, "little") + b"ISO_IR 100" + b"\x08\x00\x16\x00"
     assert looks_like_raw_dicom(implicit)
+    big_endian = b"\x00\x08\x00\x05CS\x00\x0aISO_IR 100"
+    assert looks_like_raw_dicom(big_endian + b"\x00" * 8)
     assert not looks_like_raw_dicom(b"\x08\x00" + b"\xff" * 40)
     assert not looks_like_raw_dicom(b"hello world, not dicom at all")

@@ -47,8 +47,15 @@ def hdf5_signature_offset(head: bytes, source: Source | None = None) -> int | No
 
 
 def looks_like_raw_dicom(head: bytes) -> bool:
-    """DICOM without preamble: a data set starting at group 0002 or 0008 (explicit or implicit VR)."""
-    if len(head) < 12 or head[0:2] not in (b"\x02\x00", b"\x08\x00"):
+    """DICOM without preamble: a data set starting at group 0002 or 0008.
+
+    Explicit VR (little or big endian) or implicit VR little endian.
+    """
+    if len(head) < 12:
+        return False
+    if head[0:2] in (b"\x00\x02", b"\x00\x08"):  # explicit VR big endian
+        return head[4:6] in _DICOM_VRS
+    if head[0:2] not in (b"\x02\x00", b"\x08\x00"):
         return False
     if head[4:6] in _DICOM_VRS:  # explicit VR little endian
         return True
