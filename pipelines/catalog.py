@@ -32,9 +32,22 @@ from transforms.extract import FILES_TABLE, ExtractMetadata
 from transforms.formats import registry
 from transforms.listing import InputError, ListFiles, check_inputs
 from transforms.redact import redact_url
-from transforms.sink import MANIFEST, WriteCatalog
+from transforms.incremental import (
+    CachePolicy,
+    CarryForward,
+    PlanAgainstCacheFn,
+    ReadCache,
+    has_catalog,
+    read_previous_manifest,
+    shard_rows,
+)
+from transforms.publish import roll_forward
+from transforms.rollups import RollUps
+from transforms.sink import CACHE_SIZE, CARRIED, MANIFEST, WriteCatalog
 
 SAMPLE_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sample_data")
+#: Tables the roll-ups read (on incremental runs, carried rows are read back for them).
+ROLLUP_SOURCES = ("files", "dicom", "netcdf", "hdf5")
 LOCAL_RUNNERS = {None, "DirectRunner", "direct", "FnApiRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner"}
 
 
@@ -52,7 +65,9 @@ def normalize_output(output: str) -> str:
 
 @dataclasses.dataclass
 class CatalogFiles(beam.PTransform):
-    """The whole recipe: list -> detect -> extract -> write; applies to any pipeline and runner.
+    """The whole recipe: list -> compare with cache -> detect -> extract -> roll up -> write.
+
+    Applies to any pipeline and runner.
 
     Args:
       inputs: ``--input`` values.
@@ -61,6 +76,9 @@ class CatalogFiles(beam.PTransform):
       storage_options: passed to fsspec.
       extract_options: format-specific settings handed to extractors (``Source.options``).
       progress_dir: local folder for live progress, or None.
+      previous: the previous catalog used as the cache, or None.
+      policy: when cached files are read again (``--full``, ``--retry_errors``).
+      run_id: names the staging folder.
     """
 
     inputs: list[str]
@@ -69,21 +87,47 @@ class CatalogFiles(beam.PTransform):
     storage_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     extract_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     progress_dir: str | None = None
+    previous: str | None = None
+    policy: CachePolicy = dataclasses.field(default_factory=lambda: CachePolicy(__version__))
+    run_id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     def __post_init__(self):
         super().__init__()
 
     def expand(self, pbegin):
         tables = catalog_tables()
-        return (
+        all_tables = {**tables, **schemas.ROLLUP_TABLES}
+        writer = WriteCatalog(self.output, all_tables, self.manifest, self.storage_options, self.run_id)
+        cache = pbegin | "ReadCache" >> ReadCache(self.previous, self.storage_options)
+        planned = (
             pbegin
             | "ListFiles" >> ListFiles(self.inputs, self.storage_options)
-            | "DetectFormat" >> DetectFormat(self.storage_options)
-            | "ExtractMetadata" >> ExtractMetadata(
-                list(tables), self.storage_options, self.extract_options, self.progress_dir
+            | "CompareWithCache"
+            >> beam.ParDo(PlanAgainstCacheFn(self.policy), cache=beam.pvalue.AsDict(cache)).with_outputs(
+                PlanAgainstCacheFn.CARRY, main="extract"
             )
-            | "WriteCatalog" >> WriteCatalog(self.output, tables, self.manifest, self.storage_options)
         )
+        rows = (
+            planned.extract
+            | "DetectFormat" >> DetectFormat(self.storage_options)
+            | "ExtractMetadata"
+            >> ExtractMetadata(list(tables), self.storage_options, self.extract_options, self.progress_dir)
+        )
+        carried = planned[PlanAgainstCacheFn.CARRY] | "CarryForward" >> CarryForward(
+            self.previous, writer.staging, tables, self.storage_options
+        )
+        rollup_input = dict(rows)
+        if self.previous:  # roll-ups cover carried rows too
+            for name in ROLLUP_SOURCES:
+                reread = carried | f"Reread{name.title()}" >> beam.FlatMap(shard_rows, name, self.storage_options)
+                rollup_input[name] = (rows[name], reread) | f"All{name.title()}Rows" >> beam.Flatten()
+        rollups = rollup_input | "RollUps" >> RollUps()
+        return {
+            **rows,
+            **rollups,
+            CARRIED: carried,
+            CACHE_SIZE: cache | "CountCache" >> beam.combiners.Count.Globally(),
+        } | "WriteCatalog" >> writer
 
 
 def check_output(output: str, storage_options: dict[str, Any]) -> None:
@@ -111,13 +155,20 @@ def run(argv: list[str] | None = None, *, stdout=sys.stdout, stderr=sys.stderr) 
     local = runner in LOCAL_RUNNERS
     total_files, total_bytes = check_inputs(inputs, storage_options)
     check_output(output, storage_options)
+    if roll_forward(output, storage_options):
+        print(f"metaextract: finished publishing the catalog a previous run left at {output}", file=stderr)
+    previous = find_previous(opts.previous, output, storage_options)
+    policy = CachePolicy(__version__, full=opts.full, retry_errors=opts.retry_errors)
     extract_options = {"bulk_data_threshold": opts.bulk_data_threshold}
+    run_id = uuid.uuid4().hex[:12]
     manifest = {
-        "run_id": uuid.uuid4().hex[:12],
+        "run_id": run_id,
         "extractor_version": __version__,
         "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         "options": public_options(pipeline_options)
         | {"input": [redact_url(i) for i in inputs], "output": redact_url(output)},
+        "previous_catalog": redact_url(previous) if previous else None,
+        "previous_run": _previous_run(previous, storage_options),
     }
     show_progress = local and (opts.progress == "on" or (opts.progress == "auto" and stderr.isatty()))
     with tempfile.TemporaryDirectory(prefix="metaextract-progress-") as progress_dir:
@@ -128,6 +179,9 @@ def run(argv: list[str] | None = None, *, stdout=sys.stdout, stderr=sys.stderr) 
             storage_options,
             extract_options,
             progress_dir if show_progress else None,
+            previous,
+            policy,
+            run_id,
         )
         start = time.monotonic()
         pipeline = beam.Pipeline(options=pipeline_options)
@@ -142,7 +196,43 @@ def run(argv: list[str] | None = None, *, stdout=sys.stdout, stderr=sys.stderr) 
     with fs.open(f"{root.rstrip('/')}/{MANIFEST}", "r") as f:
         result = json.load(f)
     print(summary_table(result, output, elapsed), file=stdout)
+    limit = opts.max_error_fraction
+    if limit is not None and result.get("error_fraction", 0.0) > limit:
+        result["alert"] = (
+            f"{result['errors_extracted']:,} of {result['files_extracted']:,} files read were errors "
+            f"({result['error_fraction']:.1%} > --max_error_fraction {limit:g})"
+        )
+        print(f"metaextract: alert: {result['alert']}", file=stderr)
     return result
+
+
+def find_previous(previous: str | None, output: str, storage_options: dict[str, Any]) -> str | None:
+    """The cache: ``--previous`` when given (it must be a catalog), else the catalog at ``--output``."""
+    if previous:
+        previous = normalize_output(previous)
+        try:
+            ok = has_catalog(previous, storage_options)
+        except (OSError, ValueError, ImportError) as exc:
+            raise UsageError(f"cannot read --previous {previous!r}: {exc}") from None
+        if not ok:
+            raise UsageError(f"--previous {previous!r} is not a metaextract catalog (no manifest.json and files/)")
+        return previous
+    try:
+        return output if has_catalog(output, storage_options) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _previous_run(previous: str | None, storage_options: dict[str, Any]) -> dict[str, Any] | None:
+    """The previous run's figures, kept in this run's manifest for the comparison."""
+    if not previous:
+        return None
+    before = read_previous_manifest(previous, storage_options)
+    if not before:
+        return None
+    keys = ("run_id", "finished_at", "files_total", "bytes_total", "files_per_s", "counts",
+            "bytes_read", "files_extracted", "error_fraction")
+    return {k: before[k] for k in keys if k in before}
 
 
 def summary_table(manifest: dict[str, Any], output: str, elapsed: float) -> str:
@@ -155,6 +245,22 @@ def summary_table(manifest: dict[str, Any], output: str, elapsed: float) -> str:
     lines.append(f"{'total':<10} {'':<12} {manifest['files_total']:>9,} {human_bytes(manifest['bytes_total']):>12}")
     rate = manifest["files_total"] / elapsed if elapsed > 0 else 0.0
     rows = ", ".join(f"{k} {v:,}" for k, v in manifest.get("rows", {}).items())
+    changes = manifest.get("changes")
+    if changes:
+        lines.append(
+            "changes: " + ", ".join(f"{k} {changes.get(k, 0):,}" for k in ("new", "changed", "unchanged", "deleted"))
+            + f"; read {manifest.get('files_extracted', 0):,}, carried forward {manifest.get('files_carried_forward', 0):,}"
+        )
+    compared = manifest.get("compared_with_previous")
+    if compared:
+        lines.append(
+            "vs previous run: "
+            + ", ".join(
+                f"{k} {v['previous']:,} -> {v['current']:,}"
+                for k, v in compared.items()
+                if isinstance(v, dict) and k in ("files_total", "errors", "files_extracted")
+            )
+        )
     lines.append(f"{elapsed:.1f} s, {rate:,.0f} files/s; catalog: {output} ({rows})")
     return "\n".join(lines)
 
@@ -164,13 +270,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("apache_beam").setLevel(logging.ERROR)
     try:
-        run(argv)
+        result = run(argv)
     except (UsageError, InputError) as exc:
         die(str(exc))
     except KeyboardInterrupt:
         print("metaextract: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return 3 if result.get("alert") else 0
 
 
 if __name__ == "__main__":

@@ -36,6 +36,16 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
 class MetaextractOptions(PipelineOptions):
     """metaextract's own options (Beam's, such as ``--runner``, are parsed alongside)."""
 
@@ -65,6 +75,32 @@ class MetaextractOptions(PipelineOptions):
             type=_non_negative_int,
             default=1024,
             help="DICOM binary values larger than this many bytes are left out of dicom.tags.",
+        )
+        parser.add_argument(
+            "--previous",
+            default=None,
+            help="An earlier catalog to use as the cache (default: the catalog already at "
+            "--output, if any). Unchanged files are not opened: their rows are carried forward.",
+        )
+        parser.add_argument(
+            "--full",
+            action="store_true",
+            default=False,
+            help="Re-extract every file, ignoring the cache (change and first_seen still come "
+            "from it).",
+        )
+        parser.add_argument(
+            "--retry_errors",
+            action="store_true",
+            default=False,
+            help="Re-extract files whose previous status was error.",
+        )
+        parser.add_argument(
+            "--max_error_fraction",
+            type=_fraction,
+            default=None,
+            help="Exit with code 3 (after publishing) when more than this fraction of the files "
+            "read in this run are errors, e.g. 0.05.",
         )
         parser.add_argument(
             "--progress",

@@ -53,6 +53,7 @@ def catalog_rows(
     except (TypeError, ValueError) as exc:
         metadata, status = "{}", "error"
         error = error or format_error(exc)
+    now = _now()
     rows: dict[str, list[dict[str, Any]]] = {
         FILES_TABLE: [
             {
@@ -64,8 +65,11 @@ def catalog_rows(
                 "status": status,
                 "error": error,
                 "metadata": metadata,
-                "extracted_at": _now(),
+                "extracted_at": now,
                 "extractor_version": __version__,
+                "first_seen": info.first_seen or now,
+                "change": info.change or "new",
+                "etag": info.etag,
             }
         ]
     }

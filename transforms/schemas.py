@@ -24,6 +24,12 @@ FILES = pa.schema(
         pa.field("metadata", pa.string(), nullable=False),
         pa.field("extracted_at", UTC_US, nullable=False),
         pa.field("extractor_version", pa.string(), nullable=False),
+        # Incremental runs (added in 0.2): when the path was first catalogued, and how the file
+        # compares with the previous catalog: new, changed or unchanged.
+        pa.field("first_seen", UTC_US),
+        pa.field("change", pa.string()),
+        # The listing's etag or generation (object stores), compared on incremental runs.
+        pa.field("etag", pa.string()),
     ]
 )
 
@@ -95,4 +101,60 @@ TABLES: dict[str, pa.Schema] = {
     "fits": FITS,
     "hdf5": HDF5,
     "netcdf": NETCDF,
+}
+
+# --- Roll-up tables (transforms/rollups.py): computed from the tables above by the pipeline.
+# Kept out of TABLES (the per-file tables, one row per thing read) in ROLLUP_TABLES; the
+# catalog writes both (pipelines.catalog.CatalogFiles).
+
+DICOM_SERIES = pa.schema(
+    [
+        pa.field("study_instance_uid", pa.string(), nullable=False),
+        pa.field("series_instance_uid", pa.string(), nullable=False),
+        pa.field("modality", pa.string()),
+        pa.field("body_part", pa.string()),
+        pa.field("instance_count", pa.int64(), nullable=False),
+        pa.field("total_bytes", pa.int64(), nullable=False),
+        pa.field("first_acquisition", pa.timestamp("us")),
+        pa.field("last_acquisition", pa.timestamp("us")),
+        pa.field("invariant_attributes", pa.string(), nullable=False),
+        pa.field("varying_attributes", STRING_LIST, nullable=False),
+    ]
+)
+
+DICOM_STUDIES = pa.schema(
+    [
+        pa.field("study_instance_uid", pa.string(), nullable=False),
+        pa.field("patient_id", pa.string()),
+        pa.field("study_date", pa.date32()),
+        pa.field("modality", pa.string()),
+        pa.field("modalities", STRING_LIST, nullable=False),
+        pa.field("body_part", pa.string()),
+        pa.field("series_count", pa.int64(), nullable=False),
+        pa.field("instance_count", pa.int64(), nullable=False),
+        pa.field("total_bytes", pa.int64(), nullable=False),
+        pa.field("first_acquisition", pa.timestamp("us")),
+        pa.field("last_acquisition", pa.timestamp("us")),
+        pa.field("invariant_attributes", pa.string(), nullable=False),
+        pa.field("varying_attributes", STRING_LIST, nullable=False),
+    ]
+)
+
+VARIABLES = pa.schema(
+    [
+        pa.field("format", pa.string(), nullable=False),
+        pa.field("name", pa.string(), nullable=False),
+        pa.field("units", pa.string()),
+        pa.field("standard_name", pa.string()),
+        pa.field("file_count", pa.int64(), nullable=False),
+        pa.field("total_bytes", pa.int64(), nullable=False),
+        pa.field("example_path", pa.string(), nullable=False),
+    ]
+)
+
+#: The roll-up tables, written after TABLES (and after plug-ins' tables).
+ROLLUP_TABLES: dict[str, pa.Schema] = {
+    "dicom_series": DICOM_SERIES,
+    "dicom_studies": DICOM_STUDIES,
+    "variables": VARIABLES,
 }

@@ -3,8 +3,8 @@
 Beam's file-based ``WriteToParquet`` writes no rows on the DaskRunner (its finalization step
 does not run there), so the sink uses only ParDo and Combine, which every runner supports:
 each bundle writes its rows to a staging folder with pyarrow and emits the shard's name; one
-final step, which sees every shard name, moves the shards into place table by table and writes
-``manifest.json``. A shard written by a bundle that the runner retried is never emitted, so it
+final step, which sees every shard name, publishes them with ``manifest.json`` (see
+:mod:`transforms.publish` for how a reader never sees a half-written catalog). A shard written by a bundle that the runner retried is never emitted, so it
 is never published: each row lands exactly once.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import posixpath
 import uuid
 from collections.abc import Iterable, Mapping
@@ -21,15 +20,15 @@ from typing import Any
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
-from apache_beam.transforms.window import GlobalWindows
 from fsspec.core import url_to_fs
 
 from transforms.extract import FILES_TABLE
+from transforms.publish import MANIFEST, PARQUET_COMPRESSION, STAGING_PREFIX, publish_catalog
 
-MANIFEST = "manifest.json"
+NEW, CHANGED, UNCHANGED = "new", "changed", "unchanged"
+
 #: Rows a writer buffers before it writes a shard (bounds the writer's memory).
 MAX_ROWS_PER_SHARD = 50_000
-PARQUET_COMPRESSION = "zstd"
 
 
 def join(base: str, *parts: str) -> str:
@@ -51,8 +50,16 @@ def write_shard(staging: str, table_name: str, schema: pa.Schema, rows: list[dic
     return {"table": table_name, "path": path, "rows": len(rows)}
 
 
-class WriteParquetShardsFn(beam.DoFn):
-    """Buffers one table's rows and writes them as Parquet shards; emits each shard's record."""
+class ParquetShardWriter(beam.CombineFn):
+    """Writes one table's rows as Parquet shards; the combined result is the list of shard records.
+
+    A CombineFn rather than a DoFn that flushes in ``finish_bundle``: Beam 2.77's DaskRunner
+    drops whatever ``finish_bundle`` emits (it collects a bundle's outputs before calling it).
+    An accumulator is ``(shard records, pending rows)``; it writes a shard whenever ``max_rows``
+    rows are pending, and ``compact`` (called before a shuffle) writes the rest, so that only
+    shard records cross the network on runners that lift combiners. A shard written by an
+    attempt that the runner retried is in no surviving accumulator, so it is never published.
+    """
 
     def __init__(self, table: str, schema: pa.Schema, staging: str, storage_options=None, max_rows: int = MAX_ROWS_PER_SHARD):
         self._table = table
@@ -61,25 +68,61 @@ class WriteParquetShardsFn(beam.DoFn):
         self._storage_options = dict(storage_options or {})
         self._max_rows = max_rows
 
-    def start_bundle(self):
-        self._rows: list[dict] = []
+    def _flush(self, accumulator):
+        shards, rows = accumulator
+        if rows:
+            shards.append(write_shard(self._staging, self._table, self._schema, rows, self._storage_options))
+        return shards, []
 
-    def _flush(self) -> dict | None:
-        if not self._rows:
-            return None
-        shard = write_shard(self._staging, self._table, self._schema, self._rows, self._storage_options)
-        self._rows = []
-        return shard
+    def create_accumulator(self):
+        return [], []
 
-    def process(self, row: dict):
-        self._rows.append(row)
-        if len(self._rows) >= self._max_rows:
-            yield self._flush()
+    def add_input(self, accumulator, row: dict):
+        accumulator[1].append(row)
+        return self._flush(accumulator) if len(accumulator[1]) >= self._max_rows else accumulator
 
-    def finish_bundle(self):
-        shard = self._flush()
-        if shard is not None:
-            yield GlobalWindows.windowed_value(shard)
+    def merge_accumulators(self, accumulators):
+        shards, rows = [], []
+        for more_shards, more_rows in accumulators:
+            shards.extend(more_shards)
+            rows.extend(more_rows)
+            if len(rows) >= self._max_rows:
+                shards, rows = self._flush((shards, rows))
+        return shards, rows
+
+    def compact(self, accumulator):
+        return self._flush(accumulator)
+
+    def extract_output(self, accumulator) -> list[dict]:
+        return self._flush(accumulator)[0]
+
+
+@dataclasses.dataclass
+class WriteParquetShards(beam.PTransform):
+    """One table's rows -> one record per Parquet shard written to ``staging/<table>/``.
+
+    Args:
+      table: the table name.
+      schema: its explicit pyarrow schema.
+      staging: the run's staging folder.
+      storage_options: passed to fsspec.
+    """
+
+    table: str
+    schema: pa.Schema
+    staging: str
+    storage_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        super().__init__()
+
+    def expand(self, rows):
+        writer = ParquetShardWriter(self.table, self.schema, self.staging, self.storage_options)
+        return (
+            rows
+            | "WriteShards" >> beam.CombineGlobally(writer).without_defaults()
+            | "ShardRecords" >> beam.FlatMap(lambda shards: shards)
+        )
 
 
 def _outcome(row: dict) -> tuple[tuple[str, str], tuple[int, int]]:
@@ -99,8 +142,8 @@ def summarize(outcomes: Iterable[tuple[tuple[str, str], tuple[int, int]]]) -> di
     counts: dict[str, dict[str, int]] = {}
     nbytes: dict[str, dict[str, int]] = {}
     for (fmt, status), (files, size) in sorted(outcomes):
-        counts.setdefault(fmt, {})[status] = files
-        nbytes.setdefault(fmt, {})[status] = size
+        counts.setdefault(fmt, {})[status] = counts.get(fmt, {}).get(status, 0) + files
+        nbytes.setdefault(fmt, {})[status] = nbytes.get(fmt, {}).get(status, 0) + size
     return {
         "files_total": sum(n for by in counts.values() for n in by.values()),
         "bytes_total": sum(n for by in nbytes.values() for n in by.values()),
@@ -109,62 +152,110 @@ def summarize(outcomes: Iterable[tuple[tuple[str, str], tuple[int, int]]]) -> di
     }
 
 
-def publish(
-    shards: list[dict],
+def build_manifest(
+    base: Mapping[str, Any],
     outcomes: list,
-    output: str,
-    staging: str,
-    tables: Mapping[str, pa.Schema],
-    manifest: Mapping[str, Any],
-    storage_options: Mapping[str, Any] | None = None,
+    changes: list,
+    extracted: list,
+    cache_size: int,
+    rows: Mapping[str, int],
+    finished: dt.datetime,
 ) -> dict[str, Any]:
-    """Move every table's shards from staging into ``output/<table>/`` and write the manifest.
-
-    Each table folder is replaced as a whole; other files under ``output`` are left alone. A
-    table without rows still gets one empty Parquet file, so that ``output/<table>/*.parquet``
-    always matches.
-    """
-    fs, root = url_to_fs(output, **dict(storage_options or {}))
-    _, staging_root = url_to_fs(staging, **dict(storage_options or {}))
-    by_table: dict[str, list[dict]] = {name: [] for name in tables}
-    for shard in shards:
-        by_table.setdefault(shard["table"], []).append(shard)
-    rows_per_table = {}
-    for name, schema in tables.items():
-        target = posixpath.join(root, name)
-        if fs.exists(target):
-            fs.rm(target, recursive=True)
-        fs.makedirs(target, exist_ok=True)
-        table_shards = sorted(by_table[name], key=lambda s: s["path"])
-        if not table_shards:
-            with fs.open(posixpath.join(target, "part-00000.parquet"), "wb") as f:
-                pq.write_table(schema.empty_table(), f, compression=PARQUET_COMPRESSION)
-        for i, shard in enumerate(table_shards):
-            _, shard_path = url_to_fs(shard["path"], **dict(storage_options or {}))
-            fs.mv(shard_path, posixpath.join(target, f"part-{i:05d}.parquet"))
-        rows_per_table[name] = sum(s["rows"] for s in table_shards)
-    finished = dt.datetime.now(dt.timezone.utc)
-    started = dt.datetime.fromisoformat(manifest["started_at"])
+    """The run's manifest: base info, counts, changes against the cache, and the comparison
+    with the previous run."""
+    started = dt.datetime.fromisoformat(base["started_at"])
     duration = max((finished - started).total_seconds(), 1e-9)
     summary = summarize(outcomes)
+    change_counts = {NEW: 0, CHANGED: 0, UNCHANGED: 0}
+    for change, n in changes:
+        change_counts[change] = change_counts.get(change, 0) + n
+    change_counts["deleted"] = max(cache_size - change_counts[CHANGED] - change_counts[UNCHANGED], 0)
+    files_read = sum(n for _, n in extracted)
+    errors_read = sum(n for status, n in extracted if status == "error")
     document = {
-        **manifest,
+        **base,
         "finished_at": finished.isoformat(),
         "duration_s": round(duration, 3),
         **summary,
         "files_per_s": round(summary["files_total"] / duration, 2),
-        "rows": rows_per_table,
+        "changes": change_counts,
+        "files_extracted": files_read,
+        "files_carried_forward": summary["files_total"] - files_read,
+        "errors_extracted": errors_read,
+        "error_fraction": round(errors_read / files_read, 6) if files_read else 0.0,
+        "rows": dict(rows),
     }
-    with fs.open(posixpath.join(root, MANIFEST), "w") as f:
-        json.dump(document, f, indent=2, sort_keys=False)
-    if fs.exists(staging_root):
-        fs.rm(staging_root, recursive=True)
+    previous = base.get("previous_run")
+    if previous:
+        document["compared_with_previous"] = compare_runs(document, previous)
     return document
+
+
+def _errors(manifest: Mapping[str, Any]) -> int:
+    return sum(by.get("error", 0) for by in manifest.get("counts", {}).values())
+
+
+def compare_runs(current: Mapping[str, Any], previous: Mapping[str, Any]) -> dict[str, Any]:
+    """This run against the previous one: what a scheduler's log should show at a glance."""
+    out = {"previous_run_id": previous.get("run_id"), "previous_finished_at": previous.get("finished_at")}
+    for key, value in (
+        ("files_total", lambda m: m.get("files_total", 0)),
+        ("errors", _errors),
+        ("files_per_s", lambda m: m.get("files_per_s", 0.0)),
+        ("bytes_total", lambda m: m.get("bytes_total", 0)),
+        ("bytes_read", lambda m: m.get("bytes_read", 0)),
+        ("files_extracted", lambda m: m.get("files_extracted", m.get("files_total", 0))),
+    ):
+        now, before = value(current), value(previous)
+        out[key] = {"previous": before, "current": now, "delta": round(now - before, 6)}
+    return out
+
+
+def publish(
+    shards: list[dict],
+    outcomes: list,
+    changes: list,
+    extracted: list,
+    cache_size: int,
+    output: str,
+    staging: str,
+    run_id: str,
+    tables: Mapping[str, pa.Schema],
+    manifest: Mapping[str, Any],
+    storage_options: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Publish every staged table and the manifest (see :mod:`transforms.publish`)."""
+    rows = {name: 0 for name in tables}
+    for shard in shards:
+        rows[shard["table"]] = rows.get(shard["table"], 0) + shard["rows"]
+    document = build_manifest(
+        manifest, outcomes, changes, extracted, cache_size, rows, dt.datetime.now(dt.timezone.utc)
+    )
+    return publish_catalog(output, staging, run_id, shards, tables, document, storage_options)
+
+
+#: Optional extra inputs of WriteCatalog: shards of rows carried forward from the previous
+#: catalog, and the number of paths in the cache (a single int).
+CARRIED = "_carried_shards"
+CACHE_SIZE = "_cache_size"
+
+
+def _carried_outcomes(shard: dict):
+    for (fmt, status), (files, nbytes) in shard.get("outcomes", []):
+        yield (fmt, status), (files, nbytes)
+
+
+def _carried_changes(shard: dict):
+    if shard["table"] == FILES_TABLE:
+        yield UNCHANGED, shard["rows"]
 
 
 @dataclasses.dataclass
 class WriteCatalog(beam.PTransform):
     """Dict of table name -> PCollection of rows  ->  the published catalog's manifest.
+
+    The input dict may also hold ``CARRIED`` (shard records of rows carried forward from the
+    previous catalog) and ``CACHE_SIZE`` (one int: paths in that catalog).
 
     Args:
       output: the catalog folder (local path or fsspec URL).
@@ -182,20 +273,40 @@ class WriteCatalog(beam.PTransform):
 
     def __post_init__(self):
         super().__init__()
-        self.staging = join(self.output, f".metaextract-staging-{self.run_id}")
+        self.staging = staging_folder(self.output, self.run_id)
 
-    def expand(self, rows_by_table: dict):
-        shard_lists = []
+    def expand(self, inputs: dict):
+        pipeline = inputs[FILES_TABLE].pipeline
+        carried = inputs.get(CARRIED) or (pipeline | "NoCarriedShards" >> beam.Create([]))
+        cache_size = inputs.get(CACHE_SIZE) or (pipeline | "NoCache" >> beam.Create([0]))
+        shard_lists = [carried]
         for name, schema in self.tables.items():
             shard_lists.append(
-                rows_by_table[name]
+                inputs[name]
                 | f"Write{name.title()}Shards"
-                >> beam.ParDo(WriteParquetShardsFn(name, schema, self.staging, self.storage_options))
+                >> WriteParquetShards(name, schema, self.staging, self.storage_options)
             )
+        files = inputs[FILES_TABLE]
         outcomes = (
-            rows_by_table[FILES_TABLE]
-            | "FileOutcome" >> beam.Map(_outcome)
+            (
+                files | "FileOutcome" >> beam.Map(_outcome),
+                carried | "CarriedOutcomes" >> beam.FlatMap(_carried_outcomes),
+            )
+            | "AllOutcomes" >> beam.Flatten()
             | "SumByFormatAndStatus" >> beam.CombinePerKey(_sum_pairs)
+        )
+        changes = (
+            (
+                files | "FileChange" >> beam.Map(lambda row: (row["change"], 1)),
+                carried | "CarriedChanges" >> beam.FlatMap(_carried_changes),
+            )
+            | "AllChanges" >> beam.Flatten()
+            | "SumByChange" >> beam.CombinePerKey(sum)
+        )
+        extracted = (
+            files
+            | "ExtractedStatus" >> beam.Map(lambda row: (row["status"], 1))
+            | "SumByStatus" >> beam.CombinePerKey(sum)
         )
         return (
             shard_lists
@@ -205,10 +316,18 @@ class WriteCatalog(beam.PTransform):
             >> beam.Map(
                 publish,
                 outcomes=beam.pvalue.AsList(outcomes),
+                changes=beam.pvalue.AsList(changes),
+                extracted=beam.pvalue.AsList(extracted),
+                cache_size=beam.pvalue.AsSingleton(cache_size),
                 output=self.output,
                 staging=self.staging,
+                run_id=self.run_id,
                 tables=self.tables,
                 manifest=self.manifest,
                 storage_options=self.storage_options,
             )
         )
+
+
+def staging_folder(output: str, run_id: str) -> str:
+    return join(output, f"{STAGING_PREFIX}{run_id}")

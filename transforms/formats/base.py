@@ -32,6 +32,9 @@ class FileInfo:
     size: int
     modified: dt.datetime | None = None  # tz-aware UTC
     etag: str | None = None
+    # Set by the comparison with the previous catalog (incremental runs).
+    change: str | None = None  # new, changed, unchanged
+    first_seen: dt.datetime | None = None
 
 
 @dataclasses.dataclass

@@ -1,0 +1,303 @@
+"""Incremental runs: the previous catalog as a cache, held as a Beam side input.
+
+A listed file whose path, size and modification time (and etag, when both listings have one)
+match the cache is not opened: its rows in every table are carried forward from the previous
+catalog unchanged (only ``files.change`` becomes ``unchanged``). Carrying forward works on whole
+Parquet files with vectorized pyarrow filters, never row by row through the pipeline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import posixpath
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from fsspec.core import url_to_fs
+
+from transforms.formats.base import FileInfo
+from transforms.sink import MANIFEST, join, write_table
+
+#: files-table columns the cache needs (the whole row is never held in memory).
+CACHE_COLUMNS = ["path", "size_bytes", "modified", "status", "extractor_version", "extracted_at"]
+OPTIONAL_CACHE_COLUMNS = ["first_seen", "etag"]
+
+NEW, CHANGED, UNCHANGED = "new", "changed", "unchanged"
+
+
+class CacheEntry(NamedTuple):
+    """What the previous catalog knew about one path (small: a million fit in a few hundred MB)."""
+
+    size: int
+    modified_us: int | None
+    etag: str | None
+    status: str
+    extractor_version: str
+    first_seen_us: int | None
+
+
+def _us(value: dt.datetime | None) -> int | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return int(round(value.timestamp() * 1_000_000))
+
+
+def _from_us(value: int | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    return dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=value)
+
+
+@dataclasses.dataclass(frozen=True)
+class CachePolicy:
+    """When a cached file is read again.
+
+    Args:
+      version: the running extractor version; rows written by another version are refreshed.
+      full: re-extract every file (``--full``); ``change`` is still labelled from the cache.
+      retry_errors: re-extract files whose previous status was ``error``.
+    """
+
+    version: str
+    full: bool = False
+    retry_errors: bool = False
+
+
+def compare(info: FileInfo, entry: CacheEntry | None) -> str:
+    """``new``, ``changed`` or ``unchanged`` for a listed file against its cache entry."""
+    if entry is None:
+        return NEW
+    if entry.size != info.size or entry.modified_us != _us(info.modified):
+        return CHANGED
+    if entry.etag and info.etag and entry.etag != info.etag:
+        return CHANGED
+    return UNCHANGED
+
+
+def plan(info: FileInfo, entry: CacheEntry | None, policy: CachePolicy) -> tuple[FileInfo, bool]:
+    """Label ``info`` (change, first_seen) and say whether its rows can be carried forward."""
+    change = compare(info, entry)
+    first_seen = _from_us(entry.first_seen_us) if entry is not None else None
+    labelled = dataclasses.replace(info, change=change, first_seen=first_seen)
+    carry = (
+        change == UNCHANGED
+        and not policy.full
+        and entry.extractor_version == policy.version
+        and not (policy.retry_errors and entry.status == "error")
+    )
+    return labelled, carry
+
+
+# --- reading the previous catalog ------------------------------------------------------------
+
+
+def table_files(catalog: str, table: str, storage_options: Mapping[str, Any] | None = None) -> list[str]:
+    """The Parquet files of one table of a published catalog (the manifest's list when it has one)."""
+    fs, root = url_to_fs(catalog, **dict(storage_options or {}))
+    manifest_path = posixpath.join(root, MANIFEST)
+    listed = None
+    if fs.exists(manifest_path):
+        with fs.open(manifest_path, "r") as f:
+            listed = (json.load(f).get("table_files") or {}).get(table)
+    if listed is None:
+        listed = sorted(posixpath.basename(p) for p in fs.glob(posixpath.join(root, table, "*.parquet")))
+    return [join(catalog, table, name) for name in listed]
+
+
+def has_catalog(path: str, storage_options: Mapping[str, Any] | None = None) -> bool:
+    fs, root = url_to_fs(path, **dict(storage_options or {}))
+    return fs.exists(posixpath.join(root, MANIFEST)) and fs.isdir(posixpath.join(root, "files"))
+
+
+def read_previous_manifest(path: str, storage_options: Mapping[str, Any] | None = None) -> dict | None:
+    fs, root = url_to_fs(path, **dict(storage_options or {}))
+    try:
+        with fs.open(posixpath.join(root, MANIFEST), "r") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _read(path: str, columns: list[str] | None, storage_options) -> pa.Table:
+    fs, fpath = url_to_fs(path, **dict(storage_options or {}))
+    with fs.open(fpath, "rb") as f:
+        if columns is None:
+            return pq.read_table(f)
+        available = set(pq.read_schema(f).names)
+        f.seek(0)
+        return pq.read_table(f, columns=[c for c in columns if c in available])
+
+
+def cache_entries(path: str, storage_options=None) -> Iterable[tuple[str, CacheEntry]]:
+    """(path, CacheEntry) for every row of one Parquet file of a previous ``files`` table."""
+    table = _read(path, CACHE_COLUMNS + OPTIONAL_CACHE_COLUMNS, storage_options)
+    n = table.num_rows
+    cols = {name: table.column(name).to_pylist() for name in table.column_names}
+    first_seen = cols.get("first_seen") or [None] * n
+    etags = cols.get("etag") or [None] * n
+    for i in range(n):
+        yield cols["path"][i], CacheEntry(
+            size=cols["size_bytes"][i],
+            modified_us=_us(cols["modified"][i]),
+            etag=etags[i],
+            status=cols["status"][i],
+            extractor_version=cols["extractor_version"][i],
+            first_seen_us=_us(first_seen[i] or cols["extracted_at"][i]),
+        )
+
+
+def carry_forward(
+    path: str, table: str, schema: pa.Schema, keep: set[str], storage_options=None
+) -> pa.Table:
+    """The rows of one previous Parquet file whose path is in ``keep``, in ``schema``.
+
+    ``files`` rows get ``change=unchanged``; a column the previous catalog did not have yet is
+    filled with nulls (``first_seen`` with the row's ``extracted_at``).
+    """
+    previous = _read(path, None, storage_options)
+    if not keep or previous.num_rows == 0:
+        return schema.empty_table()
+    mask = pc.is_in(previous.column("path"), value_set=pa.array(sorted(keep), pa.string()))
+    rows = previous.filter(mask)
+    columns = []
+    for field in schema:
+        if field.name == "change" and table == "files":
+            columns.append(pa.array([UNCHANGED] * rows.num_rows, pa.string()))
+        elif field.name in rows.column_names:
+            columns.append(rows.column(field.name).cast(field.type))
+        elif field.name == "first_seen" and "extracted_at" in rows.column_names:
+            columns.append(rows.column("extracted_at").cast(field.type))
+        else:
+            columns.append(pa.nulls(rows.num_rows, field.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def shard_rows(shard: Mapping[str, Any], table: str, storage_options=None) -> Iterable[dict]:
+    """The rows of a carried-forward shard, when it belongs to ``table``."""
+    if shard["table"] != table:
+        return
+    yield from _read(shard["path"], None, storage_options).to_pylist()
+
+
+# --- Beam ------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ReadCache(beam.PTransform):
+    """The previous catalog's ``files`` table as ``(path, CacheEntry)`` pairs (empty when none).
+
+    Args:
+      previous: a catalog folder or URL, or None.
+      storage_options: passed to fsspec.
+    """
+
+    previous: str | None
+    storage_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        super().__init__()
+
+    def expand(self, pbegin):
+        parts = table_files(self.previous, "files", self.storage_options) if self.previous else []
+        return (
+            pbegin
+            | "ListCacheFiles" >> beam.Create(parts)
+            | "ReadCacheEntries" >> beam.FlatMap(cache_entries, self.storage_options)
+        )
+
+
+class PlanAgainstCacheFn(beam.DoFn):
+    """Labels each listed file; emits it to extract, or its path to carry forward (tag ``carry``)."""
+
+    CARRY = "carry"
+
+    def __init__(self, policy: CachePolicy):
+        self._policy = policy
+
+    def process(self, info: FileInfo, cache: Mapping[str, CacheEntry]):
+        labelled, carry = plan(info, cache.get(info.path), self._policy)
+        if carry:
+            yield beam.pvalue.TaggedOutput(self.CARRY, info.path)
+        else:
+            yield labelled
+
+
+class CarryForwardFn(beam.DoFn):
+    """One previous Parquet file -> a staged shard holding the rows of unchanged files."""
+
+    def __init__(self, staging: str, tables: Mapping[str, pa.Schema], storage_options=None):
+        self._staging = staging
+        self._tables = dict(tables)
+        self._storage_options = dict(storage_options or {})
+        self._keep_list = self._keep_set = None
+
+    def process(self, part: tuple[str, str], keep: list[str]):
+        table_name, path = part
+        if table_name not in self._tables:
+            return
+        if keep is not self._keep_list:  # build the set once per side-input value
+            self._keep_list, self._keep_set = keep, set(keep)
+        keep = self._keep_set
+        rows = carry_forward(path, table_name, self._tables[table_name], keep, self._storage_options)
+        if rows.num_rows == 0:
+            return
+        shard = join(self._staging, table_name, f"carried-{uuid.uuid4().hex}.parquet")
+        write_table(shard, rows, self._storage_options)
+        record = {"table": table_name, "path": shard, "rows": rows.num_rows}
+        if table_name == "files":
+            record["outcomes"] = _outcomes(rows)
+        yield record
+
+
+def _outcomes(files: pa.Table) -> list:
+    """``((format, status), (files, bytes))`` sums of carried ``files`` rows."""
+    grouped = files.group_by(["format", "status"]).aggregate([("size_bytes", "sum"), ("size_bytes", "count")])
+    return [
+        ((r["format"], r["status"]), (r["size_bytes_count"], r["size_bytes_sum"] or 0))
+        for r in grouped.to_pylist()
+    ]
+
+
+@dataclasses.dataclass
+class CarryForward(beam.PTransform):
+    """Paths of unchanged files -> staged shards with their previous rows, for every table.
+
+    Args:
+      previous: the previous catalog (folder or URL), or None.
+      staging: where the shards go (the sink's staging folder).
+      tables: table name -> schema of this run.
+      storage_options: passed to fsspec.
+    """
+
+    previous: str | None
+    staging: str
+    tables: dict[str, pa.Schema]
+    storage_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        super().__init__()
+
+    def expand(self, unchanged_paths):
+        parts = []
+        if self.previous:
+            for name in self.tables:
+                parts.extend((name, p) for p in table_files(self.previous, name, self.storage_options))
+        return (
+            unchanged_paths.pipeline
+            | "ListPreviousParts" >> beam.Create(parts)
+            | "CopyUnchangedRows"
+            >> beam.ParDo(
+                CarryForwardFn(self.staging, self.tables, self.storage_options),
+                keep=beam.pvalue.AsList(unchanged_paths),
+            )
+        )
+

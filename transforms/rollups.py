@@ -1,0 +1,479 @@
+"""Roll-up tables built from the per-format rows: DICOM series and studies, and variables.
+
+    dicom_series    one row per (study_instance_uid, series_instance_uid)
+    dicom_studies   one row per study_instance_uid
+    variables       one row per distinct (format, name, units, standard_name) across the
+                    ``netcdf`` and ``hdf5`` tables, with the number and total size of the files
+                    that hold it
+
+Everything is computed by the pipeline (``CoGroupByKey`` to join each file's size onto its rows,
+``CombinePerKey`` to roll up), never in the driver. The work lives in the plain functions and
+the Beam-free accumulator logic below; the PTransforms only wire labelled steps.
+
+DICOM attributes are compared by their DICOM JSON model value (``Value``, ``InlineBinary`` or
+``BulkDataURI``; sequences as a whole), named by their DICOM keyword (``Modality``) or, for
+private and unknown tags, ``GGGGEEEE``. The file meta group (0002) describes the file rather than
+the instance and is left out. An attribute is *invariant* when every instance of the series
+(study) has it with the same value; every other attribute seen in some instance is *varying*.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import apache_beam as beam
+
+#: Acquisition time, in order of preference: (datetime tag) or (date tag, time tag).
+ACQUISITION_SOURCES = (
+    ("0008002A",),  # AcquisitionDateTime
+    ("00080022", "00080032"),  # AcquisitionDate, AcquisitionTime
+    ("00080023", "00080033"),  # ContentDate, ContentTime
+)
+BODY_PART_TAG = "00180015"  # BodyPartExamined
+FILE_META_GROUP = "0002"
+#: Separator for several distinct values in one string column (DICOM's multi-value separator).
+MULTI_VALUE_SEPARATOR = "\\"
+
+DICOM_SERIES = "dicom_series"
+DICOM_STUDIES = "dicom_studies"
+VARIABLES = "variables"
+
+
+# --- DICOM: pure functions ---------------------------------------------------------------
+
+
+def attribute_name(tag: str) -> str:
+    """``"00080060"`` -> ``"Modality"``; private and unknown tags keep their ``GGGGEEEE``."""
+    from pydicom.datadict import keyword_for_tag
+
+    try:
+        return keyword_for_tag(int(tag, 16)) or tag
+    except ValueError:
+        return tag
+
+
+def _element_value(element: Any) -> Any:
+    if not isinstance(element, Mapping):
+        return element
+    for key in ("Value", "InlineBinary", "BulkDataURI"):
+        if key in element:
+            return element[key] if key == "Value" else {key: element[key]}
+    return None
+
+
+def _first_string(tags: Mapping[str, Any], tag: str) -> str | None:
+    value = _element_value(tags.get(tag))
+    if isinstance(value, list) and value and isinstance(value[0], str):
+        return value[0].strip() or None
+    return None
+
+
+def parse_dicom_datetime(date: str | None, time: str | None = None) -> dt.datetime | None:
+    """DICOM DA + TM, or one DT, as a naive datetime (as written; no time zone). None if invalid."""
+    if not date:
+        return None
+    text = date.replace(".", "").replace("-", "")  # old YYYY.MM.DD dates
+    if time:
+        text = text[:8] + time.replace(":", "")
+    text = text.split("+")[0].split("-")[0].strip()  # DT may end with a &ZZXX offset
+    whole, _, fraction = text.partition(".")
+    if len(whole) < 8 or not whole.isdigit():
+        return None
+    whole = whole[:14].ljust(14, "0") if len(whole) > 8 else whole + "000000"
+    try:
+        value = dt.datetime.strptime(whole, "%Y%m%d%H%M%S")
+    except ValueError:
+        return None
+    if fraction.isdigit():
+        value = value.replace(microsecond=int(fraction[:6].ljust(6, "0")))
+    return value
+
+
+def acquisition_time(tags: Mapping[str, Any]) -> dt.datetime | None:
+    """The instance's acquisition time: AcquisitionDateTime, Acquisition or Content Date+Time."""
+    for source in ACQUISITION_SOURCES:
+        if len(source) == 1:
+            value = parse_dicom_datetime(_first_string(tags, source[0]))
+        else:
+            value = parse_dicom_datetime(_first_string(tags, source[0]), _first_string(tags, source[1]))
+        if value is not None:
+            return value
+    return None
+
+
+def instance_summary(dicom_row: Mapping[str, Any], size_bytes: int) -> dict[str, Any]:
+    """What a roll-up needs from one ``dicom`` row: plain, picklable values only.
+
+    ``attributes`` maps each attribute name to its value as canonical JSON text, so that values
+    compare exactly and cheaply.
+    """
+    try:
+        tags = json.loads(dicom_row.get("tags") or "{}")
+    except ValueError:
+        tags = {}
+    if not isinstance(tags, dict):
+        tags = {}
+    attributes = {
+        attribute_name(tag): json.dumps(_element_value(element), sort_keys=True, separators=(",", ":"))
+        for tag, element in tags.items()
+        if not tag.startswith(FILE_META_GROUP)
+    }
+    acquired = acquisition_time(tags)
+    return {
+        "study_instance_uid": dicom_row.get("study_instance_uid"),
+        "series_instance_uid": dicom_row.get("series_instance_uid"),
+        "modality": dicom_row.get("modality"),
+        "patient_id": dicom_row.get("patient_id"),
+        "study_date": dicom_row.get("study_date"),
+        "body_part": _first_string(tags, BODY_PART_TAG),
+        "acquired": acquired,
+        "size_bytes": int(size_bytes or 0),
+        "attributes": attributes,
+    }
+
+
+@dataclasses.dataclass
+class DicomAccumulator:
+    """A partial roll-up of some instances; merge order never changes the result."""
+
+    instance_count: int = 0
+    total_bytes: int = 0
+    first: dt.datetime | None = None
+    last: dt.datetime | None = None
+    modalities: set[str] = dataclasses.field(default_factory=set)
+    body_parts: set[str] = dataclasses.field(default_factory=set)
+    patient_ids: set[str] = dataclasses.field(default_factory=set)
+    study_dates: set[dt.date] = dataclasses.field(default_factory=set)
+    series: set[str] = dataclasses.field(default_factory=set)
+    #: Attributes equal in every instance so far (name -> canonical JSON value).
+    common: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: Attributes seen in some instance but not equal in all of them.
+    varying: set[str] = dataclasses.field(default_factory=set)
+
+
+def _min(a, b):
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _max(a, b):
+    return b if a is None else a if b is None else max(a, b)
+
+
+def merge(a: DicomAccumulator, b: DicomAccumulator) -> DicomAccumulator:
+    """Combine two partial roll-ups (``a`` is updated and returned)."""
+    if b.instance_count == 0:
+        return a
+    if a.instance_count == 0:
+        a.common = dict(b.common)
+        a.varying = set(b.varying)
+    else:
+        names = set(a.common) | set(b.common)
+        common = {n: v for n, v in a.common.items() if b.common.get(n) == v}
+        a.varying |= b.varying | (names - set(common))
+        a.common = common
+    a.instance_count += b.instance_count
+    a.total_bytes += b.total_bytes
+    a.first = _min(a.first, b.first)
+    a.last = _max(a.last, b.last)
+    a.modalities |= b.modalities
+    a.body_parts |= b.body_parts
+    a.patient_ids |= b.patient_ids
+    a.study_dates |= b.study_dates
+    a.series |= b.series
+    return a
+
+
+def accumulate(summary: Mapping[str, Any]) -> DicomAccumulator:
+    """The roll-up of one instance."""
+
+    def present(value):
+        return {value} if value else set()
+
+    return DicomAccumulator(
+        instance_count=1,
+        total_bytes=summary["size_bytes"],
+        first=summary["acquired"],
+        last=summary["acquired"],
+        modalities=present(summary["modality"]),
+        body_parts=present(summary["body_part"]),
+        patient_ids=present(summary["patient_id"]),
+        study_dates=present(summary["study_date"]),
+        series=present(summary["series_instance_uid"]),
+        common=dict(summary["attributes"]),
+    )
+
+
+def joined(values: Iterable[str]) -> str | None:
+    """Distinct values, sorted, joined with ``\\``; None when there are none."""
+    values = sorted(values)
+    return MULTI_VALUE_SEPARATOR.join(values) if values else None
+
+
+def _attributes_json(acc: DicomAccumulator) -> str:
+    return "{" + ",".join(f"{json.dumps(n)}:{acc.common[n]}" for n in sorted(acc.common)) + "}"
+
+
+def series_row(key: tuple[str, str], acc: DicomAccumulator) -> dict[str, Any]:
+    study, series = key
+    return {
+        "study_instance_uid": study,
+        "series_instance_uid": series,
+        "modality": joined(acc.modalities),
+        "body_part": joined(acc.body_parts),
+        "instance_count": acc.instance_count,
+        "total_bytes": acc.total_bytes,
+        "first_acquisition": acc.first,
+        "last_acquisition": acc.last,
+        "invariant_attributes": _attributes_json(acc),
+        "varying_attributes": sorted(acc.varying),
+    }
+
+
+def study_row(study: str, acc: DicomAccumulator) -> dict[str, Any]:
+    return {
+        "study_instance_uid": study,
+        "patient_id": joined(acc.patient_ids),
+        "study_date": min(acc.study_dates) if acc.study_dates else None,
+        "modality": joined(acc.modalities),
+        "modalities": sorted(acc.modalities),
+        "body_part": joined(acc.body_parts),
+        "series_count": len(acc.series),
+        "instance_count": acc.instance_count,
+        "total_bytes": acc.total_bytes,
+        "first_acquisition": acc.first,
+        "last_acquisition": acc.last,
+        "invariant_attributes": _attributes_json(acc),
+        "varying_attributes": sorted(acc.varying),
+    }
+
+
+class DicomRollupFn(beam.CombineFn):
+    """Instance summaries -> :class:`DicomAccumulator` (thin shell around :func:`merge`)."""
+
+    def create_accumulator(self):
+        return DicomAccumulator()
+
+    def add_input(self, acc, summary):
+        return merge(acc, accumulate(summary))
+
+    def merge_accumulators(self, accumulators):
+        result = DicomAccumulator()
+        for acc in accumulators:
+            result = merge(result, acc)
+        return result
+
+    def extract_output(self, acc):
+        return acc
+
+
+# --- variables: pure functions -----------------------------------------------------------
+
+
+def cf_string(attributes: Mapping[str, Any], name: str) -> str | None:
+    """A CF attribute as a string (a list of strings joined with spaces), as in ``netcdf``."""
+    value = attributes.get(name)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return " ".join(value)
+    return json.dumps(value, sort_keys=True)
+
+
+def variable_key(fmt: str, name: str, units: str | None, standard_name: str | None) -> str:
+    """The group key: JSON text of the four fields (a string: a deterministic coder)."""
+    return json.dumps([fmt, name, units, standard_name])
+
+
+def netcdf_variable(row: Mapping[str, Any]) -> tuple[str, str]:
+    """``netcdf`` row -> (path, key). The name is the variable's short name (groups ignored)."""
+    return row["path"], variable_key("netcdf", row["variable"], row.get("units"), row.get("standard_name"))
+
+
+def hdf5_variables(row: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """``hdf5`` dataset row -> [(path, key)]; the name is the dataset's full object path."""
+    if row.get("kind") != "dataset":
+        return []
+    try:
+        attributes = json.loads(row.get("attributes") or "{}")
+    except ValueError:
+        attributes = {}
+    if not isinstance(attributes, dict):
+        attributes = {}
+    key = variable_key("hdf5", row["object_path"], cf_string(attributes, "units"), cf_string(attributes, "standard_name"))
+    return [(row["path"], key)]
+
+
+def variable_row(key: str, acc: tuple[int, int, str | None]) -> dict[str, Any]:
+    fmt, name, units, standard_name = json.loads(key)
+    file_count, total_bytes, example = acc
+    return {
+        "format": fmt,
+        "name": name,
+        "units": units,
+        "standard_name": standard_name,
+        "file_count": file_count,
+        "total_bytes": total_bytes,
+        "example_path": example,
+    }
+
+
+class VariableRollupFn(beam.CombineFn):
+    """(size, path) of each distinct file -> (file count, total bytes, smallest path)."""
+
+    def create_accumulator(self):
+        return 0, 0, None
+
+    def add_input(self, acc, size_and_path):
+        size, path = size_and_path
+        return acc[0] + 1, acc[1] + size, path if acc[2] is None else min(acc[2], path)
+
+    def merge_accumulators(self, accumulators):
+        count = total = 0
+        example = None
+        for c, t, e in accumulators:
+            count, total = count + c, total + t
+            if e is not None:
+                example = e if example is None else min(example, e)
+        return count, total, example
+
+    def extract_output(self, acc):
+        return acc
+
+
+# --- joins -------------------------------------------------------------------------------
+
+
+def file_size(row: Mapping[str, Any]) -> tuple[str, int]:
+    return row["path"], int(row["size_bytes"] or 0)
+
+
+def _sized(joined_rows: tuple[str, dict[str, list]], values: str) -> Iterable[tuple[Any, int]]:
+    _, grouped = joined_rows
+    size = grouped["size"][0] if grouped["size"] else 0
+    for value in grouped[values]:
+        yield value, size
+
+
+def dicom_series_entries(summary_and_size):
+    row, size = summary_and_size
+    summary = instance_summary(row, size)
+    if summary["study_instance_uid"] is None or summary["series_instance_uid"] is None:
+        return []
+    return [((summary["study_instance_uid"], summary["series_instance_uid"]), summary)]
+
+
+def series_to_study(keyed: tuple[tuple[str, str], DicomAccumulator]) -> tuple[str, DicomAccumulator]:
+    """A series' roll-up is a partial roll-up of its study."""
+    (study, _), acc = keyed
+    return study, acc
+
+
+class MergeDicomAccumulatorsFn(beam.CombineFn):
+    """Series accumulators -> the study's accumulator."""
+
+    def create_accumulator(self):
+        return DicomAccumulator()
+
+    def add_input(self, acc, other):
+        return merge(acc, other)
+
+    def merge_accumulators(self, accumulators):
+        result = DicomAccumulator()
+        for acc in accumulators:
+            result = merge(result, acc)
+        return result
+
+    def extract_output(self, acc):
+        return acc
+
+
+# --- PTransforms -------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class RollUps(beam.PTransform):
+    """Catalog rows by table -> ``{"dicom_series", "dicom_studies", "variables"}`` rows.
+
+    Reads the ``files``, ``dicom``, ``netcdf`` and ``hdf5`` PCollections of the dict it is
+    applied to (a missing one counts as empty).
+
+    Args:
+      files_table: name of the table that holds each file's ``size_bytes``.
+    """
+
+    files_table: str = "files"
+
+    def __post_init__(self):
+        super().__init__()
+
+    def _table(self, rows_by_table: dict, name: str, pipeline):
+        if name in rows_by_table:
+            return rows_by_table[name]
+        return pipeline | f"No{name.title()}Rows" >> beam.Create([])
+
+    def expand(self, rows_by_table: dict):
+        pipeline = next(iter(rows_by_table.values())).pipeline
+        files = rows_by_table[self.files_table]
+        dicom = self._table(rows_by_table, "dicom", pipeline)
+        netcdf = self._table(rows_by_table, "netcdf", pipeline)
+        hdf5 = self._table(rows_by_table, "hdf5", pipeline)
+
+        dicom_sizes = (
+            files
+            | "DicomFiles" >> beam.Filter(lambda r: r["format"] == "dicom")
+            | "DicomFileSizes" >> beam.Map(file_size).with_output_types(tuple[str, int])
+        )
+        variable_sizes = (
+            files
+            | "VariableFiles" >> beam.Filter(lambda r: r["format"] in ("netcdf", "hdf5"))
+            | "VariableFileSizes" >> beam.Map(file_size).with_output_types(tuple[str, int])
+        )
+
+        series = (
+            {
+                "dicom": dicom | "KeyDicomByPath" >> beam.Map(lambda r: (r["path"], r)).with_output_types(tuple[str, Any]),
+                "size": dicom_sizes,
+            }
+            | "JoinDicomSizes" >> beam.CoGroupByKey()
+            | "DicomWithSize" >> beam.FlatMap(_sized, "dicom")
+            | "KeyBySeries" >> beam.FlatMap(dicom_series_entries).with_output_types(tuple[tuple[str, str], Any])
+            | "RollUpSeries" >> beam.CombinePerKey(DicomRollupFn())
+        )
+        series_rows = series | "SeriesRows" >> beam.MapTuple(series_row)
+        study_rows = (
+            series
+            | "KeyByStudy" >> beam.Map(series_to_study).with_output_types(tuple[str, Any])
+            | "RollUpStudies" >> beam.CombinePerKey(MergeDicomAccumulatorsFn())
+            | "StudyRows" >> beam.MapTuple(study_row)
+        )
+
+        variables = (
+            (
+                netcdf | "NetcdfVariables" >> beam.Map(netcdf_variable).with_output_types(tuple[str, str]),
+                hdf5 | "Hdf5Variables" >> beam.FlatMap(hdf5_variables).with_output_types(tuple[str, str]),
+            )
+            | "FlattenVariables" >> beam.Flatten()
+            | "OncePerFile" >> beam.Distinct()
+        )
+        variable_rows = (
+            {"variable": variables, "size": variable_sizes}
+            | "JoinVariableSizes" >> beam.CoGroupByKey()
+            | "VariableWithSize" >> beam.FlatMap(_variables_with_size).with_output_types(tuple[str, tuple[int, str]])
+            | "RollUpVariables" >> beam.CombinePerKey(VariableRollupFn())
+            | "VariableRows" >> beam.MapTuple(variable_row)
+        )
+        return {DICOM_SERIES: series_rows, DICOM_STUDIES: study_rows, VARIABLES: variable_rows}
+
+
+def _variables_with_size(joined_rows: tuple[str, dict[str, list]]) -> Iterable[tuple[str, tuple[int, str]]]:
+    path, grouped = joined_rows
+    size = grouped["size"][0] if grouped["size"] else 0
+    for key in grouped["variable"]:
+        yield key, (size, path)
+
