@@ -22,7 +22,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["pipelines", "pipelines.*", "transforms", "transforms.*"]),
-    package_data={"pipelines": ["sample_data/*/*"]},
+    package_data={"pipelines": ["sample_data/*/*", "report_assets/*"]},
     include_package_data=True,
     install_requires=[
         "apache-beam>=2.60,<3",
@@ -42,6 +42,7 @@ setup(
             "duckdb>=1.0",
             "moto[server]>=5.0",
             "s3fs>=2024.2",
+            "playwright>=1.40",  # drives Debian's chromium in the report's browser test
         ],
         "gcp": ["gcsfs>=2024.2", "apache-beam[gcp]>=2.60,<3"],
         "aws": ["s3fs>=2024.2"],

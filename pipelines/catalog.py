@@ -203,6 +203,14 @@ def run(argv: list[str] | None = None, *, stdout=sys.stdout, stderr=sys.stderr) 
             f"({result['error_fraction']:.1%} > --max_error_fraction {limit:g})"
         )
         print(f"metaextract: alert: {result['alert']}", file=stderr)
+    if opts.report:
+        from pipelines.report import ReportError, write_report
+
+        try:
+            result["report"] = write_report(output, storage_options=storage_options)
+            print(f"report: {result['report']}", file=stdout)
+        except (ReportError, OSError, ValueError) as exc:  # the catalog itself is published
+            print(f"metaextract: warning: could not write the report: {exc}", file=stderr)
     return result
 
 
@@ -269,6 +277,14 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point: one-line errors and exit code 2 for bad flags, inputs or outputs."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("apache_beam").setLevel(logging.ERROR)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["report"]:  # metaextract report OUT [--html PATH]
+        from pipelines import report
+
+        try:
+            return report.main(argv[1:])
+        except report.ReportError as exc:
+            die(str(exc))
     try:
         result = run(argv)
     except (UsageError, InputError) as exc:

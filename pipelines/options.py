@@ -108,6 +108,12 @@ class MetaextractOptions(PipelineOptions):
             default="auto",
             help="Live progress on stderr for local runs (auto: when stderr is a terminal).",
         )
+        parser.add_argument(
+            "--report",
+            action="store_true",
+            default=False,
+            help="After the run, write the HTML report OUT/report.html (see `metaextract report`).",
+        )
 
 
 class _StrictParser(_BeamArgumentParser):

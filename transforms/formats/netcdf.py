@@ -124,9 +124,7 @@ def _text(raw: bytes) -> str:
 
 
 def _attr_value(nctype: str, values: list[Any]) -> Any:
-    """netCDF attribute values as JSON-able Python: a scalar for one value, else a list."""
-    if nctype == "char":
-        return _text(b"".join(values)) if values and isinstance(values[0], bytes) else values
+    """netCDF numeric attribute values: a scalar for one value, else a list."""
     if nctype == "float":
         values = [_f32(v) for v in values]
     return values[0] if len(values) == 1 else values
@@ -423,10 +421,12 @@ class _Var:
 
 
 class _Group:
-    __slots__ = ("attrs", "atypes", "children", "dims", "parent", "path", "types", "vars")
+    __slots__ = ("attrs", "atypes", "children", "dims",
+        "identity", "parent", "path", "types", "vars")
 
     def __init__(self, path: str, parent: _Group | None) -> None:
         self.path, self.parent = path, parent
+        self.identity: Any = None
         self.dims: list[_Dim] = []
         self.vars: list[_Var] = []
         self.attrs: dict[str, Any] = {}
@@ -451,7 +451,6 @@ class _Model:
 
     def __init__(self, backend: Any) -> None:
         self.b = backend
-        self.groups_seen: set[Any] = set()
         self.next_dimid = 0
         self.types: list[tuple[str, tuple, dict[str, Any]]] = []  # committed, in read order
 
@@ -585,10 +584,10 @@ class _Model:
         group.attrs, group.atypes = self.read_attrs(handle)
         for name, obj in children:
             identity = self.b.identity(obj)
-            if identity in self.groups_seen:
-                continue  # a hard link back to a group already read: not a new group
-            self.groups_seen.add(identity)
+            if any(g.identity == identity for g in group.lineage()):
+                continue  # a link back to an enclosing group: a cycle, not a new group
             child = _Group(f"{group.path.rstrip('/')}/{name}", group)
+            child.identity = identity
             group.children.append(child)
             self.read_group(obj, child)
 
@@ -717,7 +716,7 @@ def _read_netcdf4(backend: Any, out: Extraction) -> None:
     else:
         nc_properties = None
     root = _Group("/", None)
-    model.groups_seen.add(backend.identity(root_handle))
+    root.identity = backend.identity(root_handle)
     model.read_group(root_handle, root)
     model.match_dimensions(root)
     for group in root.walk():
@@ -819,8 +818,9 @@ def _filter(code: int, params: list[int]) -> dict[str, Any]:
 class _H5pyBackend:
     """HDF5 metadata through h5py's low-level API (the reference for the raw reader)."""
 
-    def __init__(self, fid: Any) -> None:
+    def __init__(self, fid: Any, file_size: int) -> None:
         self.fid = fid
+        self.file_size = file_size
         self.superblock_version = fid.get_create_plist().get_version()[0]
 
     def root(self) -> Any:
@@ -857,6 +857,8 @@ class _H5pyBackend:
         kind = space.get_simple_extent_type()
         scalar = "scalar" if kind == h5s.SCALAR else "null" if kind == h5s.NULL else "simple"
         n = 0 if kind == h5s.NULL else space.get_simple_extent_npoints()
+        if n > self.file_size:
+            raise NetCDFError(f"attribute {name} claims {n} values, more than the file holds")
         if kind == h5s.SIMPLE and space.get_simple_extent_ndims() > 1 and desc[0] != "string":
             raise NetCDFError(f"attribute {name} has more than one dimension")
         if not n:
@@ -979,13 +981,14 @@ class _Blocks:
 class _Header:
     """A parsed object header: its messages as (type, flags, creation order, body)."""
 
-    __slots__ = ("_attr_names", "_attrs", "addr", "attr_crt_tracked", "messages")
+    __slots__ = ("_attr_names", "_attrs", "addr", "attr_crt_tracked", "links", "messages")
 
     def __init__(self, addr: int, messages: list[tuple[int, int, int, bytes]],
                  attr_crt_tracked: bool) -> None:
         self.addr, self.messages, self.attr_crt_tracked = addr, messages, attr_crt_tracked
         self._attrs: dict[str, tuple[tuple, str, bytes, int]] | None = None
         self._attr_names: list[str] | None = None
+        self.links: list[tuple[str, int, Any]] | None = None
 
     def first(self, mtype: int) -> tuple[int, bytes] | None:
         for t, flags, _, body in self.messages:
@@ -1434,8 +1437,13 @@ class _RawHDF5:
         return hdr._attrs
 
     # groups ------------------------------------------------------------------------------
-    def links(self, hdr: _Header) -> list[tuple[str, int, int | None]]:
-        """(name, link type, target address) in netCDF-C's iteration order."""
+    def links(self, hdr: _Header) -> list[tuple[str, int, Any]]:
+        """(name, link type, target: address or soft path) in netCDF-C's iteration order."""
+        if hdr.links is None:
+            hdr.links = self._links(hdr)
+        return hdr.links
+
+    def _links(self, hdr: _Header) -> list[tuple[str, int, Any]]:
         links: list[tuple[int, str, int, int | None]] = []
         tracked = False
         stab = hdr.first(0x11)
@@ -1464,7 +1472,7 @@ class _RawHDF5:
             links.sort(key=lambda link: link[1].encode("utf-8"))
         return [(name, ltype, target) for _, name, ltype, target in links]
 
-    def _link_message(self, body: bytes) -> tuple[int, str, int, int | None]:
+    def _link_message(self, body: bytes) -> tuple[int, str, int, Any]:
         flags = body[1]
         pos = 2
         ltype = 0
@@ -1482,10 +1490,14 @@ class _RawHDF5:
         pos += width
         name = body[pos:pos + nlen].decode("utf-8", "replace")
         pos += nlen
-        target = _le(body, pos, self.O) if ltype == 0 else None
+        target: int | str | None = None
+        if ltype == 0:
+            target = _le(body, pos, self.O)
+        elif ltype == 1:
+            target = body[pos + 2:pos + 2 + _le(body, pos, 2)].decode("utf-8", "replace")
         return corder, name, ltype, target
 
-    def _symbol_table_links(self, body: bytes) -> list[tuple[str, int, int | None]]:
+    def _symbol_table_links(self, body: bytes) -> list[tuple[str, int, Any]]:
         btree, lheap = _le(body, 0, self.O), _le(body, self.O, self.O)
         head = self.r.read(self.base + lheap, 8 + 2 * self.L + self.O)
         if head[:4] != b"HEAP":
@@ -1524,9 +1536,12 @@ class _RawHDF5:
                 cache = _le(data, pos + 2 * osz, 4)
                 end = names.index(b"\x00", name_off)
                 name = names[name_off:end].decode("utf-8", "replace")
-                if cache == 2:
-                    raise _Unsupported("soft link in a symbol table")
-                entries.append((name, 0, obj))
+                if cache == 2:  # soft link: the scratch pad holds its value's heap offset
+                    value = _le(data, pos + 2 * osz + 8, 4)
+                    end = names.index(b"\x00", value)
+                    entries.append((name, 1, names[value:end].decode("utf-8", "replace")))
+                else:
+                    entries.append((name, 0, obj))
 
     # the backend protocol ------------------------------------------------------------------
     def root(self) -> _Header:
@@ -1535,13 +1550,34 @@ class _RawHDF5:
     def members(self, hdr: _Header) -> list[tuple[str, str, Any]]:
         result = []
         for name, ltype, target in self.links(hdr):
-            if ltype == 1:
-                raise _Unsupported("soft link")
-            if ltype != 0:
+            if ltype == 0:
+                child = self.header(target)
+            elif ltype == 1:  # netCDF-C opens soft links' targets (H5Oopen follows them)
+                child = self._resolve(hdr, target, 0)
+            else:
                 continue  # external and user-defined links point outside the file
-            child = self.header(target)
             result.append((name, child.kind(), child))
         return result
+
+    def _resolve(self, start: _Header, path: str, depth: int) -> _Header:
+        """The object a soft link's path names, from the root or from its group."""
+        if depth > 16:
+            raise NetCDFError(f"soft link loop at {path!r}")
+        hdr = self.root() if path.startswith("/") else start
+        for part in path.split("/"):
+            if part in ("", "."):
+                continue
+            found = next(((t, v) for n, t, v in self.links(hdr) if n == part), None)
+            if found is None:
+                raise NetCDFError(f"dangling soft link to {path!r}")
+            ltype, target = found
+            if ltype == 0:
+                hdr = self.header(target)
+            elif ltype == 1:
+                hdr = self._resolve(hdr, target, depth + 1)
+            else:
+                raise NetCDFError(f"soft link {path!r} goes through an external link")
+        return hdr
 
     def attribute_names(self, hdr: _Header) -> list[str]:
         self.attributes(hdr)
@@ -1781,21 +1817,18 @@ def _open_hdf5(source: Source):
 
 
 def _extract_netcdf4(source: Source, out: Extraction) -> None:
-    """The raw reader; h5py for what it does not implement or cannot parse."""
+    """The raw reader; h5py for what it does not implement (or fails on unexpectedly)."""
     scratch = Extraction(format=out.format)
     try:
         with source.open() as fileobj:
             block = LOCAL_BLOCK if source.local_path is not None else REMOTE_BLOCK_SIZE
             _read_netcdf4(_RawHDF5(_Blocks(fileobj, source.size, block, source.head)), scratch)
-    except Exception as raw_error:
+    except NetCDFError:
+        raise  # corrupt or truncated: HDF5 itself can spin or crash on such files
+    except Exception:  # _Unsupported (or a bug of ours): HDF5 decides
         out.metadata["reader"] = "h5py"
-        try:
-            with _open_hdf5(source) as f:
-                _read_netcdf4(_H5pyBackend(f.id), out)
-        except Exception:
-            if isinstance(raw_error, NetCDFError):
-                raise raw_error from None
-            raise
+        with _open_hdf5(source) as f:
+            _read_netcdf4(_H5pyBackend(f.id, source.size), out)
         return
     out.format_version = scratch.format_version
     out.metadata.update(scratch.metadata)
@@ -1839,11 +1872,13 @@ def looks_like_netcdf4(source: Source) -> bool:
             block = LOCAL_BLOCK if source.local_path is not None else REMOTE_BLOCK_SIZE
             return _has_netcdf4_markers(_RawHDF5(_Blocks(fileobj, source.size, block,
                                                          source.head)))
-    except Exception:
+    except NetCDFError:
+        return False  # corrupt or truncated
+    except Exception:  # _Unsupported: ask HDF5
         pass
     try:
         with _open_hdf5(source) as f:
-            return _has_netcdf4_markers(_H5pyBackend(f.id))
+            return _has_netcdf4_markers(_H5pyBackend(f.id, source.size))
     except Exception:
         return False
 

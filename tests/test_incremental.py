@@ -1,0 +1,215 @@
+"""Incremental runs: the previous catalog as cache, change labels, safe publishing, alerting."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines import make_sample_data
+from tests.catalog_helpers import read_table, run_catalog
+from transforms import schemas
+from transforms.publish import JOURNAL
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TABLES = list(schemas.TABLES) + list(getattr(schemas, "ROLLUP_TABLES", {}))
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    root = tmp_path / "corpus"
+    for name, writer in [
+        ("dicom", make_sample_data.write_dicom),
+        ("fits", make_sample_data.write_fits),
+        ("hdf5", make_sample_data.write_hdf5),
+        ("netcdf", make_sample_data.write_netcdf),
+        ("other", make_sample_data.write_broken),
+    ]:
+        (root / name).mkdir(parents=True)
+        writer(str(root / name))
+    return root
+
+
+def rows(out, table, drop=()):
+    got = [{k: v for k, v in r.items() if k not in drop} for r in read_table(out, table).to_pylist()]
+    return sorted(got, key=lambda r: json.dumps(r, default=str, sort_keys=True))
+
+
+def by_name(out):
+    return {os.path.basename(r["path"]): r for r in read_table(out, "files").to_pylist()}
+
+
+def test_unchanged_rerun_carries_every_row_forward(corpus, tmp_path):
+    out = tmp_path / "out"
+    first = run_catalog([corpus], out)
+    before = {t: rows(out, t) for t in TABLES}
+    second = run_catalog([corpus], out)
+    assert second["changes"] == {"new": 0, "changed": 0, "unchanged": 8, "deleted": 0}
+    assert second["files_extracted"] == 0 and second["files_carried_forward"] == 8
+    for table in TABLES:
+        if table == "files":
+            continue
+        assert rows(out, table) == before[table], table
+    # files rows: identical but for change (extracted_at and first_seen stay)
+    assert rows(out, "files", drop=("change",)) == [
+        {k: v for k, v in r.items() if k != "change"} for r in before["files"]
+    ]
+    assert {r["change"] for r in read_table(out, "files").to_pylist()} == {"unchanged"}
+    assert second["compared_with_previous"]["files_total"] == {"previous": 8, "current": 8, "delta": 0}
+    assert first["changes"]["new"] == 8
+
+
+def test_new_changed_and_deleted_files(corpus, tmp_path):
+    out = tmp_path / "out"
+    run_catalog([corpus], out)
+    old = by_name(out)
+    (corpus / "other" / "notes.txt").write_text("now a longer text, so the size changes\n")
+    os.remove(corpus / "dicom" / "mr_brain_implicit.dcm")
+    shutil.copy(corpus / "fits" / "m31_sample.fits", corpus / "fits" / "copy.fits")
+    manifest = run_catalog([corpus], out)
+    now = by_name(out)
+    assert manifest["changes"] == {"new": 1, "changed": 1, "unchanged": 6, "deleted": 1}
+    assert now["notes.txt"]["change"] == "changed"
+    assert now["notes.txt"]["first_seen"] == old["notes.txt"]["first_seen"]
+    assert now["notes.txt"]["extracted_at"] > old["notes.txt"]["extracted_at"]
+    assert now["copy.fits"]["change"] == "new"
+    assert "mr_brain_implicit.dcm" not in now
+    assert not [r for r in read_table(out, "dicom").to_pylist() if r["path"].endswith("mr_brain_implicit.dcm")]
+    assert now["ct_chest.dcm"]["extracted_at"] == old["ct_chest.dcm"]["extracted_at"]
+    # same catalog as a fresh full run, but for extracted_at, first_seen and change
+    fresh = tmp_path / "fresh"
+    run_catalog([corpus], fresh)
+    volatile = ("extracted_at", "first_seen", "change")
+    for table in TABLES:
+        assert rows(out, table, volatile) == rows(fresh, table, volatile), table
+
+
+def test_full_reextracts_but_keeps_labels_and_first_seen(corpus, tmp_path):
+    out = tmp_path / "out"
+    run_catalog([corpus], out)
+    old = by_name(out)
+    manifest = run_catalog([corpus], out, "--full")
+    now = by_name(out)
+    assert manifest["files_extracted"] == 8
+    assert manifest["changes"]["unchanged"] == 8
+    for name, row in now.items():
+        assert row["change"] == "unchanged"
+        assert row["first_seen"] == old[name]["first_seen"]
+        assert row["extracted_at"] > old[name]["extracted_at"]
+
+
+def test_retry_errors_and_version_upgrade(corpus, tmp_path):
+    out = tmp_path / "out"
+    run_catalog([corpus], out)
+    assert run_catalog([corpus], out, "--retry_errors")["files_extracted"] == 1  # the truncated HDF5
+    # a catalog written by another extractor version is refreshed
+    part = sorted((out / "files").glob("*.parquet"))
+    for p in part:
+        t = pq.read_table(p)
+        idx = t.schema.get_field_index("extractor_version")
+        t = t.set_column(idx, "extractor_version", pa.array(["0.0.1"] * t.num_rows, pa.string()))
+        pq.write_table(t, p)
+    manifest = run_catalog([corpus], out)
+    assert manifest["files_extracted"] == 8 and manifest["changes"]["unchanged"] == 8
+
+
+def test_previous_flag_and_bad_previous(corpus, tmp_path):
+    base = tmp_path / "base"
+    run_catalog([corpus], base)
+    manifest = run_catalog([corpus], tmp_path / "other", "--previous", str(base))
+    assert manifest["files_carried_forward"] == 8
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.catalog", "--input", str(corpus), "--output", str(tmp_path / "x"),
+         "--previous", str(tmp_path / "nothing")],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )
+    assert result.returncode == 2 and "is not a metaextract catalog" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_max_error_fraction_exit_code_3(corpus, tmp_path):
+    def cli(*extra):
+        return subprocess.run(
+            [sys.executable, "-m", "pipelines.catalog", "--input", str(corpus), "--output", str(tmp_path / "o"),
+             "--progress", "off", *extra],
+            capture_output=True, text=True, cwd=REPO, timeout=300,
+        )
+
+    failing = cli("--max_error_fraction", "0.05")  # 1 error of 8 read
+    assert failing.returncode == 3, failing.stderr
+    assert "alert" in failing.stderr
+    assert (tmp_path / "o" / "manifest.json").exists()  # published all the same
+    assert cli("--max_error_fraction", "0.5", "--full").returncode == 0
+    bad = cli("--max_error_fraction", "2")
+    assert bad.returncode == 2 and "between 0 and 1" in bad.stderr
+
+
+def _catalog_state(out):
+    """(manifest run id, rows per table) after checking the catalog is complete and consistent."""
+    manifest = json.loads((out / "manifest.json").read_text())
+    counts = {}
+    for table in TABLES:
+        counts[table] = pq.read_table(out / table).num_rows
+        listed = manifest["table_files"][table]
+        assert sorted(p.name for p in (out / table).glob("*.parquet")) == sorted(listed), table
+        assert counts[table] == manifest["rows"][table], table
+    return manifest["run_id"], counts
+
+
+def _big_corpus(corpus, copies=40):
+    """Adds 2 x ``copies`` files (copies of the originals only, never of copies)."""
+    originals = [corpus / "fits" / "m31_sample.fits", corpus / "hdf5" / "nexus_scan.h5"]
+    for i in range(copies):
+        for src in originals:
+            shutil.copy(src, src.parent / f"copy{i}-{src.name}")
+
+
+@pytest.mark.parametrize("delay", [0.5, 2.5])
+def test_sigkill_mid_run_leaves_the_previous_catalog_intact(corpus, tmp_path, delay):
+    out = tmp_path / "out"
+    run_catalog([corpus], out)
+    before = _catalog_state(out)
+    _big_corpus(corpus)
+    env = {**os.environ, "PYTHONPATH": REPO}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.catalog", "--input", str(corpus), "--output", str(out), "--full"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    time.sleep(delay)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    # never half-written: the old catalog, or (if the run got to publish) the new one
+    if not (out / JOURNAL).exists():
+        state = _catalog_state(out)
+        assert state == before or state[1]["files"] == 8 + 80
+    # and usable as the next run's cache (a pending publication is rolled forward first)
+    manifest = run_catalog([corpus], out)
+    assert manifest["files_total"] == 8 + 80
+    _catalog_state(out)
+    assert not list(out.glob(".metaextract-staging-*"))
+
+
+def test_crash_during_publish_is_rolled_forward(corpus, tmp_path):
+    out = tmp_path / "out"
+    run_catalog([corpus], out)
+    (corpus / "fits" / "extra.fits").write_bytes((corpus / "fits" / "m31_sample.fits").read_bytes())
+    env = {**os.environ, "PYTHONPATH": REPO, "METAEXTRACT_TEST_CRASH_DURING_PUBLISH": "1"}
+    crashed = subprocess.run(
+        [sys.executable, "-m", "pipelines.catalog", "--input", str(corpus), "--output", str(out)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert crashed.returncode != 0
+    assert (out / JOURNAL).exists()
+    assert _catalog_state(out)[1]["files"] == 8  # still the old catalog
+    manifest = run_catalog([corpus], out)
+    assert not (out / JOURNAL).exists()
+    assert manifest["files_total"] == 9 and manifest["changes"]["unchanged"] == 9
+    _catalog_state(out)

@@ -1,0 +1,261 @@
+"""Roll-ups: DICOM series and studies, and variables across NetCDF and HDF5."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import h5py
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.testing.util import assert_that, equal_to
+
+from tests.catalog_helpers import read_table, run_catalog
+from transforms import rollups, schemas
+
+STUDY_A, STUDY_B = "1.2.826.0.1.3680043.8.498.900", "1.2.826.0.1.3680043.8.498.901"
+
+
+def write_instance(path, study, series, number, modality="CT", body_part="CHEST", acq_time="101500",
+                   pixel_bytes=512, kvp="120"):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    sop = generate_uid()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = sop
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = sop
+    ds.StudyInstanceUID = study
+    ds.SeriesInstanceUID = series
+    ds.Modality = modality
+    ds.PatientID = "P-1"
+    ds.StudyDate = "20240315"
+    ds.AcquisitionDate = "20240315"
+    ds.AcquisitionTime = acq_time
+    if body_part:
+        ds.BodyPartExamined = body_part
+    ds.InstanceNumber = number
+    ds.KVP = kvp
+    ds.Rows = ds.Columns = 8
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.PixelData = b"\0" * pixel_bytes
+    ds.save_as(path, enforce_file_format=True)
+
+
+@pytest.fixture(scope="module")
+def rollup_corpus(tmp_path_factory):
+    """Two studies: A with a 3-instance CT series and a 2-instance MR series; B with one CT
+    instance. Three NetCDF files sharing `sst` (kelvin), one with it in Celsius; one HDF5."""
+    import netCDF4
+
+    root = tmp_path_factory.mktemp("rollups")
+    (root / "dicom").mkdir()
+    (root / "nc").mkdir()
+    ct, mr, ct_b = STUDY_A + ".1", STUDY_A + ".2", STUDY_B + ".1"
+    for i, t in enumerate(["101500", "101502.5", "101501"]):
+        write_instance(str(root / "dicom" / f"ct{i}.dcm"), STUDY_A, ct, i + 1, acq_time=t,
+                       kvp="120" if i < 2 else "100")
+    for i in range(2):
+        write_instance(str(root / "dicom" / f"mr{i}.dcm"), STUDY_A, mr, i + 1, modality="MR", body_part=None,
+                       acq_time=f"11000{i}")
+    write_instance(str(root / "dicom" / "b.dcm"), STUDY_B, ct_b, 1, body_part="HEAD")
+    for i, units in enumerate(["K", "K", "degC"]):
+        with netCDF4.Dataset(root / "nc" / f"sst{i}.nc", "w", format="NETCDF4" if i else "NETCDF3_CLASSIC") as nc:
+            nc.createDimension("x", 4)
+            v = nc.createVariable("sst", "f4", ("x",))
+            v.units = units
+            v.standard_name = "sea_surface_temperature"
+            v2 = nc.createVariable("sst2", "f4", ("x",))  # no attributes at all
+            v[:] = np.arange(4)
+            v2[:] = np.arange(4)
+    with h5py.File(root / "nc" / "plain.h5", "w") as f:
+        d = f.create_dataset("/entry/data/temperature", data=np.arange(3.0))
+        d.attrs["units"] = "K"
+        f.create_group("/entry/empty")
+    return root
+
+
+@pytest.fixture(scope="module")
+def rollup_catalog(rollup_corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("rollup-out")
+    run_catalog([rollup_corpus], out)
+    return out
+
+
+def test_rollup_tables_have_their_schemas(rollup_catalog):
+    for name, schema in schemas.ROLLUP_TABLES.items():
+        written = pq.read_schema(next((rollup_catalog / name).glob("*.parquet")))
+        assert written.remove_metadata().equals(schema, check_metadata=False), name
+
+
+def test_dicom_series(rollup_catalog):
+    files = {r["path"]: r["size_bytes"] for r in read_table(rollup_catalog, "files").to_pylist()}
+    dicom = read_table(rollup_catalog, "dicom").to_pylist()
+    series = {r["series_instance_uid"]: r for r in read_table(rollup_catalog, "dicom_series").to_pylist()}
+    assert set(series) == {STUDY_A + ".1", STUDY_A + ".2", STUDY_B + ".1"}
+    ct = series[STUDY_A + ".1"]
+    assert ct["study_instance_uid"] == STUDY_A
+    assert (ct["modality"], ct["body_part"], ct["instance_count"]) == ("CT", "CHEST", 3)
+    assert ct["total_bytes"] == sum(files[r["path"]] for r in dicom if r["series_instance_uid"] == STUDY_A + ".1")
+    assert ct["first_acquisition"] == dt.datetime(2024, 3, 15, 10, 15, 0)
+    assert ct["last_acquisition"] == dt.datetime(2024, 3, 15, 10, 15, 2, 500000)
+    invariant = json.loads(ct["invariant_attributes"])
+    assert invariant["Modality"] == ["CT"] and invariant["BodyPartExamined"] == ["CHEST"]
+    assert invariant["SeriesInstanceUID"] == [STUDY_A + ".1"]
+    assert "MediaStorageSOPInstanceUID" not in invariant  # file meta is left out
+    assert {"SOPInstanceUID", "InstanceNumber", "AcquisitionTime", "KVP"} <= set(ct["varying_attributes"])
+    assert not set(invariant) & set(ct["varying_attributes"])
+    mr = series[STUDY_A + ".2"]
+    assert (mr["modality"], mr["body_part"], mr["instance_count"]) == ("MR", None, 2)
+
+
+def test_dicom_studies(rollup_catalog):
+    studies = {r["study_instance_uid"]: r for r in read_table(rollup_catalog, "dicom_studies").to_pylist()}
+    a = studies[STUDY_A]
+    assert (a["series_count"], a["instance_count"], a["modalities"], a["modality"]) == (2, 5, ["CT", "MR"], "CT\\MR")
+    assert a["patient_id"] == "P-1" and a["study_date"] == dt.date(2024, 3, 15)
+    assert a["first_acquisition"] == dt.datetime(2024, 3, 15, 10, 15) and a["last_acquisition"].hour == 11
+    invariant = json.loads(a["invariant_attributes"])
+    assert invariant["StudyInstanceUID"] == [STUDY_A] and "Modality" not in invariant
+    assert {"Modality", "SeriesInstanceUID", "BodyPartExamined"} <= set(a["varying_attributes"])
+    series = read_table(rollup_catalog, "dicom_series").to_pylist()
+    assert a["total_bytes"] == sum(s["total_bytes"] for s in series if s["study_instance_uid"] == STUDY_A)
+    assert studies[STUDY_B]["body_part"] == "HEAD"
+
+
+def test_variables(rollup_catalog):
+    import duckdb
+
+    files = {r["path"]: r["size_bytes"] for r in read_table(rollup_catalog, "files").to_pylist()}
+    rows = {(r["format"], r["name"], r["units"], r["standard_name"]): r
+            for r in read_table(rollup_catalog, "variables").to_pylist()}
+    kelvin = rows[("netcdf", "sst", "K", "sea_surface_temperature")]
+    nc_paths = sorted(p for p in files if p.endswith(".nc"))
+    assert kelvin["file_count"] == 2
+    assert kelvin["total_bytes"] == files[nc_paths[0]] + files[nc_paths[1]]
+    assert rows[("netcdf", "sst", "degC", "sea_surface_temperature")]["file_count"] == 1
+    assert rows[("netcdf", "sst2", None, None)]["file_count"] == 3
+    h5 = rows[("hdf5", "/entry/data/temperature", "K", None)]
+    assert h5["file_count"] == 1 and h5["example_path"].endswith("plain.h5")
+    assert not any(k[1] == "/entry/empty" for k in rows)  # groups are not variables
+    got = duckdb.sql(
+        f"select sum(file_count) from read_parquet('{rollup_catalog}/variables/*.parquet') "
+        "where standard_name = 'sea_surface_temperature' and units = 'K'"
+    ).fetchall()
+    assert got == [(2,)]
+
+
+def test_sample_corpus_rollups(tmp_path):
+    """The bundled sample corpus: two series of one study, its NetCDF variables."""
+    run_catalog([], tmp_path)
+    studies = read_table(tmp_path, "dicom_studies").to_pylist()
+    assert [(s["series_count"], s["instance_count"], s["modalities"]) for s in studies] == [(2, 2, ["CT", "MR"])]
+    assert read_table(tmp_path, "variables").num_rows > 0
+
+
+def test_merge_is_order_independent():
+    def summary(study, series, attrs, acquired=None, size=10):
+        return {"study_instance_uid": study, "series_instance_uid": series, "modality": "CT", "patient_id": None,
+                "study_date": None, "body_part": None, "acquired": acquired, "size_bytes": size,
+                "attributes": attrs}
+
+    parts = [
+        summary("s", "1", {"A": "1", "B": "2"}, dt.datetime(2024, 1, 2)),
+        summary("s", "1", {"A": "1", "B": "3"}, dt.datetime(2024, 1, 1)),
+        summary("s", "1", {"A": "1", "C": "4"}),
+    ]
+    fn = rollups.DicomRollupFn()
+    results = []
+    for order in ([0, 1, 2], [2, 1, 0], [1, 2, 0]):
+        accs = [fn.add_input(fn.create_accumulator(), parts[i]) for i in order]
+        merged = fn.merge_accumulators([fn.merge_accumulators(accs[:2]), fn.create_accumulator(), accs[2]])
+        results.append(rollups.series_row(("s", "1"), fn.extract_output(merged)))
+    assert results[0] == results[1] == results[2]
+    assert results[0]["invariant_attributes"] == '{"A":1}'
+    assert results[0]["varying_attributes"] == ["B", "C"]
+    assert (results[0]["instance_count"], results[0]["total_bytes"]) == (3, 30)
+    assert results[0]["first_acquisition"] == dt.datetime(2024, 1, 1)
+
+
+@pytest.mark.parametrize(
+    "date, time, expected",
+    [
+        ("20240315", "101502.25", dt.datetime(2024, 3, 15, 10, 15, 2, 250000)),
+        ("20240315", "1015", dt.datetime(2024, 3, 15, 10, 15)),
+        ("20240315", None, dt.datetime(2024, 3, 15)),
+        ("20240315101502+0100", None, dt.datetime(2024, 3, 15, 10, 15, 2)),
+        ("2024.03.15", "10:15:02", dt.datetime(2024, 3, 15, 10, 15, 2)),
+        ("not a date", None, None),
+        (None, "101500", None),
+    ],
+)
+def test_parse_dicom_datetime(date, time, expected):
+    assert rollups.parse_dicom_datetime(date, time) == expected
+
+
+def _group_key_types(pipeline):
+    """The key type hint of every GroupByKey in ``pipeline`` (Union members each count)."""
+    import apache_beam as beam
+    from apache_beam.pipeline import PipelineVisitor
+    from apache_beam.typehints import typehints
+
+    found = []
+
+    class Visitor(PipelineVisitor):
+        def visit_transform(self, node):
+            if isinstance(node.transform, beam.GroupByKey) and node.full_label.startswith("RollUps/"):
+                element = node.inputs[0].element_type
+                members = element.union_types if isinstance(element, typehints.UnionConstraint) else [element]
+                for member in members:
+                    found.append((node.full_label, member.tuple_types[0]))
+
+    pipeline.visit(Visitor())
+    assert found
+    return found
+
+
+def test_rollups_transform_alone_with_deterministic_keys(pipeline):
+    """RollUps on its own in a TestPipeline; every grouping key has a deterministic coder."""
+    import apache_beam as beam
+    from apache_beam.coders import typecoders
+
+    tags = {"00080060": {"vr": "CS", "Value": ["CT"]}, "00200013": {"vr": "IS", "Value": [1]}}
+    files = [
+        {"path": "/a.dcm", "format": "dicom", "size_bytes": 100},
+        {"path": "/b.dcm", "format": "dicom", "size_bytes": 50},
+        {"path": "/x.nc", "format": "netcdf", "size_bytes": 7},
+    ]
+    dicom = [
+        {"path": "/a.dcm", "study_instance_uid": "1", "series_instance_uid": "1.1", "modality": "CT",
+         "patient_id": None, "study_date": None, "tags": json.dumps(tags)},
+        {"path": "/b.dcm", "study_instance_uid": "1", "series_instance_uid": "1.1", "modality": "CT",
+         "patient_id": None, "study_date": None,
+         "tags": json.dumps({**tags, "00200013": {"vr": "IS", "Value": [2]}})},
+    ]
+    netcdf = [
+        {"path": "/x.nc", "variable": "t", "units": "K", "standard_name": None},
+        {"path": "/x.nc", "variable": "t", "units": "K", "standard_name": None},  # two groups, one file
+    ]
+    with pipeline as p:
+        out = {
+            "files": p | "Files" >> beam.Create(files),
+            "dicom": p | "Dicom" >> beam.Create(dicom),
+            "netcdf": p | "Netcdf" >> beam.Create(netcdf),
+        } | rollups.RollUps()
+        assert_that(
+            out["dicom_series"] | beam.Map(lambda r: (r["instance_count"], r["total_bytes"], r["varying_attributes"])),
+            equal_to([(2, 150, ["InstanceNumber"])]),
+            label="Series",
+        )
+        assert_that(out["variables"] | beam.Map(lambda r: (r["name"], r["file_count"], r["total_bytes"])),
+                    equal_to([("t", 1, 7)]), label="Variables")
+        assert_that(out["dicom_studies"] | beam.Map(lambda r: r["series_count"]), equal_to([1]), label="Studies")
+        for label, key_type in _group_key_types(p):
+            assert typecoders.registry.get_coder(key_type).is_deterministic(), (label, key_type)
