@@ -33,9 +33,12 @@ from transforms.formats import registry
 from transforms.listing import InputError, ListFiles, check_inputs
 from transforms.redact import redact_url
 from transforms.incremental import (
+    AnythingChanged,
     CachePolicy,
     CarryForward,
+    CarryRollUps,
     PlanAgainstCacheFn,
+    routed,
     ReadCache,
     has_catalog,
     read_previous_manifest,
@@ -103,24 +106,32 @@ class CatalogFiles(beam.PTransform):
             pbegin
             | "ListFiles" >> ListFiles(self.inputs, self.storage_options)
             | "CompareWithCache"
-            >> beam.ParDo(PlanAgainstCacheFn(self.policy), cache=beam.pvalue.AsDict(cache)).with_outputs(
-                PlanAgainstCacheFn.CARRY, main="extract"
-            )
+            >> beam.ParDo(PlanAgainstCacheFn(self.policy), cache=beam.pvalue.AsDict(cache))
         )
+        to_extract = planned | "FilesToExtract" >> beam.FlatMap(routed, PlanAgainstCacheFn.EXTRACT)
         rows = (
-            planned.extract
+            to_extract
             | "DetectFormat" >> DetectFormat(self.storage_options)
             | "ExtractMetadata"
             >> ExtractMetadata(list(tables), self.storage_options, self.extract_options, self.progress_dir)
         )
-        carried = planned[PlanAgainstCacheFn.CARRY] | "CarryForward" >> CarryForward(
+        to_carry = planned | "PathsToCarry" >> beam.FlatMap(routed, PlanAgainstCacheFn.CARRY)
+        carried = to_carry | "CarryForward" >> CarryForward(
             self.previous, writer.staging, tables, self.storage_options
         )
         rollup_input = dict(rows)
-        if self.previous:  # roll-ups cover carried rows too
+        if self.previous:  # roll-ups cover carried rows too, unless nothing was read or deleted
+            changed = (to_extract, to_carry, cache) | "AnythingChanged" >> AnythingChanged()
+            needed = beam.pvalue.AsSingleton(changed)
             for name in ROLLUP_SOURCES:
-                reread = carried | f"Reread{name.title()}" >> beam.FlatMap(shard_rows, name, self.storage_options)
+                reread = carried | f"Reread{name.title()}" >> beam.FlatMap(
+                    shard_rows, name, self.storage_options, needed=needed
+                )
                 rollup_input[name] = (rows[name], reread) | f"All{name.title()}Rows" >> beam.Flatten()
+            carried_rollups = changed | "CarryRollUps" >> CarryRollUps(
+                self.previous, writer.staging, dict(schemas.ROLLUP_TABLES), self.storage_options
+            )
+            carried = (carried, carried_rollups) | "AllCarriedShards" >> beam.Flatten()
         rollups = rollup_input | "RollUps" >> RollUps()
         return {
             **rows,
@@ -144,8 +155,15 @@ def check_output(output: str, storage_options: dict[str, Any]) -> None:
         raise UsageError(f"cannot write --output {output!r}: {exc}") from None
 
 
-def run(argv: list[str] | None = None, *, stdout=sys.stdout, stderr=sys.stderr) -> dict[str, Any]:
-    """Run the pipeline for ``argv`` and return the manifest. Raises UsageError/InputError."""
+def run(
+    argv: list[str] | None = None, *, stdout=sys.stdout, stderr=sys.stderr, wait: bool = True
+) -> dict[str, Any]:
+    """Run the pipeline for ``argv`` and return the manifest. Raises UsageError/InputError.
+
+    With ``wait=False`` (a Flex Template launcher, which must not wait) it returns as soon as the
+    runner accepted the job: the run's starting manifest plus ``state``; the job publishes the
+    catalog and its manifest when it finishes.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     opts, pipeline_options = parse_flags(argv)
     inputs = opts.input or [SAMPLE_DATA]
@@ -170,7 +188,7 @@ def run(argv: list[str] | None = None, *, stdout=sys.stdout, stderr=sys.stderr) 
         "previous_catalog": redact_url(previous) if previous else None,
         "previous_run": _previous_run(previous, storage_options),
     }
-    show_progress = local and (opts.progress == "on" or (opts.progress == "auto" and stderr.isatty()))
+    show_progress = wait and local and (opts.progress == "on" or (opts.progress == "auto" and stderr.isatty()))
     with tempfile.TemporaryDirectory(prefix="metaextract-progress-") as progress_dir:
         recipe = CatalogFiles(
             inputs,
@@ -190,7 +208,11 @@ def run(argv: list[str] | None = None, *, stdout=sys.stdout, stderr=sys.stderr) 
             with ProgressDisplay(progress_dir, total_files, total_bytes, stream=stderr):
                 pipeline.run().wait_until_finish()
         else:
-            pipeline.run().wait_until_finish()
+            job = pipeline.run()
+            if not wait:
+                print(f"metaextract: submitted run {run_id}; it publishes {redact_url(output)}", file=stdout)
+                return {**manifest, "state": str(job.state)}
+            job.wait_until_finish()
         elapsed = time.monotonic() - start
     fs, root = url_to_fs(output, **storage_options)
     with fs.open(f"{root.rstrip('/')}/{MANIFEST}", "r") as f:

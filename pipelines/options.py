@@ -134,6 +134,11 @@ def _all_option_classes() -> list[type[PipelineOptions]]:
 def parse_flags(argv: list[str]) -> tuple[MetaextractOptions, PipelineOptions]:
     """Parse ``argv`` strictly: a flag neither metaextract nor Beam knows is a UsageError."""
     import apache_beam.options.pipeline_options  # noqa: F401  (registers Beam's option classes)
+    if any(a.startswith("--dask_") or "DaskRunner" in a for a in argv):
+        try:  # DaskOptions (--dask_client_address, ...) live in the runner's module
+            import apache_beam.runners.dask.dask_runner  # noqa: F401
+        except ImportError:
+            pass
 
     parser = _StrictParser(allow_abbrev=False, prog="metaextract")
     for cls in _all_option_classes():

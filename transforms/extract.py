@@ -79,7 +79,7 @@ def catalog_rows(
 
 
 class ExtractMetadataFn(beam.DoFn):
-    """Runs the format's extractor on one file; rows go to one tagged output per table."""
+    """Runs the format's extractor on one file; emits its rows as ``{table: [rows]}``."""
 
     def __init__(
         self,
@@ -105,9 +105,7 @@ class ExtractMetadataFn(beam.DoFn):
         self._metrics.record(file_row, time.perf_counter() - start)
         if self._progress is not None:
             self._progress.add(1, file_row["size_bytes"])
-        for table, table_rows in rows.items():
-            for row in table_rows:
-                yield beam.pvalue.TaggedOutput(table, row)
+        yield rows
 
     def finish_bundle(self):
         if self._progress is not None:
@@ -138,8 +136,17 @@ class ExtractMetadata(beam.PTransform):
         super().__init__()
 
     def expand(self, detected):
-        others = [t for t in self.tables if t != FILES_TABLE]
-        results = detected | "ExtractFile" >> beam.ParDo(
+        # One element per file ({table: rows}), split by a FlatMap per table, not tagged
+        # outputs: Beam 2.77's DaskRunner sends every output of a multi-output ParDo to each
+        # tagged PCollection.
+        rows = detected | "ExtractFile" >> beam.ParDo(
             ExtractMetadataFn(self.storage_options, self.extract_options, self.progress_dir)
-        ).with_outputs(FILES_TABLE, *others)
-        return {table: results[table] for table in self.tables}
+        )
+        return {
+            table: rows | f"Select{table.title()}Rows" >> beam.FlatMap(_rows_of, table)
+            for table in self.tables
+        }
+
+
+def _rows_of(rows_by_table: dict[str, list[dict[str, Any]]], table: str):
+    return rows_by_table.get(table, ())

@@ -181,11 +181,34 @@ def carry_forward(
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def shard_rows(shard: Mapping[str, Any], table: str, storage_options=None) -> Iterable[dict]:
-    """The rows of a carried-forward shard, when it belongs to ``table``."""
-    if shard["table"] != table:
+#: What ``transforms.rollups.RollUps`` reads of each source table: the columns, and the rows it
+#: keeps (column, values); carried rows are re-read for the roll-ups with only these, so fewer
+#: and smaller elements go through the pipeline. Keep in step with ``transforms/rollups.py``.
+ROLLUP_READS: dict[str, tuple[list[str] | None, tuple[str, list[str]] | None]] = {
+    "files": (["path", "format", "size_bytes"], ("format", ["dicom", "netcdf", "hdf5"])),
+    "dicom": (
+        ["path", "tags", "study_instance_uid", "series_instance_uid", "modality", "patient_id", "study_date"],
+        None,
+    ),
+    "netcdf": (["path", "variable", "units", "standard_name"], None),
+    "hdf5": (["path", "kind", "object_path", "attributes"], ("kind", ["dataset"])),
+}
+
+
+def shard_rows(shard: Mapping[str, Any], table: str, storage_options=None, needed: bool = True) -> Iterable[dict]:
+    """The rows of a carried-forward shard, when it belongs to ``table`` and the roll-ups need them.
+
+    ``needed`` is False when nothing was read and nothing deleted: the previous roll-ups are then
+    carried forward whole (``CarryRollUps``) and no carried row goes through the pipeline again.
+    """
+    if not needed or shard["table"] != table:
         return
-    yield from _read(shard["path"], None, storage_options).to_pylist()
+    columns, keep = ROLLUP_READS.get(table, (None, None))
+    rows = _read(shard["path"], columns, storage_options)
+    if keep is not None:
+        column, values = keep
+        rows = rows.filter(pc.is_in(rows.column(column), value_set=pa.array(values, pa.string())))
+    yield from rows.to_pylist()
 
 
 # --- Beam ------------------------------------------------------------------------------------
@@ -216,8 +239,13 @@ class ReadCache(beam.PTransform):
 
 
 class PlanAgainstCacheFn(beam.DoFn):
-    """Labels each listed file; emits it to extract, or its path to carry forward (tag ``carry``)."""
+    """Labels each listed file: emits ``("extract", file)`` or ``("carry", path)``.
 
+    Routed pairs, split downstream with :func:`routed`, rather than tagged outputs: Beam 2.77's
+    DaskRunner sends every output of a multi-output ParDo to each of its PCollections.
+    """
+
+    EXTRACT = "extract"
     CARRY = "carry"
 
     def __init__(self, policy: CachePolicy):
@@ -226,9 +254,15 @@ class PlanAgainstCacheFn(beam.DoFn):
     def process(self, info: FileInfo, cache: Mapping[str, CacheEntry]):
         labelled, carry = plan(info, cache.get(info.path), self._policy)
         if carry:
-            yield beam.pvalue.TaggedOutput(self.CARRY, info.path)
+            yield self.CARRY, info.path
         else:
-            yield labelled
+            yield self.EXTRACT, labelled
+
+
+def routed(item: tuple[str, Any], route: str):
+    """The value of a ``(route, value)`` pair when its route is ``route`` (use with FlatMap)."""
+    if item[0] == route:
+        yield item[1]
 
 
 class CarryForwardFn(beam.DoFn):
@@ -301,3 +335,110 @@ class CarryForward(beam.PTransform):
             )
         )
 
+
+
+def carry_whole(path: str, table: str, schema: pa.Schema, storage_options=None) -> pa.Table:
+    """Every row of one previous Parquet file, in ``schema`` (a column it lacks becomes nulls)."""
+    previous = _read(path, None, storage_options)
+    columns = [
+        previous.column(f.name).cast(f.type) if f.name in previous.column_names else pa.nulls(previous.num_rows, f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def anything_changed(counts: tuple[int, int, int]) -> bool:
+    """(files to read, files carried, cache entries) -> whether the roll-ups must be recomputed."""
+    to_read, carried, cached = counts
+    return to_read > 0 or carried != cached
+
+
+def _sum_triples(triples: Iterable[tuple[int, int, int]]) -> tuple[int, int, int]:
+    a = b = c = 0
+    for x, y, z in triples:
+        a, b, c = a + x, b + y, c + z
+    return a, b, c
+
+
+@dataclasses.dataclass
+class AnythingChanged(beam.PTransform):
+    """(files to read, paths carried forward, cache) -> one bool: was anything read or deleted?
+
+    When it is False the catalog's per-file rows are all carried forward unchanged, so the
+    previous roll-ups are still exact and are carried forward whole instead of recomputed.
+    """
+
+    def __post_init__(self):
+        super().__init__()
+
+    def expand(self, pcolls):
+        to_read, carried_paths, cache = pcolls
+        return (
+            (
+                to_read | "CountToRead" >> beam.combiners.Count.Globally() | "AsRead" >> beam.Map(lambda n: (n, 0, 0)),
+                carried_paths
+                | "CountCarried" >> beam.combiners.Count.Globally()
+                | "AsCarried" >> beam.Map(lambda n: (0, n, 0)),
+                cache | "CountCached" >> beam.combiners.Count.Globally() | "AsCached" >> beam.Map(lambda n: (0, 0, n)),
+            )
+            | "AllCounts" >> beam.Flatten()
+            | "SumCounts" >> beam.CombineGlobally(_sum_triples)
+            | "ReadOrDeleted" >> beam.Map(anything_changed)
+        )
+
+
+class CarryRollUpsFn(beam.DoFn):
+    """One previous roll-up Parquet file -> a staged shard with all its rows, when nothing changed."""
+
+    def __init__(self, staging: str, tables: Mapping[str, pa.Schema], storage_options=None):
+        self._staging = staging
+        self._tables = dict(tables)
+        self._storage_options = dict(storage_options or {})
+
+    def process(self, part: tuple[str, str], changed: bool):
+        table_name, path = part
+        if changed or table_name not in self._tables:
+            return
+        rows = carry_whole(path, table_name, self._tables[table_name], self._storage_options)
+        if rows.num_rows == 0:
+            return
+        shard = join(self._staging, table_name, f"carried-{uuid.uuid4().hex}.parquet")
+        write_table(shard, rows, self._storage_options)
+        yield {"table": table_name, "path": shard, "rows": rows.num_rows}
+
+
+@dataclasses.dataclass
+class CarryRollUps(beam.PTransform):
+    """A one-element bool PCollection (``AnythingChanged``) -> staged shards of the previous roll-ups.
+
+    Yields nothing when anything changed (the roll-ups are then recomputed over every row).
+
+    Args:
+      previous: the previous catalog (folder or URL), or None.
+      staging: where the shards go (the sink's staging folder).
+      tables: roll-up table name -> schema of this run.
+      storage_options: passed to fsspec.
+    """
+
+    previous: str | None
+    staging: str
+    tables: dict[str, pa.Schema]
+    storage_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        super().__init__()
+
+    def expand(self, changed):
+        parts = []
+        if self.previous:
+            for name in self.tables:
+                parts.extend((name, p) for p in table_files(self.previous, name, self.storage_options))
+        return (
+            changed.pipeline
+            | "ListPreviousRollUps" >> beam.Create(parts)
+            | "CopyPreviousRollUps"
+            >> beam.ParDo(
+                CarryRollUpsFn(self.staging, self.tables, self.storage_options),
+                changed=beam.pvalue.AsSingleton(changed),
+            )
+        )
