@@ -141,10 +141,18 @@ def jsonable(value: Any) -> Any:
     # numpy, without importing it here
     tolist = getattr(value, "tolist", None)
     if tolist is not None:
-        return jsonable(tolist())
+        converted = tolist()
+        if converted is not value:  # numpy long double: tolist() returns itself
+            return jsonable(converted)
+        try:
+            return jsonable(float(value))
+        except (TypeError, ValueError):
+            return str(value)
     item = getattr(value, "item", None)
     if item is not None:
-        return jsonable(item())
+        converted = item()
+        if converted is not value:
+            return jsonable(converted)
     return str(value)
 
 

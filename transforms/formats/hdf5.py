@@ -3,7 +3,7 @@
 Two readers fill the same rows. The fast one parses HDF5 metadata in pure Python from a few
 block reads (superblock, object headers, symbol tables, link and attribute messages, dense
 storage in fractal heaps and v2 B-trees, global heaps of variable-length strings): on NeXus-like
-files it is 10-20x faster than ``visititems`` + ``dict(obj.attrs)``, whose cost is per-call
+files it is about 10x faster than ``visititems`` + ``dict(obj.attrs)``, whose cost is per-call
 overhead of libhdf5 and h5py (tens of microseconds per attribute). Datatype messages are still
 decoded by libhdf5 (``H5Tdecode``, cached), so ``dtype`` strings and value conversions are h5py's
 by construction. Whatever the fast reader does not implement (references and variable-length
