@@ -78,3 +78,13 @@ def test_overlapping_inputs_list_each_file_once(tree, pipeline):
 def test_special_files_are_not_listed(tree):
     os.mkfifo(tree / "a" / "fifo")
     assert str(tree / "a" / "fifo") not in paths(list_input(str(tree)))
+
+
+def test_json_of_numpy_values():
+    import numpy as np
+
+    from transforms.formats.base import dumps
+
+    assert dumps({"a": np.longdouble(1.5), "b": np.array([np.longdouble("nan")]), "c": np.arange(2)}) == (
+        '{"a":1.5,"b":["NaN"],"c":[0,1]}'
+    )

@@ -142,7 +142,7 @@ def jsonable(value: Any) -> Any:
     tolist = getattr(value, "tolist", None)
     if tolist is not None:
         converted = tolist()
-        if converted is not value:  # numpy long double: tolist() returns itself
+        if type(converted) is not type(value):  # numpy long double: tolist() gives one back
             return jsonable(converted)
         try:
             return jsonable(float(value))
@@ -151,7 +151,7 @@ def jsonable(value: Any) -> Any:
     item = getattr(value, "item", None)
     if item is not None:
         converted = item()
-        if converted is not value:
+        if type(converted) is not type(value):
             return jsonable(converted)
     return str(value)
 
