@@ -43,6 +43,7 @@ setup(
             "moto[server]>=5.0",
             "s3fs>=2024.2",
             "playwright>=1.40",  # drives Debian's chromium in the report's browser test
+            "dask[distributed]>=2024.2",  # the runner tests run Beam's DaskRunner
         ],
         "gcp": ["gcsfs>=2024.2", "apache-beam[gcp]>=2.60,<3"],
         "aws": ["s3fs>=2024.2"],

@@ -106,7 +106,7 @@ class CatalogFiles(beam.PTransform):
             pbegin
             | "ListFiles" >> ListFiles(self.inputs, self.storage_options)
             | "CompareWithCache"
-            >> beam.ParDo(PlanAgainstCacheFn(self.policy), cache=beam.pvalue.AsDict(cache))
+            >> beam.ParDo(PlanAgainstCacheFn(self.policy), cache=beam.pvalue.AsList(cache))
         )
         to_extract = planned | "FilesToExtract" >> beam.FlatMap(routed, PlanAgainstCacheFn.EXTRACT)
         rows = (
@@ -137,7 +137,7 @@ class CatalogFiles(beam.PTransform):
             **rows,
             **rollups,
             CARRIED: carried,
-            CACHE_SIZE: cache | "CountCache" >> beam.combiners.Count.Globally(),
+            CACHE_SIZE: cache | "PathsPerCachePart" >> beam.Map(len) | "CountCache" >> beam.CombineGlobally(sum),
         } | "WriteCatalog" >> writer
 
 

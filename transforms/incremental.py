@@ -12,6 +12,7 @@ import dataclasses
 import datetime as dt
 import json
 import posixpath
+import sys
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
@@ -141,18 +142,35 @@ def cache_entries(path: str, storage_options=None) -> Iterable[tuple[str, CacheE
     """(path, CacheEntry) for every row of one Parquet file of a previous ``files`` table."""
     table = _read(path, CACHE_COLUMNS + OPTIONAL_CACHE_COLUMNS, storage_options)
     n = table.num_rows
-    cols = {name: table.column(name).to_pylist() for name in table.column_names}
-    first_seen = cols.get("first_seen") or [None] * n
-    etags = cols.get("etag") or [None] * n
+    names = set(table.column_names)
+    first_seen = table.column("extracted_at")
+    if "first_seen" in names:
+        first_seen = pc.coalesce(_as_us(table.column("first_seen")), _as_us(first_seen))
+    paths = table.column("path").to_pylist()
+    sizes = table.column("size_bytes").to_pylist()
+    modified = _micros(table.column("modified"))
+    first = _micros(first_seen)
+    etags = table.column("etag").to_pylist() if "etag" in names else [None] * n
+    # Few distinct values: one shared string each instead of one per row (~100 bytes a row).
+    status = [v if v is None else sys.intern(v) for v in table.column("status").to_pylist()]
+    versions = [v if v is None else sys.intern(v) for v in table.column("extractor_version").to_pylist()]
     for i in range(n):
-        yield cols["path"][i], CacheEntry(
-            size=cols["size_bytes"][i],
-            modified_us=_us(cols["modified"][i]),
-            etag=etags[i],
-            status=cols["status"][i],
-            extractor_version=cols["extractor_version"][i],
-            first_seen_us=_us(first_seen[i] or cols["extracted_at"][i]),
-        )
+        yield paths[i], CacheEntry(sizes[i], modified[i], etags[i], status[i], versions[i], first[i])
+
+
+def cache_part(path: str, storage_options=None) -> dict[str, CacheEntry]:
+    """``{path: CacheEntry}`` for one Parquet file of a previous ``files`` table."""
+    return dict(cache_entries(path, storage_options))
+
+
+def _as_us(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A timestamp column in microseconds since the epoch, UTC (a naive one is taken as UTC)."""
+    return column.cast(pa.timestamp("us", tz="UTC"))
+
+
+def _micros(column: pa.ChunkedArray) -> list[int | None]:
+    """Vectorized ``_us``: a timestamp column -> microseconds since the epoch (None for null)."""
+    return _as_us(column).cast(pa.int64()).to_pylist()
 
 
 def carry_forward(
@@ -216,7 +234,13 @@ def shard_rows(shard: Mapping[str, Any], table: str, storage_options=None, neede
 
 @dataclasses.dataclass
 class ReadCache(beam.PTransform):
-    """The previous catalog's ``files`` table as ``(path, CacheEntry)`` pairs (empty when none).
+    """The previous catalog's ``files`` table as ``{path: CacheEntry}`` dicts, one per Parquet file.
+
+    One element per Parquet file rather than one per path: a million cached paths are a handful
+    of elements instead of a million trips through the runner. Consume it with
+    ``beam.pvalue.AsList`` (``PlanAgainstCacheFn`` looks a path up in each part). Memory: about
+    0.5 GB per million paths for the dicts, about 2 GB per million for a whole DirectRunner run
+    (``benchmarks/bench_cache_memory.py``).
 
     Args:
       previous: a catalog folder or URL, or None.
@@ -234,7 +258,7 @@ class ReadCache(beam.PTransform):
         return (
             pbegin
             | "ListCacheFiles" >> beam.Create(parts)
-            | "ReadCacheEntries" >> beam.FlatMap(cache_entries, self.storage_options)
+            | "ReadCacheParts" >> beam.Map(cache_part, self.storage_options)
         )
 
 
@@ -251,8 +275,13 @@ class PlanAgainstCacheFn(beam.DoFn):
     def __init__(self, policy: CachePolicy):
         self._policy = policy
 
-    def process(self, info: FileInfo, cache: Mapping[str, CacheEntry]):
-        labelled, carry = plan(info, cache.get(info.path), self._policy)
+    def process(self, info: FileInfo, cache: Mapping[str, CacheEntry] | list[Mapping[str, CacheEntry]]):
+        """``cache``: one mapping, or the list of ``ReadCache`` parts (``AsList``)."""
+        if isinstance(cache, Mapping):
+            entry = cache.get(info.path)
+        else:
+            entry = next((part[info.path] for part in cache if info.path in part), None)
+        labelled, carry = plan(info, entry, self._policy)
         if carry:
             yield self.CARRY, info.path
         else:
@@ -362,7 +391,7 @@ def _sum_triples(triples: Iterable[tuple[int, int, int]]) -> tuple[int, int, int
 
 @dataclasses.dataclass
 class AnythingChanged(beam.PTransform):
-    """(files to read, paths carried forward, cache) -> one bool: was anything read or deleted?
+    """(files to read, paths carried forward, ``ReadCache`` parts) -> one bool: read or deleted?
 
     When it is False the catalog's per-file rows are all carried forward unchanged, so the
     previous roll-ups are still exact and are carried forward whole instead of recomputed.
@@ -379,7 +408,7 @@ class AnythingChanged(beam.PTransform):
                 carried_paths
                 | "CountCarried" >> beam.combiners.Count.Globally()
                 | "AsCarried" >> beam.Map(lambda n: (0, n, 0)),
-                cache | "CountCached" >> beam.combiners.Count.Globally() | "AsCached" >> beam.Map(lambda n: (0, 0, n)),
+                cache | "CountCached" >> beam.Map(lambda part: (0, 0, len(part))),
             )
             | "AllCounts" >> beam.Flatten()
             | "SumCounts" >> beam.CombineGlobally(_sum_triples)
