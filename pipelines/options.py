@@ -16,7 +16,7 @@ class UsageError(ValueError):
     """A bad flag or value: reported in one line, exit code 2."""
 
 
-def _json_object(text: str) -> dict[str, Any]:
+def json_object(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except ValueError as exc:
@@ -65,7 +65,7 @@ class MetaextractOptions(PipelineOptions):
         )
         parser.add_argument(
             "--storage_options",
-            type=_json_object,
+            type=json_object,
             default={},
             help="JSON object passed to fsspec (e.g. '{\"anon\": true}'); never written to logs "
             "or the manifest.",

@@ -36,6 +36,8 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from fsspec.core import url_to_fs
 
+from pipelines.options import json_object
+
 ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "report_assets")
 REPORT_NAME = "report.html"
 MANIFEST = "manifest.json"
@@ -572,22 +574,12 @@ class _Parser(argparse.ArgumentParser):
         raise ReportError(message)
 
 
-def _json_object(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("must be a JSON object")
-    return value
-
-
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = _Parser(prog="metaextract report", allow_abbrev=False,
                      description="Write a self-contained HTML report of a metaextract catalog.")
     parser.add_argument("output", metavar="OUT", help="the catalog folder or URL (metaextract's --output)")
     parser.add_argument("--html", metavar="PATH", default=None, help=f"where to write it (default: OUT/{REPORT_NAME})")
-    parser.add_argument("--storage_options", type=_json_object, default={}, help="JSON object passed to fsspec")
+    parser.add_argument("--storage_options", type=json_object, default={}, help="JSON object passed to fsspec")
     parser.add_argument("--max_details", type=int, default=MAX_DETAILS,
                         help="embed the full metadata of at most this many files (errors first)")
     return parser.parse_args(argv)

@@ -114,6 +114,15 @@ def table_files(catalog: str, table: str, storage_options: Mapping[str, Any] | N
     return [join(catalog, table, name) for name in listed]
 
 
+def previous_parts(
+    previous: str | None, tables: Iterable[str], storage_options: Mapping[str, Any] | None = None
+) -> list[tuple[str, str]]:
+    """``(table, parquet file)`` for every listed table of the previous catalog (none without one)."""
+    if not previous:
+        return []
+    return [(name, p) for name in tables for p in table_files(previous, name, storage_options)]
+
+
 def has_catalog(path: str, storage_options: Mapping[str, Any] | None = None) -> bool:
     fs, root = url_to_fs(path, **dict(storage_options or {}))
     return fs.exists(posixpath.join(root, MANIFEST)) and fs.isdir(posixpath.join(root, "files"))
@@ -350,10 +359,7 @@ class CarryForward(beam.PTransform):
         super().__init__()
 
     def expand(self, unchanged_paths):
-        parts = []
-        if self.previous:
-            for name in self.tables:
-                parts.extend((name, p) for p in table_files(self.previous, name, self.storage_options))
+        parts = previous_parts(self.previous, self.tables, self.storage_options)
         return (
             unchanged_paths.pipeline
             | "ListPreviousParts" >> beam.Create(parts)
@@ -458,10 +464,7 @@ class CarryRollUps(beam.PTransform):
         super().__init__()
 
     def expand(self, changed):
-        parts = []
-        if self.previous:
-            for name in self.tables:
-                parts.extend((name, p) for p in table_files(self.previous, name, self.storage_options))
+        parts = previous_parts(self.previous, self.tables, self.storage_options)
         return (
             changed.pipeline
             | "ListPreviousRollUps" >> beam.Create(parts)
