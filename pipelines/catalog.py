@@ -41,6 +41,7 @@ from transforms.incremental import (
     routed,
     ReadCache,
     has_catalog,
+    publish_if_unchanged,
     read_previous_manifest,
     shard_rows,
 )
@@ -188,6 +189,13 @@ def run(
         "previous_catalog": redact_url(previous) if previous else None,
         "previous_run": _previous_run(previous, storage_options),
     }
+    start = time.monotonic()
+    result = publish_if_unchanged(
+        inputs, output, previous, policy, {**catalog_tables(), **schemas.ROLLUP_TABLES},
+        schemas.ROLLUP_TABLES, manifest, run_id, storage_options,
+    )
+    if result is not None:
+        return _finish(result, opts, output, storage_options, time.monotonic() - start, stdout, stderr)
     show_progress = wait and local and (opts.progress == "on" or (opts.progress == "auto" and stderr.isatty()))
     with tempfile.TemporaryDirectory(prefix="metaextract-progress-") as progress_dir:
         recipe = CatalogFiles(
@@ -217,6 +225,11 @@ def run(
     fs, root = url_to_fs(output, **storage_options)
     with fs.open(f"{root.rstrip('/')}/{MANIFEST}", "r") as f:
         result = json.load(f)
+    return _finish(result, opts, output, storage_options, elapsed, stdout, stderr)
+
+
+def _finish(result, opts, output, storage_options, elapsed, stdout, stderr) -> dict[str, Any]:
+    """Summary table, alert (``--max_error_fraction``) and report (``--report``) after a run."""
     print(summary_table(result, output, elapsed), file=stdout)
     limit = opts.max_error_fraction
     if limit is not None and result.get("error_fraction", 0.0) > limit:
