@@ -633,7 +633,7 @@ def bench_overhead(corpus_dir: str, files: int, runs: int, work: str) -> dict[st
 PROFILE_MARKERS = [
     ("metaextract main (catalog.main)", "pipelines/catalog.py", "main"),
     ("flag parsing (parse_flags)", "pipelines/options.py", "parse_flags"),
-    ("input check, listing #1 (check_inputs)", "transforms/listing.py", "check_inputs"),
+    ("input check, listing #1 (list_inputs)", "transforms/listing.py", "list_inputs"),
     ("pipeline construction (CatalogFiles.expand)", "pipelines/catalog.py", "expand"),
     ("Pipeline.run, total", "apache_beam/pipeline.py", "run"),
     ("  graph translation (Pipeline.to_runner_api)", "apache_beam/pipeline.py", "to_runner_api"),

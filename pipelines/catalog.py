@@ -30,7 +30,7 @@ from transforms import schemas
 from transforms.detect import DetectFormat
 from transforms.extract import FILES_TABLE, ExtractMetadata
 from transforms.formats import registry
-from transforms.listing import InputError, ListFiles, check_inputs
+from transforms.listing import InputError, ListFiles, list_inputs
 from transforms.redact import redact_url
 from transforms.incremental import (
     AnythingChanged,
@@ -172,7 +172,8 @@ def run(
     output = normalize_output(opts.output)
     runner = pipeline_options.view_as(StandardOptions).runner
     local = runner in LOCAL_RUNNERS
-    total_files, total_bytes = check_inputs(inputs, storage_options)
+    listed = list_inputs(inputs, storage_options)  # a clear error now for an input that matches nothing
+    total_files, total_bytes = len(listed), sum(info.size for info in listed.values())
     check_output(output, storage_options)
     if roll_forward(output, storage_options):
         print(f"metaextract: finished publishing the catalog a previous run left at {output}", file=stderr)
@@ -191,7 +192,7 @@ def run(
     }
     start = time.monotonic()
     result = publish_if_unchanged(
-        inputs, output, previous, policy, {**catalog_tables(), **schemas.ROLLUP_TABLES},
+        listed, output, previous, policy, {**catalog_tables(), **schemas.ROLLUP_TABLES},
         schemas.ROLLUP_TABLES, manifest, run_id, storage_options,
     )
     if result is not None:

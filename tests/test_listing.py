@@ -9,7 +9,7 @@ import fsspec
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.listing import InputError, ListFiles, check_inputs, list_input
+from transforms.listing import InputError, ListFiles, list_input, list_inputs
 
 
 @pytest.fixture
@@ -60,11 +60,12 @@ def test_memory_url_keeps_the_scheme():
 def test_missing_input_is_a_clear_error(tree, monkeypatch, spec):
     monkeypatch.chdir(tree)
     with pytest.raises(InputError, match="does not exist or matches no file"):
-        check_inputs([spec])
+        list_inputs([spec])
 
 
-def test_check_inputs_counts_distinct_files(tree):
-    assert check_inputs([str(tree), str(tree / "a"), str(tree / "top.fits")]) == (3, 60)
+def test_list_inputs_counts_distinct_files(tree):
+    listed = list_inputs([str(tree), str(tree / "a"), str(tree / "top.fits")])
+    assert (len(listed), sum(i.size for i in listed.values())) == (3, 60)
 
 
 def test_overlapping_inputs_list_each_file_once(tree, pipeline):

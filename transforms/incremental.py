@@ -13,7 +13,6 @@ import datetime as dt
 import json
 import posixpath
 import sys
-import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
@@ -24,7 +23,7 @@ import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
 from transforms.formats.base import FileInfo
-from transforms.sink import MANIFEST, join, write_table
+from transforms.sink import MANIFEST, join, stage_table
 
 #: files-table columns the cache needs (the whole row is never held in memory).
 CACHE_COLUMNS = ["path", "size_bytes", "modified", "status", "extractor_version", "extracted_at"]
@@ -182,19 +181,10 @@ def _micros(column: pa.ChunkedArray) -> list[int | None]:
     return _as_us(column).cast(pa.int64()).to_pylist()
 
 
-def carry_forward(
-    path: str, table: str, schema: pa.Schema, keep: set[str], storage_options=None
-) -> pa.Table:
-    """The rows of one previous Parquet file whose path is in ``keep``, in ``schema``.
-
-    ``files`` rows get ``change=unchanged``; a column the previous catalog did not have yet is
-    filled with nulls (``first_seen`` with the row's ``extracted_at``).
-    """
-    previous = _read(path, None, storage_options)
-    if not keep or previous.num_rows == 0:
-        return schema.empty_table()
-    mask = pc.is_in(previous.column("path"), value_set=pa.array(sorted(keep), pa.string()))
-    rows = previous.filter(mask)
+def conform(rows: pa.Table, table: str, schema: pa.Schema) -> pa.Table:
+    """Previous rows in this run's ``schema``: ``files`` rows get ``change=unchanged``; a column
+    the previous catalog did not have yet is filled with nulls (``first_seen`` with the row's
+    ``extracted_at``)."""
     columns = []
     for field in schema:
         if field.name == "change" and table == "files":
@@ -206,6 +196,34 @@ def carry_forward(
         else:
             columns.append(pa.nulls(rows.num_rows, field.type))
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def carry_forward(
+    path: str, table: str, schema: pa.Schema, keep: Iterable[str] | pa.Array, storage_options=None
+) -> pa.Table:
+    """The rows of one previous Parquet file whose path is in ``keep``, conformed to ``schema``."""
+    if not isinstance(keep, pa.Array):
+        keep = pa.array(list(keep), pa.string())
+    previous = _read(path, None, storage_options)
+    if len(keep) == 0 or previous.num_rows == 0:
+        return schema.empty_table()
+    return conform(previous.filter(pc.is_in(previous.column("path"), value_set=keep)), table, schema)
+
+
+def carry_whole(path: str, table: str, schema: pa.Schema, storage_options=None) -> pa.Table:
+    """Every row of one previous Parquet file, conformed to ``schema``."""
+    return conform(_read(path, None, storage_options), table, schema)
+
+
+def stage_carried(staging: str, table: str, rows: pa.Table, storage_options=None) -> dict | None:
+    """Write carried rows as a staged shard; its record (``files`` shards also carry their
+    outcome sums for the manifest). None when there are no rows."""
+    if rows.num_rows == 0:
+        return None
+    record = stage_table(staging, table, rows, storage_options, prefix="carried")
+    if table == "files":
+        record["outcomes"] = _outcomes(rows)
+    return record
 
 
 #: What ``transforms.rollups.RollUps`` reads of each source table: the columns, and the rows it
@@ -310,24 +328,18 @@ class CarryForwardFn(beam.DoFn):
         self._staging = staging
         self._tables = dict(tables)
         self._storage_options = dict(storage_options or {})
-        self._keep_list = self._keep_set = None
+        self._keep_list = self._keep_array = None
 
     def process(self, part: tuple[str, str], keep: list[str]):
         table_name, path = part
         if table_name not in self._tables:
             return
-        if keep is not self._keep_list:  # build the set once per side-input value
-            self._keep_list, self._keep_set = keep, set(keep)
-        keep = self._keep_set
-        rows = carry_forward(path, table_name, self._tables[table_name], keep, self._storage_options)
-        if rows.num_rows == 0:
-            return
-        shard = join(self._staging, table_name, f"carried-{uuid.uuid4().hex}.parquet")
-        write_table(shard, rows, self._storage_options)
-        record = {"table": table_name, "path": shard, "rows": rows.num_rows}
-        if table_name == "files":
-            record["outcomes"] = _outcomes(rows)
-        yield record
+        if keep is not self._keep_list:  # build the value set once per side-input value
+            self._keep_list, self._keep_array = keep, pa.array(keep, pa.string())
+        rows = carry_forward(path, table_name, self._tables[table_name], self._keep_array, self._storage_options)
+        record = stage_carried(self._staging, table_name, rows, self._storage_options)
+        if record is not None:
+            yield record
 
 
 def _outcomes(files: pa.Table) -> list:
@@ -370,16 +382,6 @@ class CarryForward(beam.PTransform):
             )
         )
 
-
-
-def carry_whole(path: str, table: str, schema: pa.Schema, storage_options=None) -> pa.Table:
-    """Every row of one previous Parquet file, in ``schema`` (a column it lacks becomes nulls)."""
-    previous = _read(path, None, storage_options)
-    columns = [
-        previous.column(f.name).cast(f.type) if f.name in previous.column_names else pa.nulls(previous.num_rows, f.type)
-        for f in schema
-    ]
-    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def anything_changed(counts: tuple[int, int, int]) -> bool:
@@ -435,11 +437,9 @@ class CarryRollUpsFn(beam.DoFn):
         if changed or table_name not in self._tables:
             return
         rows = carry_whole(path, table_name, self._tables[table_name], self._storage_options)
-        if rows.num_rows == 0:
-            return
-        shard = join(self._staging, table_name, f"carried-{uuid.uuid4().hex}.parquet")
-        write_table(shard, rows, self._storage_options)
-        yield {"table": table_name, "path": shard, "rows": rows.num_rows}
+        record = stage_carried(self._staging, table_name, rows, self._storage_options)
+        if record is not None:
+            yield record
 
 
 @dataclasses.dataclass
@@ -480,7 +480,7 @@ class CarryRollUps(beam.PTransform):
 
 
 def publish_if_unchanged(
-    inputs: list[str],
+    listed: Mapping[str, FileInfo],
     output: str,
     previous: str | None,
     policy: CachePolicy,
@@ -496,7 +496,6 @@ def publish_if_unchanged(
     A nightly run over a quiet archive then costs a listing and a few Parquet copies, not a
     pipeline's start-up. Returns the manifest published, or None when there is work to do.
     """
-    from transforms.listing import list_input
     from transforms.publish import publish_catalog
     from transforms.sink import build_manifest, staging_folder
 
@@ -505,10 +504,6 @@ def publish_if_unchanged(
     cache: dict[str, CacheEntry] = {}
     for _, part in previous_parts(previous, ["files"], storage_options):
         cache.update(cache_part(part, storage_options))
-    listed: dict[str, FileInfo] = {}
-    for spec in inputs:
-        for info in list_input(spec, storage_options):
-            listed.setdefault(info.path, info)
     if len(listed) != len(cache):
         return None
     for info in listed.values():
@@ -516,7 +511,7 @@ def publish_if_unchanged(
             return None
     staging = staging_folder(output, run_id)
     rollups = set(rollup_tables)
-    keep = set(listed)
+    keep = pa.array(list(listed), pa.string())
     shards, outcomes = [], []
     for table, part in previous_parts(previous, tables, storage_options):
         schema = tables[table]
@@ -524,13 +519,10 @@ def publish_if_unchanged(
             rows = carry_whole(part, table, schema, storage_options)
         else:
             rows = carry_forward(part, table, schema, keep, storage_options)
-        if rows.num_rows == 0:
-            continue
-        shard = join(staging, table, f"carried-{uuid.uuid4().hex}.parquet")
-        write_table(shard, rows, storage_options)
-        shards.append({"table": table, "path": shard, "rows": rows.num_rows})
-        if table == "files":
-            outcomes.extend(_outcomes(rows))
+        record = stage_carried(staging, table, rows, storage_options)
+        if record is not None:
+            shards.append(record)
+            outcomes.extend(record.get("outcomes", []))
     rows_per_table = {name: 0 for name in tables}
     for shard in shards:
         rows_per_table[shard["table"]] += shard["rows"]

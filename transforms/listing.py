@@ -93,22 +93,21 @@ def list_input(spec: str, storage_options: Mapping[str, Any] | None = None) -> I
         yield _file_info(fs, name, info)
 
 
-def check_inputs(specs: Iterable[str], storage_options: Mapping[str, Any] | None = None) -> tuple[int, int]:
-    """Raise :class:`InputError` unless every input matches at least one file.
-
-    Returns the number and total size of the distinct files found (for progress display).
-    """
-    seen: dict[str, int] = {}
+def list_inputs(specs: Iterable[str], storage_options: Mapping[str, Any] | None = None) -> dict[str, FileInfo]:
+    """Every distinct file behind the inputs, by path; :class:`InputError` unless every input
+    matches at least one file."""
+    listed: dict[str, FileInfo] = {}
     for spec in specs:
-        before = len(seen)
+        matched = False
         try:
             for info in list_input(spec, storage_options):
-                seen.setdefault(info.path, info.size)
+                matched = True
+                listed.setdefault(info.path, info)
         except (OSError, ValueError, ImportError) as exc:
             raise InputError(f"cannot list --input {spec!r}: {exc}") from exc
-        if len(seen) == before and not any(True for _ in list_input(spec, storage_options)):
+        if not matched:
             raise InputError(f"--input {spec!r} does not exist or matches no file")
-    return len(seen), sum(seen.values())
+    return listed
 
 
 @dataclasses.dataclass

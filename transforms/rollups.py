@@ -251,14 +251,14 @@ def study_row(study: str, acc: DicomAccumulator) -> dict[str, Any]:
     }
 
 
-class DicomRollupFn(beam.CombineFn):
-    """Instance summaries -> :class:`DicomAccumulator` (thin shell around :func:`merge`)."""
+class MergeDicomAccumulatorsFn(beam.CombineFn):
+    """Series accumulators -> the study's accumulator (thin shell around :func:`merge`)."""
 
     def create_accumulator(self):
         return DicomAccumulator()
 
-    def add_input(self, acc, summary):
-        return merge(acc, accumulate(summary))
+    def add_input(self, acc, other):
+        return merge(acc, other)
 
     def merge_accumulators(self, accumulators):
         result = DicomAccumulator()
@@ -268,6 +268,13 @@ class DicomRollupFn(beam.CombineFn):
 
     def extract_output(self, acc):
         return acc
+
+
+class DicomRollupFn(MergeDicomAccumulatorsFn):
+    """Instance summaries -> :class:`DicomAccumulator`."""
+
+    def add_input(self, acc, summary):
+        return merge(acc, accumulate(summary))
 
 
 # --- variables: pure functions -----------------------------------------------------------
@@ -372,25 +379,6 @@ def series_to_study(keyed: tuple[tuple[str, str], DicomAccumulator]) -> tuple[st
     """A series' roll-up is a partial roll-up of its study."""
     (study, _), acc = keyed
     return study, acc
-
-
-class MergeDicomAccumulatorsFn(beam.CombineFn):
-    """Series accumulators -> the study's accumulator."""
-
-    def create_accumulator(self):
-        return DicomAccumulator()
-
-    def add_input(self, acc, other):
-        return merge(acc, other)
-
-    def merge_accumulators(self, accumulators):
-        result = DicomAccumulator()
-        for acc in accumulators:
-            result = merge(result, acc)
-        return result
-
-    def extract_output(self, acc):
-        return acc
 
 
 # --- PTransforms -------------------------------------------------------------------------

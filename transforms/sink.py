@@ -44,10 +44,15 @@ def write_table(path: str, table: pa.Table, storage_options: Mapping[str, Any] |
         pq.write_table(table, f, compression=PARQUET_COMPRESSION)
 
 
+def stage_table(staging: str, table_name: str, rows: pa.Table, storage_options=None, prefix: str = "shard") -> dict:
+    """Write ``rows`` as a uniquely named shard under ``staging/<table>/``; the shard's record."""
+    path = join(staging, table_name, f"{prefix}-{uuid.uuid4().hex}.parquet")
+    write_table(path, rows, storage_options)
+    return {"table": table_name, "path": path, "rows": rows.num_rows}
+
+
 def write_shard(staging: str, table_name: str, schema: pa.Schema, rows: list[dict], storage_options=None) -> dict:
-    path = join(staging, table_name, f"shard-{uuid.uuid4().hex}.parquet")
-    write_table(path, pa.Table.from_pylist(rows, schema=schema), storage_options)
-    return {"table": table_name, "path": path, "rows": len(rows)}
+    return stage_table(staging, table_name, pa.Table.from_pylist(rows, schema=schema), storage_options)
 
 
 class ParquetShardWriter(beam.CombineFn):

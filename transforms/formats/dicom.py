@@ -251,47 +251,47 @@ def _ui(value: bytes, little: bool, encodings: Any) -> list[Any] | None:
     return [v.rstrip(" \x00") or None for v in text.split("\\")] if text else None
 
 
-def _ds(value: bytes, little: bool, encodings: Any) -> list[Any] | None:
+def _decimal_strings(value: bytes, parse: Any) -> list[Any] | None:
+    """DS/IS values: backslash-separated numbers as text; ``parse`` turns one into a number
+    (or returns the text unchanged); an empty value is null."""
     text = value.decode("latin-1").strip(" \x00")
     if not text:
         return None
     out: list[Any] = []
     for part in text.split("\\"):
         part = part.strip(" \x00")
-        if not part:
-            out.append(None)
-            continue
-        try:
-            number = float(part)
-        except ValueError:
-            out.append(part)
-            continue
-        # float() also takes "nan", "inf" and "1_0": DS takes none of them
-        out.append(number if number - number == 0 and "_" not in part else part)
+        out.append(parse(part) if part else None)
     return out
+
+
+def _parse_ds(part: str) -> Any:
+    try:
+        number = float(part)
+    except ValueError:
+        return part
+    # float() also takes "nan", "inf" and "1_0": DS takes none of them
+    return number if number - number == 0 and "_" not in part else part
+
+
+def _parse_is(part: str) -> Any:
+    if "_" in part:
+        return part
+    try:
+        return int(part)
+    except ValueError:
+        try:  # "12.0" is a common misspelling of "12"
+            number = float(part)
+            return int(number) if number.is_integer() else part
+        except (ValueError, OverflowError):
+            return part
+
+
+def _ds(value: bytes, little: bool, encodings: Any) -> list[Any] | None:
+    return _decimal_strings(value, _parse_ds)
 
 
 def _is(value: bytes, little: bool, encodings: Any) -> list[Any] | None:
-    text = value.decode("latin-1").strip(" \x00")
-    if not text:
-        return None
-    out: list[Any] = []
-    for part in text.split("\\"):
-        part = part.strip(" \x00")
-        if not part:
-            out.append(None)
-        elif "_" in part:
-            out.append(part)
-        else:
-            try:
-                out.append(int(part))
-            except ValueError:
-                try:  # "12.0" is a common misspelling of "12"
-                    number = float(part)
-                    out.append(int(number) if number.is_integer() else part)
-                except (ValueError, OverflowError):
-                    out.append(part)
-    return out
+    return _decimal_strings(value, _parse_is)
 
 
 def _numbers(code: str) -> Any:
