@@ -46,6 +46,39 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def _thresholds(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid numbers: {text!r}") from None
+    if len(values) != 3 or not 0 < values[0] < values[1] < values[2] <= 1.5:
+        raise argparse.ArgumentTypeError(
+            f"need three increasing fractions ELEVATED,HIGH,CRITICAL, e.g. 0.70,0.85,0.95; got {text!r}"
+        )
+    return values  # type: ignore[return-value]
+
+
+CHECKSUMS = ("blake3", "sha256", "md5", "crc32c", "none")
+PHI_MODES = ("keep", "remove", "pseudonymize")
+
+
 class MetaextractOptions(PipelineOptions):
     """metaextract's own options (Beam's, such as ``--runner``, are parsed alongside)."""
 
@@ -113,6 +146,69 @@ class MetaextractOptions(PipelineOptions):
             action="store_true",
             default=False,
             help="After the run, write the HTML report OUT/report.html (see `metaextract report`).",
+        )
+        # --- large files: checksums, statistics, chunks, memory (issue 3)
+        parser.add_argument(
+            "--checksum",
+            choices=CHECKSUMS,
+            default="blake3",
+            help="Whole-file digest written to files.checksum as '<algorithm>:<hex>' (none: read "
+            "headers only).",
+        )
+        parser.add_argument(
+            "--stats",
+            action="store_true",
+            default=False,
+            help="Compute count, NaN count, min, max, mean and std of every numeric array "
+            "(HDF5 datasets, NetCDF variables, FITS images, DICOM pixels).",
+        )
+        parser.add_argument(
+            "--chunk_threshold_mb",
+            type=_positive_int,
+            default=64,
+            help="Files larger than this are split into work units spread over the workers.",
+        )
+        parser.add_argument(
+            "--max_memory_per_worker_mb",
+            type=_positive_int,
+            default=500,
+            help="The memory governor's budget for one worker process's RSS.",
+        )
+        parser.add_argument(
+            "--memory_thresholds",
+            type=_thresholds,
+            default=(0.70, 0.85, 0.95),
+            help="Fractions of the budget (and of the machine's or container's memory) at which "
+            "pressure becomes ELEVATED, HIGH and CRITICAL (default 0.70,0.85,0.95).",
+        )
+        # --- hostile input and faults (issue 5)
+        parser.add_argument(
+            "--file_timeout_s",
+            type=_positive_float,
+            default=120.0,
+            help="A file whose extraction takes longer becomes an error row (TimeoutError), even "
+            "when the hang is inside a C library.",
+        )
+        parser.add_argument(
+            "--max_retries",
+            type=_non_negative_int,
+            default=3,
+            help="Transient errors (network, throttling, remote timeouts) are retried this many "
+            "times with exponential backoff before they become error rows.",
+        )
+        parser.add_argument(
+            "--phi",
+            choices=PHI_MODES,
+            default="keep",
+            help="DICOM patient data: keep, remove (PS3.15 Basic Application Level "
+            "Confidentiality Profile) or pseudonymize (keyed HMAC; key in $METAEXTRACT_PHI_KEY).",
+        )
+        parser.add_argument(
+            "--follow_symlinks",
+            action="store_true",
+            default=False,
+            help="Descend into symlinked folders while walking local inputs (loops are detected "
+            "and reported).",
         )
 
 

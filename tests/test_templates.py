@@ -33,6 +33,11 @@ EXAMPLES = {
     "storage_options": ['{"anon": true}', '{"client_kwargs": {"endpoint_url": "http://minio:9000"}}'],
     "bulk_data_threshold": ["0", "1024", "1048576"],
     "max_error_fraction": ["0", "0.05", "1", "1.0", ".5"],
+    "chunk_threshold_mb": ["1", "64", "4096"],
+    "max_memory_per_worker_mb": ["256", "500", "16000"],
+    "memory_thresholds": ["0.70,0.85,0.95", "0.5,0.6,0.9", "0.8,0.9,1"],
+    "file_timeout_s": ["120", "0.5", "3600"],
+    "max_retries": ["0", "3", "10"],
 }
 #: Values every parameter's regexes must reject.
 GARBAGE_FOR_ALL = ["", " ", "\n", "--full", "$(rm -rf /)\n"]
@@ -44,6 +49,8 @@ GARBAGE = {
     "json": ["anon=true", "[]", "true"],
     "switch": ["yes", "1", "TRUE "],
     "choice": ["bogus", "ON"],
+    "positive_float": ["0", "-1", "abc", "1e999x"],
+    "thresholds": ["0.7", "0.7,0.8", "a,b,c", "0.7;0.8;0.9"],
 }
 
 
@@ -66,6 +73,10 @@ def kind_of(action: argparse.Action) -> str:
     type_name = getattr(action.type, "__name__", "")
     if "json" in type_name:
         return "json"
+    if "thresholds" in type_name:
+        return "thresholds"
+    if "positive_float" in type_name:
+        return "positive_float"
     if "fraction" in type_name or action.type is float:
         return "fraction"
     if "int" in type_name or action.type is int:
@@ -81,6 +92,8 @@ def as_parameter(value) -> str | None:
         return str(value).lower()
     if isinstance(value, dict):
         return json.dumps(value)
+    if isinstance(value, tuple):
+        return ",".join(f"{v:.2f}" for v in value)
     return str(value)
 
 

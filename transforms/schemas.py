@@ -30,8 +30,32 @@ FILES = pa.schema(
         pa.field("change", pa.string()),
         # The listing's etag or generation (object stores), compared on incremental runs.
         pa.field("etag", pa.string()),
+        # Large files (added in 0.2): the whole file's digest as "<algorithm>:<lowercase hex>"
+        # (--checksum), the bytes this run read from the file and the read calls it made (object
+        # store requests for remote files).
+        pa.field("checksum", pa.string()),
+        pa.field("bytes_read", pa.int64()),
+        pa.field("read_requests", pa.int64()),
+        # Faults (added in 0.2): "permanent" (the file is broken) or "transient" (network,
+        # throttling, timeout) for error rows; how many times the file was tried; seconds spent.
+        pa.field("error_kind", pa.string()),
+        pa.field("attempts", pa.int32()),
+        pa.field("extract_seconds", pa.float64()),
+        # The settings that shaped this file's rows (JSON: checksum, stats, phi, ...): an
+        # incremental run re-extracts a file whose rows were made with other settings.
+        pa.field("settings", pa.string()),
     ]
 )
+
+#: Data statistics (--stats), on the rows they describe; null where not numeric or not computed.
+STAT_FIELDS = [
+    pa.field("stat_count", pa.int64()),
+    pa.field("stat_nan_count", pa.int64()),
+    pa.field("stat_min", pa.float64()),
+    pa.field("stat_max", pa.float64()),
+    pa.field("stat_mean", pa.float64()),
+    pa.field("stat_std", pa.float64()),
+]
 
 DICOM = pa.schema(
     [
@@ -48,7 +72,8 @@ DICOM = pa.schema(
         pa.field("number_of_frames", pa.int32()),
         pa.field("transfer_syntax_uid", pa.string()),
         pa.field("tags", pa.string(), nullable=False),
-    ]
+        ]
+    + STAT_FIELDS
 )
 
 FITS = pa.schema(
@@ -61,7 +86,8 @@ FITS = pa.schema(
         pa.field("naxis", pa.int32()),
         pa.field("shape", INT64_LIST),
         pa.field("header", pa.string(), nullable=False),
-    ]
+        ]
+    + STAT_FIELDS
 )
 
 HDF5 = pa.schema(
@@ -75,7 +101,8 @@ HDF5 = pa.schema(
         pa.field("chunks", INT64_LIST),
         pa.field("compression", pa.string()),
         pa.field("attributes", pa.string()),
-    ]
+        ]
+    + STAT_FIELDS
 )
 
 NETCDF = pa.schema(
@@ -91,7 +118,8 @@ NETCDF = pa.schema(
         pa.field("units", pa.string()),
         pa.field("standard_name", pa.string()),
         pa.field("long_name", pa.string()),
-    ]
+        ]
+    + STAT_FIELDS
 )
 
 #: Every built-in table, in the order the catalog is written and documented.
@@ -158,3 +186,6 @@ ROLLUP_TABLES: dict[str, pa.Schema] = {
     "dicom_studies": DICOM_STUDIES,
     "variables": VARIABLES,
 }
+
+#: The names of STAT_FIELDS: filled by the pipeline (--stats), not by the extractors.
+STAT_NAMES = [field.name for field in STAT_FIELDS]

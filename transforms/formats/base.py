@@ -10,10 +10,11 @@ import base64
 import contextlib
 import dataclasses
 import datetime as dt
+import io
 import json
 import math
 from collections.abc import Callable, Iterator, Mapping
-from typing import IO, Any
+from typing import IO, Any, ContextManager, Protocol
 
 import pyarrow as pa
 
@@ -38,6 +39,76 @@ class FileInfo:
 
 
 @dataclasses.dataclass
+class ReadCounter:
+    """Bytes read from one file and the read calls made (object store requests when remote)."""
+
+    bytes_read: int = 0
+    read_requests: int = 0
+
+    def add(self, nbytes: int) -> None:
+        self.bytes_read += nbytes
+        self.read_requests += 1
+
+
+class CountingFile(io.RawIOBase):
+    """A local binary file whose reads are counted in a :class:`ReadCounter`."""
+
+    def __init__(self, raw: IO[bytes], counter: ReadCounter):
+        super().__init__()
+        self._raw = raw
+        self._counter = counter
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = self._raw.readinto(buffer)
+        self._counter.add(n or 0)
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        self._counter.add(len(data))
+        return data
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
+
+    def close(self) -> None:
+        try:
+            self._raw.close()
+        finally:
+            super().close()
+
+
+def _count_remote(f: Any, counter: ReadCounter) -> None:
+    """Count every range an fsspec buffered file fetches (each fetch is one request)."""
+    cache = getattr(f, "cache", None)
+    fetcher = getattr(cache, "fetcher", None)
+    if fetcher is None:
+        return
+
+    def counted(start, end):
+        data = fetcher(start, end)
+        counter.add(len(data))
+        return data
+
+    cache.fetcher = counted
+
+
+@dataclasses.dataclass
 class Source:
     """A file to read: its URL, local path when it has one, and the first bytes."""
 
@@ -47,6 +118,8 @@ class Source:
     head: bytes = b""
     #: Format-specific settings from the command line, e.g. ``{"bulk_data_threshold": 1024}``.
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    #: Every read through :meth:`open` is counted here (files.bytes_read, files.read_requests).
+    counter: ReadCounter = dataclasses.field(default_factory=ReadCounter)
 
     @property
     def local_path(self) -> str | None:
@@ -58,17 +131,19 @@ class Source:
         return None
 
     @contextlib.contextmanager
-    def open(self) -> Iterator[IO[bytes]]:
-        """A seekable binary file object; remote files are read in cached blocks."""
+    def open(self, block_size: int = REMOTE_BLOCK_SIZE) -> Iterator[IO[bytes]]:
+        """A seekable binary file object whose reads are counted; remote files are read in
+        cached blocks of ``block_size`` bytes (one request each)."""
         path = self.local_path
         if path is not None:
-            with open(path, "rb") as f:
+            with open(path, "rb", buffering=0) as raw, CountingFile(raw, self.counter) as f:
                 yield f
             return
         from fsspec.core import url_to_fs
 
         fs, path = url_to_fs(self.url, **dict(self.storage_options))
-        with fs.open(path, "rb", block_size=REMOTE_BLOCK_SIZE, cache_type="blockcache") as f:
+        with fs.open(path, "rb", block_size=block_size, cache_type="blockcache") as f:
+            _count_remote(f, self.counter)
             yield f
 
 
@@ -91,6 +166,46 @@ class Extraction:
 
 ExtractFn = Callable[[Source, Extraction], None]
 
+#: A hyperslab: ``(start, stop)`` along every axis of an array.
+Slab = tuple[tuple[int, int], ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class ArrayRef:
+    """One numeric array of a file (``--stats``): the row its statistics go to, and how to read it.
+
+    ``key`` holds the column values that identify the row in ``table`` (e.g.
+    ``(("object_path", "/temperature"),)`` for hdf5, ``(("hdu_index", 0),)`` for fits, ``()``
+    for the one dicom row). ``chunks`` is the storage chunk shape (slabs are aligned to it so
+    each chunk is read and decompressed once); ``locator`` is format-specific plain data.
+    """
+
+    table: str
+    key: tuple[tuple[str, Any], ...]
+    shape: tuple[int, ...]
+    itemsize: int
+    chunks: tuple[int, ...] | None = None
+    locator: Any = None
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.itemsize
+
+
+class ArrayReader(Protocol):
+    """Reads the numeric arrays of one open file, slab by slab."""
+
+    def arrays(self) -> list[ArrayRef]:
+        """Every numeric array, in file order (metadata reads only)."""
+
+    def read(self, ref: ArrayRef, slab: Slab) -> Any:
+        """The values of ``slab`` as a numpy array, as the format's library returns them by
+        default (scaled); missing values (fill values, BLANK) masked (``numpy.ma``) or NaN."""
+
+
+#: ``open_arrays(source, fileobj)``: an ArrayReader over an already open (counted) file.
+OpenArraysFn = Callable[[Source, IO[bytes]], ContextManager[ArrayReader]]
+
 
 @dataclasses.dataclass(frozen=True)
 class Extractor:
@@ -104,6 +219,8 @@ class Extractor:
     extract: ExtractFn
     tables: Mapping[str, pa.Schema]
     sniff: Callable[[bytes], bool] | None = None
+    #: ``--stats`` support: opens the file's numeric arrays (None: the format has none).
+    open_arrays: OpenArraysFn | None = None
 
 
 # --- JSON ------------------------------------------------------------------------------------
