@@ -34,6 +34,8 @@ setup(
         "numpy>=1.26",
         "pyarrow>=14",
         "fsspec>=2024.2",
+        "blake3>=0.4",  # --checksum blake3 (the default)
+        "google-crc32c>=1.5",  # --checksum crc32c (C implementation)
     ],
     extras_require={
         "test": [
