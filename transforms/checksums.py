@@ -1,0 +1,222 @@
+"""Whole-file checksums streamed in bounded chunks through one reused buffer (Beam-free).
+
+Files are read with ``readinto`` into a single ``bytearray``, never memory-mapped: the pages of
+an mmapped file count as the worker's RSS and would trip the memory governor on a big file.
+Digests are written ``<algorithm>:<lowercase hex>``, the hex being what ``b3sum``,
+``sha256sum`` and ``md5sum`` print. For ``crc32c`` the hex is the big-endian 4-byte value (8
+digits); object stores (GCS ``crc32c``, S3 ``ChecksumCRC32C``) report base64 of those same 4
+bytes: ``base64.b64encode(bytes.fromhex(hex)).decode()``.
+
+blake3, sha256 and md5 are sequential: a file's digest is streamed in one unit. crc32c values
+of byte ranges hashed apart (on different workers) merge exactly with :func:`merge_crc32c`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO, Protocol
+
+import blake3
+import google_crc32c
+
+ALGORITHMS = ("blake3", "sha256", "md5", "crc32c")
+
+#: Default read size; the memory governor's starting chunk size.
+DEFAULT_CHUNK_BYTES = 2 * 1024 * 1024
+
+ChunkSize = int | Callable[[], int]
+
+
+class Hasher(Protocol):
+    def update(self, data: bytes | bytearray | memoryview, /) -> object: ...
+
+    def hexdigest(self) -> str: ...
+
+
+class Crc32cHasher:
+    """Streaming crc32c (Castagnoli) with the ``hashlib`` interface; ``crc`` is the running value."""
+
+    def __init__(self, crc: int = 0):
+        self.crc = crc
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        # google_crc32c's C extension accepts only immutable bytes: one transient copy per chunk
+        # (measured 6.5 GB/s with the copy, still well above blake3).
+        self.crc = google_crc32c.extend(self.crc, data if isinstance(data, bytes) else bytes(data))
+
+    def hexdigest(self) -> str:
+        return f"{self.crc:08x}"
+
+
+def new_hasher(algorithm: str) -> Hasher:
+    """A fresh streaming hasher for one of :data:`ALGORITHMS`.
+
+    blake3 uses all cores on large updates (``max_threads=AUTO``): measured 3.4 GB/s against
+    2.6 GB/s single-threaded on a 2-core machine with 2 MiB chunks.
+    """
+    if algorithm == "blake3":
+        return blake3.blake3(max_threads=blake3.blake3.AUTO)
+    if algorithm in ("sha256", "md5"):
+        return hashlib.new(algorithm, usedforsecurity=False)
+    if algorithm == "crc32c":
+        return Crc32cHasher()
+    raise ValueError(f"unknown checksum algorithm {algorithm!r}; expected one of {ALGORITHMS}")
+
+
+def iter_chunks(
+    fileobj: IO[bytes],
+    *,
+    start: int = 0,
+    stop: int | None = None,
+    chunk_size: ChunkSize = DEFAULT_CHUNK_BYTES,
+    before_read: Callable[[], None] | None = None,
+) -> Iterator[memoryview]:
+    """Yield successive chunks of ``fileobj[start:stop]`` (to EOF when ``stop`` is None).
+
+    Every chunk is a view of one reused buffer, valid only until the next chunk is requested.
+    ``chunk_size`` (an int, or a callable returning the current adaptive size) is consulted
+    before each read, then ``before_read`` is called (backpressure hook). The buffer is
+    reallocated only when a read needs more room, or needs under a quarter of it (so memory
+    falls when the governor shrinks the chunks); it is never larger than the largest size asked.
+
+    Raises:
+        EOFError: the file ends before ``stop``.
+    """
+    size_of = chunk_size if callable(chunk_size) else (lambda: chunk_size)
+    readinto = getattr(fileobj, "readinto", None)
+    buffer = memoryview(bytearray(0))
+    fileobj.seek(start)
+    position = start
+    while stop is None or position < stop:
+        want = size_of()
+        if want <= 0:
+            raise ValueError(f"chunk size must be positive, got {want}")
+        if stop is not None:
+            want = min(want, stop - position)
+        if want > len(buffer) or 4 * want <= len(buffer):
+            buffer = memoryview(bytearray(want))
+        if before_read is not None:
+            before_read()
+        target = buffer[:want]
+        if readinto is not None:
+            n = readinto(target) or 0
+        else:
+            data = fileobj.read(want)
+            n = len(data)
+            target[:n] = data
+        if n == 0:
+            if stop is not None:
+                raise EOFError(f"file ended at byte {position}, before {stop}")
+            return
+        position += n
+        yield target[:n]
+
+
+def stream_digest(
+    fileobj: IO[bytes],
+    algorithm: str,
+    *,
+    start: int = 0,
+    stop: int | None = None,
+    chunk_size: ChunkSize = DEFAULT_CHUNK_BYTES,
+    before_read: Callable[[], None] | None = None,
+) -> str:
+    """The digest of ``fileobj[start:stop]`` as ``<algorithm>:<lowercase hex>``.
+
+    Reads in bounded chunks as :func:`iter_chunks` describes; memory is one buffer of at most
+    the largest chunk size (plus one transient copy of a chunk for crc32c).
+    """
+    hasher = new_hasher(algorithm)
+    for chunk in iter_chunks(fileobj, start=start, stop=stop, chunk_size=chunk_size, before_read=before_read):
+        hasher.update(chunk)
+    return f"{algorithm}:{hasher.hexdigest()}"
+
+
+def crc32c_range(
+    fileobj: IO[bytes],
+    start: int,
+    stop: int,
+    *,
+    chunk_size: ChunkSize = DEFAULT_CHUNK_BYTES,
+    before_read: Callable[[], None] | None = None,
+) -> int:
+    """The crc32c of ``fileobj[start:stop]`` as an int, to merge with :func:`merge_crc32c`."""
+    hasher = Crc32cHasher()
+    for chunk in iter_chunks(fileobj, start=start, stop=stop, chunk_size=chunk_size, before_read=before_read):
+        hasher.update(chunk)
+    return hasher.crc
+
+
+# crc32c_combine: zlib's crc32_combine (GF(2) polynomial arithmetic modulo the CRC polynomial,
+# reflected bit order), with the Castagnoli polynomial.
+_CASTAGNOLI_REFLECTED = 0x82F63B78
+
+
+def _multiply_mod_p(a: int, b: int) -> int:
+    """a * b modulo the Castagnoli polynomial (reflected: bit 31 is x^0)."""
+    product = 0
+    mask = 1 << 31
+    while a:
+        if a & mask:
+            product ^= b
+            a ^= mask
+        mask >>= 1
+        b = (b >> 1) ^ _CASTAGNOLI_REFLECTED if b & 1 else b >> 1
+    return product
+
+
+def _powers_of_x() -> tuple[int, ...]:
+    """x^(2^k) modulo the polynomial for k = 0..66, enough for lengths under 2^64 bytes.
+
+    zlib wraps at k = 32, which holds for its irreducible polynomial; the Castagnoli polynomial
+    is not irreducible, so the table is not cyclic.
+    """
+    power = 1 << 30  # x^1
+    table = [power]
+    for _ in range(66):
+        power = _multiply_mod_p(power, power)
+        table.append(power)
+    return tuple(table)
+
+
+_X_POW_2K = _powers_of_x()
+
+
+def _x_pow_8n(nbytes: int) -> int:
+    """x^(8 * nbytes) modulo the polynomial, in O(log nbytes)."""
+    power = 1 << 31  # x^0
+    k = 3  # 8 * nbytes = nbytes * 2^3
+    while nbytes:
+        if nbytes & 1:
+            power = _multiply_mod_p(_X_POW_2K[k], power)
+        nbytes >>= 1
+        k += 1
+    return power
+
+
+def crc32c_combine(crc_a: int, crc_b: int, len_b: int) -> int:
+    """crc32c of ``A + B`` from crc32c(A), crc32c(B) and ``len(B)`` (zlib's method, O(log len_b))."""
+    if not 0 <= len_b < 1 << 64:
+        raise ValueError(f"length out of range: {len_b}")
+    return _multiply_mod_p(_x_pow_8n(len_b), crc_a) ^ (crc_b & 0xFFFFFFFF)
+
+
+def merge_crc32c(parts: Iterable[tuple[int, int, int]], *, size: int | None = None) -> int:
+    """Merge ``(start, length, crc)`` of byte ranges, in any order, into the crc32c of the whole.
+
+    The ranges must be contiguous from byte 0 (and end at ``size`` when it is given).
+
+    Raises:
+        ValueError: a gap or an overlap between ranges, or a total that differs from ``size``.
+    """
+    crc = 0
+    end = 0
+    for start, length, part_crc in sorted(parts):
+        if start != end:
+            raise ValueError(f"crc32c ranges not contiguous: expected a range at {end}, got {start}")
+        crc = crc32c_combine(crc, part_crc, length)
+        end = start + length
+    if size is not None and end != size:
+        raise ValueError(f"crc32c ranges cover {end} bytes, expected {size}")
+    return crc
