@@ -1,0 +1,263 @@
+"""IsolatedRunner with real child processes: results, exceptions, C hangs, crashes, cleanup."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from transforms.isolation import IsolatedRunner, RemoteTraceback, WorkerCrashed
+
+REPO = Path(__file__).resolve().parent.parent
+TIMEOUT_S = 1.0
+
+# Functions the child runs: module level, so that they pickle by reference.
+
+
+def add(a, b, *, scale=1):
+    return (a + b) * scale
+
+
+def rows(n):
+    return {"files": [{"path": f"/data/{i}.h5", "size": i, "error": None} for i in range(n)]}
+
+
+def raise_value_error(message):
+    raise ValueError(message)
+
+
+class UnpicklableError(Exception):
+    def __init__(self, message):
+        super().__init__(message)
+        self.lock = threading.Lock()
+
+
+def raise_unpicklable(message):
+    raise UnpicklableError(message)
+
+
+def return_unpicklable():
+    return threading.Lock()
+
+
+def sleep_in_c(seconds):
+    """A hang inside C code: libc sleep() cannot be interrupted from Python."""
+    ctypes.CDLL(None).sleep(seconds)
+
+
+def segfault():
+    ctypes.string_at(0)
+
+
+def kill_self():
+    os.kill(os.getpid(), signal.SIGKILL)  # what the OOM killer does
+
+
+def exit_3():
+    os._exit(3)
+
+
+_initialized = []
+
+
+def remember_init(value):
+    _initialized.append(value)
+
+
+def initialized():
+    return list(_initialized)
+
+
+def descendants() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+@pytest.fixture(params=["forkserver", "spawn"])
+def runner(request):
+    with IsolatedRunner(TIMEOUT_S, start_method=request.param) as runner:
+        yield runner
+
+
+def test_returns_result(runner):
+    assert runner.call(add, 2, 3, scale=10) == 50
+    assert runner.call(rows, 3)["files"][2] == {"path": "/data/2.h5", "size": 2, "error": None}
+
+
+def test_child_is_reused(runner):
+    runner.call(add, 1, 1)
+    pid = runner.pid
+    runner.call(add, 1, 1)
+    assert runner.pid == pid and pid != os.getpid()
+
+
+def test_exception_reraised_with_type_message_and_remote_traceback(runner):
+    with pytest.raises(ValueError, match="^bad header$") as info:
+        runner.call(raise_value_error, "bad header")
+    assert isinstance(info.value.__cause__, RemoteTraceback)
+    assert "raise_value_error" in str(info.value.__cause__)
+    assert runner.call(add, 1, 2) == 3
+
+
+def test_unpicklable_exception_becomes_runtime_error(runner):
+    with pytest.raises(RuntimeError, match="^UnpicklableError: no pickle$"):
+        runner.call(raise_unpicklable, "no pickle")
+    assert runner.call(add, 1, 2) == 3
+
+
+def test_unpicklable_result_raises_and_child_survives(runner):
+    runner.call(add, 1, 2)
+    pid = runner.pid
+    with pytest.raises(TypeError, match="pickle"):
+        runner.call(return_unpicklable)
+    assert runner.call(add, 1, 2) == 3 and runner.pid == pid
+
+
+def test_unpicklable_argument_raises_in_parent(runner):
+    with pytest.raises(Exception, match="pickle|lambda"):
+        runner.call(add, lambda: 1, 2)
+    assert runner.call(add, 1, 2) == 3
+
+
+def test_hang_in_c_times_out_and_next_call_works(runner):
+    runner.call(add, 0, 0)
+    hung = runner.pid
+    with pytest.raises(TimeoutError, match=r"^extraction did not finish in 1 s$"):
+        runner.call(sleep_in_c, 100)
+    assert hung not in descendants()  # killed and reaped: no zombie
+    assert runner.call(add, 1, 2) == 3
+    assert runner.pid != hung
+
+
+@pytest.mark.parametrize(
+    "crash, cause",
+    [(segfault, "SIGSEGV"), (os.abort, "SIGABRT"), (kill_self, "SIGKILL"), (exit_3, "exit code 3")],
+)
+def test_crash_raises_worker_crashed_and_next_call_works(runner, crash, cause):
+    runner.call(add, 0, 0)
+    crashed = runner.pid
+    with pytest.raises(WorkerCrashed, match=rf"^extraction process died \({cause}\)$"):
+        runner.call(crash)
+    assert crashed not in descendants()
+    assert runner.call(add, 1, 2) == 3
+
+
+def test_idle_child_killed_between_calls_is_replaced(runner):
+    runner.call(add, 0, 0)
+    child = psutil.Process(runner.pid)
+    child.kill()
+    child.wait(10)
+    assert runner.call(add, 1, 2) == 3
+
+
+def test_close_leaves_no_child(runner):
+    runner.call(add, 0, 0)
+    pid = runner.pid
+    runner.close()
+    assert pid not in descendants()
+    assert runner.pid is None
+    assert runner.call(add, 1, 2) == 3  # a closed runner starts again on demand
+
+
+def test_initializer_runs_once_per_child():
+    with IsolatedRunner(TIMEOUT_S, initializer=remember_init, initargs=("warm",)) as runner:
+        runner.call(add, 0, 0)
+        assert runner.call(initialized) == ["warm"]
+        with pytest.raises(WorkerCrashed):
+            runner.call(exit_3)
+        assert runner.call(initialized) == ["warm"]
+        assert runner.children_started == 2
+
+
+def test_max_tasks_per_child_recycles():
+    with IsolatedRunner(TIMEOUT_S, max_tasks_per_child=2) as runner:
+        pids = []
+        for _ in range(4):
+            runner.call(add, 0, 0)
+            pids.append(runner.pid)  # None once the second task retired the child
+        assert pids[0] is not None and pids[1] is None
+        assert pids[2] not in (None, pids[0]) and pids[3] is None
+        assert runner.children_started == 2
+
+
+def test_max_rss_bytes_recycles_a_grown_child():
+    with IsolatedRunner(TIMEOUT_S, max_rss_bytes=1) as runner:
+        for _ in range(3):
+            runner.call(add, 0, 0)
+        assert runner.children_started == 3
+
+
+def test_calls_from_many_threads_are_serialized():
+    with IsolatedRunner(10.0) as runner:
+        results = {}
+
+        def work(i):
+            results[i] = runner.call(add, i, 1)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert results == {i: i + 1 for i in range(8)}
+        assert runner.children_started == 1
+
+
+def test_fork_is_refused():
+    with pytest.raises(ValueError, match="fork"):
+        IsolatedRunner(1.0, start_method="fork")
+
+
+PARENT_SCRIPT = """
+import sys
+sys.path.insert(0, {repo!r})
+from transforms.isolation import IsolatedRunner
+from tests.test_isolation import add, sleep_in_c
+
+if __name__ == "__main__":
+    runner = IsolatedRunner(1000, start_method={method!r})
+    runner.call(add, 0, 0)
+    print(runner.pid, flush=True)
+    if {busy!r}:
+        runner.call(sleep_in_c, 1000)
+    else:
+        sys.stdin.read()
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.mark.parametrize("method", ["forkserver", "spawn"])
+@pytest.mark.parametrize("busy", [True, False], ids=["hung-in-c", "idle"])
+def test_child_exits_when_parent_is_killed(tmp_path, method, busy):
+    script = tmp_path / "parent.py"
+    source = PARENT_SCRIPT.format(repo=str(REPO), method=method, busy=busy)
+    script.write_text(textwrap.dedent(source))
+    parent = subprocess.Popen(
+        [sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        child = int(parent.stdout.readline())
+        time.sleep(0.2)  # let a busy child enter sleep()
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 30
+        while not _gone(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _gone(child)
+    finally:
+        parent.kill()
+        parent.wait()
