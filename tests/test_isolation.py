@@ -18,7 +18,7 @@ import pytest
 from transforms.isolation import IsolatedRunner, RemoteTraceback, WorkerCrashed
 
 REPO = Path(__file__).resolve().parent.parent
-TIMEOUT_S = 1.0
+TIMEOUT_S = 30.0  # generous: only the hang tests wait for a timeout, with their own
 
 # Functions the child runs: module level, so that they pickle by reference.
 
@@ -82,8 +82,13 @@ def descendants() -> set[int]:
 
 
 @pytest.fixture(params=["forkserver", "spawn"])
-def runner(request):
-    with IsolatedRunner(TIMEOUT_S, start_method=request.param) as runner:
+def start_method(request):
+    return request.param
+
+
+@pytest.fixture
+def runner(start_method):
+    with IsolatedRunner(TIMEOUT_S, start_method=start_method) as runner:
         yield runner
 
 
@@ -127,14 +132,15 @@ def test_unpicklable_argument_raises_in_parent(runner):
     assert runner.call(add, 1, 2) == 3
 
 
-def test_hang_in_c_times_out_and_next_call_works(runner):
-    runner.call(add, 0, 0)
-    hung = runner.pid
-    with pytest.raises(TimeoutError, match=r"^extraction did not finish in 1 s$"):
-        runner.call(sleep_in_c, 100)
-    assert hung not in descendants()  # killed and reaped: no zombie
-    assert runner.call(add, 1, 2) == 3
-    assert runner.pid != hung
+def test_hang_in_c_times_out_and_next_call_works(start_method):
+    with IsolatedRunner(1.0, start_method=start_method) as runner:
+        runner.call(add, 0, 0)
+        hung = runner.pid
+        with pytest.raises(TimeoutError, match=r"^extraction did not finish in 1 s$"):
+            runner.call(sleep_in_c, 100)
+        assert hung not in descendants()  # killed and reaped: no zombie
+        runner.call(sleep_in_c, 0)  # a fresh child
+        assert runner.pid != hung
 
 
 @pytest.mark.parametrize(
@@ -175,6 +181,17 @@ def test_initializer_runs_once_per_child():
             runner.call(exit_3)
         assert runner.call(initialized) == ["warm"]
         assert runner.children_started == 2
+
+
+def fail_init():
+    raise RuntimeError("cannot import the format libraries")
+
+
+def test_initializer_failure_is_a_crash():
+    with IsolatedRunner(TIMEOUT_S, initializer=fail_init) as runner:
+        with pytest.raises(WorkerCrashed, match=r"died at start \(exit code 1\)"):
+            runner.call(add, 1, 2)
+        assert runner.pid is None
 
 
 def test_max_tasks_per_child_recycles():

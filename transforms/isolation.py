@@ -32,6 +32,10 @@ DEFAULT_START_METHOD = (
     "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 )
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+_READY = b"ready"
+# Starting a child and importing the format libraries can take seconds on a busy machine; it is
+# not the file's fault, so it gets at least this long (``timeout_s`` if longer).
+START_TIMEOUT_S = 60.0
 
 
 class WorkerCrashed(RuntimeError):
@@ -167,6 +171,15 @@ class IsolatedRunner:
         child_conn.close()
         self.children_started += 1
         self._process, self._conn, self._tasks = process, parent_conn, 0
+        # Wait for the initializer, so that the timeout of the first task is its own.
+        try:
+            start_timeout_s = max(self.timeout_s, START_TIMEOUT_S)
+            started = parent_conn.poll(start_timeout_s) and parent_conn.recv_bytes() == _READY
+        except (EOFError, OSError):
+            raise WorkerCrashed(f"extraction process died at start ({self._stop(wait_s=5.0)})")
+        if not started:
+            self._stop()
+            raise TimeoutError(f"extraction process did not start in {start_timeout_s:g} s")
 
     def _stop(self, wait_s: float = 0.0) -> str:
         """Kill the child (``SIGKILL``: it holds nothing to clean up) and reap it; say how it ended.
@@ -210,6 +223,7 @@ def _serve(
     _exit_with_parent(start_method)
     if initializer is not None:
         initializer(*initargs)
+    conn.send_bytes(_READY)
     me = psutil.Process()
     while True:
         try:
