@@ -30,8 +30,8 @@ from transforms import schemas
 from transforms.detect import DetectFormat
 from transforms.extract import FILES_TABLE, ExtractMetadata
 from transforms.formats import registry
-from transforms.listing import InputError, ListFiles, list_inputs
-from transforms.redact import redact_url
+from transforms.listing import InputError, ListFiles, list_inputs, skipped_summary
+from transforms.redact import install_log_redaction, redact_text, redact_url, secret_values
 from transforms.incremental import (
     AnythingChanged,
     CachePolicy,
@@ -172,7 +172,9 @@ def run(
     output = normalize_output(opts.output)
     runner = pipeline_options.view_as(StandardOptions).runner
     local = runner in LOCAL_RUNNERS
-    listed = list_inputs(inputs, storage_options)  # a clear error now for an input that matches nothing
+    install_log_redaction(secret_values(storage_options))  # no credentials in any log record
+    skipped = []  # what the listing saw but did not list (unreadable folders, symlinked folders...)
+    listed = list_inputs(inputs, storage_options, opts.follow_symlinks, skipped)  # a clear error now for an input that matches nothing
     total_files, total_bytes = len(listed), sum(info.size for info in listed.values())
     check_output(output, storage_options)
     if roll_forward(output, storage_options):
@@ -186,8 +188,9 @@ def run(
         "extractor_version": __version__,
         "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         "options": public_options(pipeline_options)
-        | {"input": [redact_url(i) for i in inputs], "output": redact_url(output)},
-        "previous_catalog": redact_url(previous) if previous else None,
+        | {"input": [redact_text(i) for i in inputs], "output": redact_text(output)},
+        "previous_catalog": redact_text(previous) if previous else None,
+        "listing_skipped": skipped_summary(skipped),
         "previous_run": _previous_run(previous, storage_options),
     }
     start = time.monotonic()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import stat
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,6 +12,8 @@ import apache_beam as beam
 
 from transforms.formats import registry
 from transforms.formats.base import HEAD_BYTES, FileInfo, Source, format_error
+from transforms.listing import not_regular_error, openable
+from transforms.redact import printable
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 NETCDF_CLASSIC_MAGICS = (b"CDF\x01", b"CDF\x02", b"CDF\x05")
@@ -101,11 +105,29 @@ class Detected:
     error: str | None = None
 
 
+def not_openable(info: FileInfo) -> str | None:
+    """Why a listed entry must not be opened (a FIFO would block): not a regular file when
+    listed, or no longer one (a local file replaced meanwhile); None when it may be opened."""
+    error = not_regular_error(info)
+    path = openable(info.open_path or info.path)
+    if error is None and "://" not in path:
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as exc:  # vanished or unreadable folder: an error row
+            return format_error(exc)
+        if not stat.S_ISREG(mode):
+            error = "NotARegularFileError: no longer a regular file (never opened)"
+    return error
+
+
 def detect(info: FileInfo, storage_options: Mapping[str, Any] | None = None) -> Detected:
     """Read the head of one file and classify it; an unreadable file keeps its error."""
+    error = not_openable(info)
+    if error is not None:
+        return Detected(info, "unknown", b"", printable(error))
     if info.size == 0:
         return Detected(info, "unknown", b"", "EmptyFileError: file is empty (0 bytes)")
-    source = Source(info.path, info.size, storage_options or {})
+    source = Source(openable(info.open_path or info.path), info.size, storage_options or {})
     try:
         source.head = read_head(source)
         if not source.head:

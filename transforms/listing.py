@@ -1,27 +1,71 @@
 """List the files behind ``--input`` values: paths, folders, globs and fsspec URLs.
 
 The listing's own size and modification time (or etag) are used: no extra stat per file.
+
+Local inputs are walked with :func:`os.scandir`, so that nothing in the tree can hang or fool
+the listing: FIFOs, sockets, devices and broken symlinks are listed with their ``kind`` (they
+become error rows, never opened); symlinked folders are not entered unless ``follow_symlinks``,
+and then each real folder is walked once (loops end); unreadable folders are reported in
+``skipped``. Names that are not UTF-8 are catalogued as text with ``\\xNN`` escapes
+(:func:`transforms.redact.printable`) and opened by their real name (``FileInfo.open_path``, a percent-encoded ``file://`` URL: see :func:`openable`).
+Remote listings keep fsspec's; URL credentials never reach ``FileInfo.path``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import os
+import re
+import stat
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
+from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 import apache_beam as beam
 import fsspec
 from fsspec.core import url_to_fs
+from fsspec.utils import glob_translate
 
-from transforms.formats.base import FileInfo
+from transforms.formats.base import FileInfo, format_error
+from transforms.redact import printable, redact_text, secret_values
 
 GLOB_CHARS = frozenset("*?[")
+#: How many skipped entries :func:`list_inputs` logs one by one (the rest are counted).
+LOGGED_SKIPPED = 20
+#: How many skipped entries the manifest lists (all are counted).
+MANIFEST_SKIPPED = 1000
+_KINDS = (
+    (stat.S_ISREG, "file"),
+    (stat.S_ISFIFO, "fifo"),
+    (stat.S_ISSOCK, "socket"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+)
+logger = logging.getLogger(__name__)
 
 
 class InputError(ValueError):
     """An ``--input`` that does not exist or matches nothing."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+    """Something the listing saw but did not list or enter: a folder it could not read, a
+    symlinked folder it did not follow, an entry that vanished meanwhile."""
+
+    path: str
+    reason: str
+
+
+def not_regular_error(info: FileInfo) -> str | None:
+    """The error row text for a listed entry that must not be opened, else None."""
+    if info.kind == "file":
+        return None
+    if info.kind == "broken symlink":
+        return "FileNotFoundError: broken symbolic link (its target does not exist)"
+    return f"NotARegularFileError: {info.kind}, not a regular file (never opened)"
 
 
 def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
@@ -56,17 +100,141 @@ def _etag(entry: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _file_info(fs: fsspec.AbstractFileSystem, name: str, entry: Mapping[str, Any]) -> FileInfo:
-    path = os.path.abspath(name) if _is_local(fs) else fs.unstrip_protocol(name)
+# --- local inputs ------------------------------------------------------------------------------
+
+
+def _kind(mode: int) -> str:
+    return next((kind for test, kind in _KINDS if test(mode)), "special file")
+
+
+def _local_info(path: str, st: os.stat_result, kind: str) -> FileInfo:
+    shown = printable(path)
     return FileInfo(
-        path=path,
-        size=int(entry.get("size") or 0),
-        modified=_modified(entry),
-        etag=_etag(entry),
+        path=shown,
+        size=st.st_size if kind == "file" else 0,
+        modified=dt.datetime.fromtimestamp(st.st_mtime, tz=dt.timezone.utc),
+        kind=kind,
+        open_path=None if shown == path else "file://" + quote_from_bytes(os.fsencode(path), safe="/"),
     )
 
 
-def _entries(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[tuple[str, dict]]:
+def openable(location: str) -> str:
+    """The name to open a listed file by, from ``FileInfo.open_path or FileInfo.path``: a
+    ``file://`` URL with percent-encoded bytes (a local name that is not UTF-8) becomes the OS
+    name (:func:`os.fsdecode`); anything else is returned as is. Call it where the file is
+    opened: the OS name is not valid UTF-8 text, which Beam's coders and pyarrow refuse."""
+    if location.startswith("file://") and "%" in location:
+        return os.fsdecode(unquote_to_bytes(location[len("file://") :]))
+    return location
+
+
+def _entry_info(path: str, skipped: list[Skipped]) -> tuple[FileInfo | None, os.stat_result | None]:
+    """(FileInfo, None) for a non-folder at ``path``, (None, stat) for a folder (symlinks
+    followed), (None, None) when it vanished; a broken symlink is listed as such."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:  # vanished, a broken or looping symlink
+        try:
+            lst = os.lstat(path)
+        except OSError:
+            skipped.append(Skipped(printable(path), f"vanished while listing: {format_error(exc)}"))
+            return None, None
+        if stat.S_ISLNK(lst.st_mode):
+            return _local_info(path, lst, "broken symlink"), None
+        skipped.append(Skipped(printable(path), format_error(exc)))
+        return None, None
+    if stat.S_ISDIR(st.st_mode):
+        return None, st
+    return _local_info(path, st, _kind(st.st_mode)), None
+
+
+@dataclasses.dataclass
+class _Walk:
+    """Walks local folders; each real folder (device, inode) once when following symlinks."""
+
+    follow_symlinks: bool
+    skipped: list[Skipped]
+    visited: set[tuple[int, int]] = dataclasses.field(default_factory=set)
+
+    def files(self, root: str, root_stat: os.stat_result, keep=None, max_depth: int | None = None) -> Iterator[FileInfo]:
+        """Every non-folder under ``root``. ``keep(path)`` (globs) selects entries: a kept
+        folder is listed whole; folders deeper than ``max_depth`` are entered only when kept."""
+        self.visited.add((root_stat.st_dev, root_stat.st_ino))
+        folders = [(root, 0, keep is None)]
+        linked: list[tuple[str, int, bool]] = []  # entered after every real folder: real paths win
+        while folders or linked:
+            folder, depth, whole = folders.pop() if folders else linked.pop()
+            try:
+                with os.scandir(folder) as entries:
+                    names = sorted(entry.name for entry in entries)
+            except OSError as exc:
+                if folder == root:  # the input itself: a clear error for the whole run
+                    raise
+                self.skipped.append(Skipped(printable(folder), f"folder not listed: {format_error(exc)}"))
+                continue
+            for name in names:
+                path = os.path.join(folder, name)
+                kept = whole or keep(path)
+                info, folder_stat = _entry_info(path, self.skipped)
+                if info is not None:
+                    if kept:
+                        yield info
+                    continue
+                if folder_stat is None or not (kept or max_depth is None or depth + 1 < max_depth):
+                    continue
+                if not os.path.islink(path):
+                    if self.follow_symlinks:
+                        self.visited.add((folder_stat.st_dev, folder_stat.st_ino))
+                    folders.append((path, depth + 1, kept))
+                elif not self.follow_symlinks:
+                    self.skipped.append(Skipped(printable(path), "symlink to a folder, not followed (--follow_symlinks)"))
+                else:
+                    linked.append((path, depth + 1, kept))
+            while linked and not folders:  # drop links to folders listed meanwhile (loops)
+                path, depth, whole = linked[-1]
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    linked.pop()
+                    continue
+                if (st.st_dev, st.st_ino) not in self.visited:
+                    self.visited.add((st.st_dev, st.st_ino))
+                    break
+                linked.pop()
+                self.skipped.append(Skipped(printable(path), "symlink to a folder already listed (a loop or a second link), not followed again"))
+
+
+def _glob_root(pattern: str) -> str:
+    """The folder above the first glob character of ``pattern``."""
+    first = min(pattern.index(c) for c in GLOB_CHARS if c in pattern)
+    return os.path.dirname(pattern[:first]) or os.sep
+
+
+def _list_local(path: str, follow_symlinks: bool, skipped: list[Skipped]) -> Iterator[FileInfo]:
+    walk = _Walk(follow_symlinks, skipped)
+    if GLOB_CHARS & set(path):
+        root = _glob_root(path)
+        try:
+            root_stat = os.stat(root)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISDIR(root_stat.st_mode):
+            return
+        matches = re.compile(glob_translate(path)).match
+        max_depth = None if "**" in path else path.count(os.sep) - root.rstrip(os.sep).count(os.sep)
+        yield from walk.files(root, root_stat, lambda p: matches(p) is not None, max_depth)
+        return
+    info, folder_stat = _entry_info(path, [])
+    if info is not None:
+        yield info
+    elif folder_stat is not None:  # the input itself is entered even when it is a symlink
+        yield from walk.files(path, folder_stat)
+
+
+# --- any input ---------------------------------------------------------------------------------
+
+
+def _remote_entries(fs: fsspec.AbstractFileSystem, path: str, skipped: list[Skipped]) -> Iterator[tuple[str, dict]]:
     """(name, info) for every regular file at ``path``: a file, a folder (recursive) or a glob."""
     if GLOB_CHARS & set(path):
         matches = fs.glob(path, detail=True)
@@ -78,35 +246,76 @@ def _entries(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[tuple[str, di
         except FileNotFoundError:
             return
     for name, info in sorted(matches.items()):
-        if info.get("type") == "directory":
-            found = fs.find(name, detail=True, withdirs=False)
-            # FIFOs, sockets and devices are listed as "other": never open them.
-            yield from sorted((n, i) for n, i in found.items() if i.get("type") == "file")
-        elif info.get("type") == "file":
-            yield name, info
+        found = fs.find(name, detail=True, withdirs=False) if info.get("type") == "directory" else {name: info}
+        for n, i in sorted(found.items()):
+            if i.get("type") == "file":
+                yield n, i
+            else:
+                skipped.append(Skipped(redact_text(fs.unstrip_protocol(n)), f"not a regular file ({i.get('type')})"))
 
 
-def list_input(spec: str, storage_options: Mapping[str, Any] | None = None) -> Iterator[FileInfo]:
-    """Every file behind one ``--input`` value, in a stable order."""
+def _remote_info(fs: fsspec.AbstractFileSystem, name: str, entry: Mapping[str, Any]) -> FileInfo:
+    url = fs.unstrip_protocol(name)
+    shown = redact_text(url)
+    return FileInfo(
+        path=shown,
+        size=int(entry.get("size") or 0),
+        modified=_modified(entry),
+        etag=_etag(entry),
+        open_path=None if shown == url else url,
+    )
+
+
+def list_input(
+    spec: str,
+    storage_options: Mapping[str, Any] | None = None,
+    follow_symlinks: bool = False,
+    skipped: list[Skipped] | None = None,
+) -> Iterator[FileInfo]:
+    """Every file behind one ``--input`` value, in a stable order (by path).
+
+    Args:
+      follow_symlinks: enter symlinked local folders (each real folder once).
+      skipped: receives what was seen but not listed (unreadable or linked folders...).
+    """
+    skipped = [] if skipped is None else skipped
     fs, path = url_to_fs(spec, **dict(storage_options or {}))
-    for name, info in _entries(fs, path):
-        yield _file_info(fs, name, info)
+    if _is_local(fs):
+        yield from sorted(_list_local(os.path.abspath(path), follow_symlinks, skipped), key=lambda i: i.path)
+        return
+    for name, info in _remote_entries(fs, path, skipped):
+        yield _remote_info(fs, name, info)
 
 
-def list_inputs(specs: Iterable[str], storage_options: Mapping[str, Any] | None = None) -> dict[str, FileInfo]:
+def list_inputs(
+    specs: Iterable[str],
+    storage_options: Mapping[str, Any] | None = None,
+    follow_symlinks: bool = False,
+    skipped: list[Skipped] | None = None,
+) -> dict[str, FileInfo]:
     """Every distinct file behind the inputs, by path; :class:`InputError` unless every input
-    matches at least one file."""
+    matches at least one file. What was seen but not listed goes to ``skipped`` and is logged
+    as warnings."""
     listed: dict[str, FileInfo] = {}
+    skipped = [] if skipped is None else skipped
+    secrets = secret_values(storage_options)
     for spec in specs:
+        shown = redact_text(spec, secrets)
         matched = False
         try:
-            for info in list_input(spec, storage_options):
+            for info in list_input(spec, storage_options, follow_symlinks, skipped):
                 matched = True
-                listed.setdefault(info.path, info)
-        except (OSError, ValueError, ImportError) as exc:
-            raise InputError(f"cannot list --input {spec!r}: {exc}") from exc
+                first = listed.setdefault(info.path, info)
+                if first.open_path != info.open_path:
+                    skipped.append(Skipped(info.path, "another file has the same catalog path (escaped name)"))
+        except Exception as exc:  # fsspec backends raise their own types (aiohttp, botocore...)
+            raise InputError(f"cannot list --input {shown!r}: {redact_text(format_error(exc), secrets)}") from exc
         if not matched:
-            raise InputError(f"--input {spec!r} does not exist or matches no file")
+            raise InputError(f"--input {shown!r} does not exist or matches no file")
+    for item in skipped[:LOGGED_SKIPPED]:
+        logger.warning("not listed: %s: %s", item.path, item.reason)
+    if len(skipped) > LOGGED_SKIPPED:
+        logger.warning("not listed: %d more (see the manifest's listing_skipped)", len(skipped) - LOGGED_SKIPPED)
     return listed
 
 
@@ -117,10 +326,12 @@ class ListFiles(beam.PTransform):
     Args:
       inputs: paths, folders (walked recursively), globs (``**`` allowed) or fsspec URLs.
       storage_options: passed to fsspec (credentials come from the environment as usual).
+      follow_symlinks: enter symlinked local folders (each real folder once).
     """
 
     inputs: list[str]
     storage_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    follow_symlinks: bool = False
 
     def __post_init__(self):
         super().__init__()
@@ -132,7 +343,7 @@ class ListFiles(beam.PTransform):
         return (
             pbegin
             | "CreateInputs" >> beam.Create(list(self.inputs))
-            | "ExpandInputs" >> beam.FlatMap(list_input, storage_options)
+            | "ExpandInputs" >> beam.FlatMap(list_input, storage_options, self.follow_symlinks)
             | "KeyByPath" >> beam.Map(lambda info: (info.path, info))
             | "DeduplicateByPath" >> beam.CombinePerKey(_first)
             | "DropKeys" >> beam.Values()
@@ -143,3 +354,8 @@ def _first(infos: Iterable[FileInfo]) -> FileInfo | None:
     for info in infos:
         return info
     return None
+
+
+def skipped_summary(skipped: list[Skipped], limit: int = MANIFEST_SKIPPED) -> dict[str, Any]:
+    """``{"count": n, "first": [{"path", "reason"}, ...]}`` (at most ``limit``) for the manifest."""
+    return {"count": len(skipped), "first": [dataclasses.asdict(item) for item in skipped[:limit]]}

@@ -36,6 +36,12 @@ class FileInfo:
     # Set by the comparison with the previous catalog (incremental runs).
     change: str | None = None  # new, changed, unchanged
     first_seen: dt.datetime | None = None
+    #: "file", or what the listing found instead and never opens: "fifo", "socket",
+    #: "character device", "block device", "broken symlink".
+    kind: str = "file"
+    #: Where to open the file when ``path`` (the catalog's text) differs: the OS name of a local
+    #: file whose name is not UTF-8, or a URL whose credentials ``path`` leaves out.
+    open_path: str | None = None
 
 
 @dataclasses.dataclass
