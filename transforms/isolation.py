@@ -95,7 +95,7 @@ class IsolatedRunner:
 
     @property
     def pid(self) -> int | None:
-        """The current child's process id, or ``None`` before the first call."""
+        """The current child's process id, or ``None`` when none runs (started on the next call)."""
         return self._process.pid if self._process is not None else None
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
