@@ -28,7 +28,7 @@ from pipelines.options import MetaextractOptions, UsageError, die, parse_flags, 
 from pipelines.progress import ProgressDisplay, human_bytes
 from transforms import schemas
 from transforms.detect import DetectFormat
-from transforms.extract import FILES_TABLE, ExtractMetadata
+from transforms.extract import FILES_TABLE, GOVERNOR_KEY, ExtractMetadata, ExtractOptions
 from transforms.formats import registry
 from transforms.listing import InputError, ListFiles, list_inputs, skipped_summary
 from transforms.redact import install_log_redaction, redact_text, redact_url, secret_values
@@ -47,7 +47,9 @@ from transforms.incremental import (
 )
 from transforms.publish import roll_forward
 from transforms.rollups import RollUps
-from transforms.sink import CACHE_SIZE, CARRIED, MANIFEST, WriteCatalog
+from transforms.sink import CACHE_SIZE, CARRIED, GOVERNOR, MANIFEST, WriteCatalog
+from transforms.phi import PhiKeyMissing, PhiPolicy
+from transforms.work import Settings
 
 SAMPLE_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sample_data")
 #: Tables the roll-ups read (on incremental runs, carried rows are read back for them).
@@ -78,7 +80,9 @@ class CatalogFiles(beam.PTransform):
       output: catalog folder or URL.
       manifest: run information recorded in ``manifest.json``.
       storage_options: passed to fsspec.
-      extract_options: format-specific settings handed to extractors (``Source.options``).
+      follow_symlinks: descend into symlinked folders (``--follow_symlinks``, loops detected).
+      settings: what every file gets (checksum, statistics, format options; ``files.settings``).
+      extract: isolation, time limit, retries and memory budget of the extraction.
       progress_dir: local folder for live progress, or None.
       previous: the previous catalog used as the cache, or None.
       policy: when cached files are read again (``--full``, ``--retry_errors``).
@@ -89,7 +93,9 @@ class CatalogFiles(beam.PTransform):
     output: str
     manifest: dict[str, Any]
     storage_options: dict[str, Any] = dataclasses.field(default_factory=dict)
-    extract_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    follow_symlinks: bool = False
+    settings: Settings = dataclasses.field(default_factory=Settings)
+    extract: ExtractOptions = dataclasses.field(default_factory=ExtractOptions)
     progress_dir: str | None = None
     previous: str | None = None
     policy: CachePolicy = dataclasses.field(default_factory=lambda: CachePolicy(__version__))
@@ -105,7 +111,7 @@ class CatalogFiles(beam.PTransform):
         cache = pbegin | "ReadCache" >> ReadCache(self.previous, self.storage_options)
         planned = (
             pbegin
-            | "ListFiles" >> ListFiles(self.inputs, self.storage_options)
+            | "ListFiles" >> ListFiles(self.inputs, self.storage_options, self.follow_symlinks)
             | "CompareWithCache"
             >> beam.ParDo(PlanAgainstCacheFn(self.policy), cache=beam.pvalue.AsList(cache))
         )
@@ -114,8 +120,9 @@ class CatalogFiles(beam.PTransform):
             to_extract
             | "DetectFormat" >> DetectFormat(self.storage_options)
             | "ExtractMetadata"
-            >> ExtractMetadata(list(tables), self.storage_options, self.extract_options, self.progress_dir)
+            >> ExtractMetadata(list(tables), self.settings, self.extract, self.progress_dir)
         )
+        governor = rows.pop(GOVERNOR_KEY)
         to_carry = planned | "PathsToCarry" >> beam.FlatMap(routed, PlanAgainstCacheFn.CARRY)
         carried = to_carry | "CarryForward" >> CarryForward(
             self.previous, writer.staging, tables, self.storage_options
@@ -138,6 +145,7 @@ class CatalogFiles(beam.PTransform):
             **rows,
             **rollups,
             CARRIED: carried,
+            GOVERNOR: governor,
             CACHE_SIZE: cache | "PathsPerCachePart" >> beam.Map(len) | "CountCache" >> beam.CombineGlobally(sum),
         } | "WriteCatalog" >> writer
 
@@ -153,7 +161,7 @@ def check_output(output: str, storage_options: dict[str, Any]) -> None:
                 pass
             os.remove(probe)
     except (OSError, ValueError, ImportError) as exc:
-        raise UsageError(f"cannot write --output {output!r}: {exc}") from None
+        raise UsageError(redact_text(f"cannot write --output {output!r}: {exc}")) from None
 
 
 def run(
@@ -167,6 +175,10 @@ def run(
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     opts, pipeline_options = parse_flags(argv)
+    try:
+        phi = PhiPolicy.from_env(opts.phi)
+    except PhiKeyMissing as exc:
+        raise UsageError(str(exc)) from None
     inputs = opts.input or [SAMPLE_DATA]
     storage_options = dict(opts.storage_options or {})
     output = normalize_output(opts.output)
@@ -178,10 +190,26 @@ def run(
     total_files, total_bytes = len(listed), sum(info.size for info in listed.values())
     check_output(output, storage_options)
     if roll_forward(output, storage_options):
-        print(f"metaextract: finished publishing the catalog a previous run left at {output}", file=stderr)
+        print(f"metaextract: finished publishing the catalog a previous run left at {redact_text(output)}", file=stderr)
     previous = find_previous(opts.previous, output, storage_options)
-    policy = CachePolicy(__version__, full=opts.full, retry_errors=opts.retry_errors)
-    extract_options = {"bulk_data_threshold": opts.bulk_data_threshold}
+    settings = Settings(
+        storage_options,
+        {"bulk_data_threshold": opts.bulk_data_threshold},
+        checksum=opts.checksum,
+        stats=opts.stats,
+        chunk_threshold_bytes=opts.chunk_threshold_mb << 20,
+        unit_bytes=opts.chunk_threshold_mb << 20,
+        phi=phi,
+    )
+    extract = ExtractOptions(
+        file_timeout_s=opts.file_timeout_s,
+        max_retries=opts.max_retries,
+        max_memory_per_worker_mb=opts.max_memory_per_worker_mb,
+        memory_thresholds=tuple(opts.memory_thresholds),
+    )
+    policy = CachePolicy(
+        __version__, full=opts.full, retry_errors=opts.retry_errors, settings=settings.recorded()
+    )
     run_id = uuid.uuid4().hex[:12]
     manifest = {
         "run_id": run_id,
@@ -207,7 +235,9 @@ def run(
             output,
             manifest,
             storage_options,
-            extract_options,
+            opts.follow_symlinks,
+            settings,
+            extract,
             progress_dir if show_progress else None,
             previous,
             policy,
@@ -308,13 +338,14 @@ def summary_table(manifest: dict[str, Any], output: str, elapsed: float) -> str:
                 if isinstance(v, dict) and k in ("files_total", "errors", "files_extracted")
             )
         )
-    lines.append(f"{elapsed:.1f} s, {rate:,.0f} files/s; catalog: {output} ({rows})")
+    lines.append(f"{elapsed:.1f} s, {rate:,.0f} files/s; catalog: {redact_text(output)} ({rows})")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: one-line errors and exit code 2 for bad flags, inputs or outputs."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    install_log_redaction()
     logging.getLogger("apache_beam").setLevel(logging.ERROR)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["report"]:  # metaextract report OUT [--html PATH]

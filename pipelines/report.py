@@ -17,6 +17,8 @@ fetches the rest from the catalog.
 
 from __future__ import annotations
 
+from transforms.redact import redact_text
+
 import argparse
 import base64
 import datetime as dt
@@ -281,7 +283,7 @@ def _run_facts(catalog: Catalog, files: pa.Table) -> dict[str, Any]:
     duration = m.get("duration_s")
     bytes_total = m.get("bytes_total", sum(_col(files, "size_bytes")))
     facts: dict[str, Any] = {
-        "catalog": catalog.url,
+        "catalog": redact_text(catalog.url),
         "run_id": m.get("run_id"),
         "extractor_version": m.get("extractor_version"),
         "started_at": m.get("started_at"),
@@ -487,7 +489,7 @@ def build_payload(
         "files": {"dirs": dirs, "formats": fmts, "statuses": stats, "versions": versions, "changes": changes,
                   **columns},
         "details_count": len(details),
-        "catalog_url": catalog.url,
+        "catalog_url": redact_text(catalog.url),
     }
     return page, details
 

@@ -339,10 +339,6 @@ def test_hostile_tree_end_to_end_one_row_per_entry(hostile_tree, tmp_path):
     assert set(again) == set(rows)  # the loop is entered once, and ends
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="integration: transforms/work.py must open openable(info.open_path or info.path)",
-)
 def test_non_utf8_named_files_are_read_end_to_end(hostile_tree, tmp_path):
     _, rows = catalog_rows(hostile_tree, tmp_path / "out")
     assert (rows["caf\\xe9.dcm"]["status"], rows["scan-\\xff.h5"]["status"]) == ("ok", "ok")

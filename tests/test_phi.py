@@ -415,7 +415,6 @@ def _catalog_text(output: Path) -> str:
     return "\n".join(parts)
 
 
-@pytest.mark.xfail(reason="wiring pending", strict=False)
 @pytest.mark.parametrize("mode", ["remove", "pseudonymize"])
 def test_pipeline_end_to_end(study, tmp_path, monkeypatch, mode):
     from pipelines.catalog import run
@@ -443,7 +442,6 @@ def test_pipeline_end_to_end(study, tmp_path, monkeypatch, mode):
         assert all(r["patient_id"] is None for r in dicom)
 
 
-@pytest.mark.xfail(reason="wiring pending", strict=False)
 def test_cli_refuses_to_pseudonymize_without_the_key(study, tmp_path, monkeypatch, capsys):
     from pipelines.catalog import main
 

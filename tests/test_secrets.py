@@ -174,10 +174,6 @@ def test_listing_errors_that_echo_a_url_are_redacted(http_folder):
     assert_no_secret(str(raised.value), "the input error")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="integration: format_error (transforms/formats/base.py) must return redact_text(...)",
-)
 def test_error_rows_that_echo_a_url_are_redacted(http_folder):
     _, base = http_folder
     wrong = base.replace(PASSWORD, PASSWORD + "-wrong")
@@ -209,10 +205,6 @@ def test_no_secret_in_logs_stdout_stderr_manifest_or_parquet(http_folder, tmp_pa
     assert_no_secret(caplog.text, "the logs")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="integration: transforms/work.py must open openable(info.open_path or info.path)",
-)
 def test_files_behind_credential_urls_are_read(http_folder, tmp_path):
     import pyarrow.parquet as pq
 

@@ -103,6 +103,10 @@ class Detected:
     format: str
     head: bytes = b""
     error: str | None = None
+    #: (bytes read, read calls) spent on detection; they count in files.bytes_read/read_requests.
+    reads: tuple[int, int] = (0, 0)
+    #: ``transient`` (network, throttling: worth retrying) or ``permanent``, when ``error`` is set.
+    error_kind: str | None = None
 
 
 def not_openable(info: FileInfo) -> str | None:
@@ -132,9 +136,15 @@ def detect(info: FileInfo, storage_options: Mapping[str, Any] | None = None) -> 
         source.head = read_head(source)
         if not source.head:
             return Detected(info, "unknown", b"", "EmptyFileError: file is empty (0 bytes)")
-        return Detected(info, detect_format(source), source.head)
+        fmt = detect_format(source)
+        return Detected(info, fmt, source.head, reads=(source.counter.bytes_read, source.counter.read_requests))
     except Exception as exc:  # vanished, unreadable, network: the file becomes an error row
-        return Detected(info, "unknown", source.head, format_error(exc))
+        from transforms.faults import classify, is_remote
+
+        return Detected(
+            info, "unknown", source.head, format_error(exc),
+            (source.counter.bytes_read, source.counter.read_requests), classify(exc, is_remote(info.path)),
+        )
 
 
 @dataclasses.dataclass

@@ -1,111 +1,327 @@
-"""Turn a detected file into catalog rows: one ``files`` row plus the format's own rows."""
+"""Turn detected files into catalog rows: a header unit per file, data units for large ones.
+
+``ExtractMetadata`` is the chunk stage and the extraction in one composite::
+
+    Detected -> ExtractFile (header unit; small files done here)
+             -> large files: SpreadUnits (Reshuffle) -> RunUnit -> MergePerFile (CombinePerKey)
+             -> CompleteFiles (CoGroupByKey with the pending rows) -> rows per table
+
+File content is only ever read in an isolated child process (:mod:`transforms.isolation`), with a
+time limit per file: a parser that hangs or crashes costs one error row, not the run.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
+import os
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import apache_beam as beam
 
-from pipelines import __version__
-from transforms.detect import Detected
-from transforms.formats import registry
-from transforms.formats.base import Extraction, Source, dumps, format_error
+from transforms import work
+from transforms.detect import Detected, detect
+from transforms.formats.base import Source
+from transforms.work import FILES_TABLE, FileWork, Partial, Settings, Unit
 
-FILES_TABLE = "files"
+__all__ = ["FILES_TABLE", "ExtractMetadata", "ExtractOptions", "catalog_rows"]
+
+#: Reserved key of a file's rows dict: memory governor figures for the manifest, not a table.
+GOVERNOR_KEY = "_governor"
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+@dataclasses.dataclass(frozen=True)
+class ExtractOptions:
+    """How files are read: isolation, retries and the memory budget (not recorded per row)."""
+
+    file_timeout_s: float = 120.0  # 0: no isolation (in-process, no time limit)
+    max_retries: int = 3
+    max_memory_per_worker_mb: int = 500
+    memory_thresholds: tuple[float, float, float] = (0.70, 0.85, 0.95)
+    #: A data unit's time limit grows with its size at this rate (a slow disk must not time out).
+    min_rate_bytes_per_s: float = 50e6
 
 
 def catalog_rows(
     detected: Detected,
     storage_options: Mapping[str, Any] | None = None,
     extract_options: Mapping[str, Any] | None = None,
+    settings: Settings | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Every catalog row for one file: ``{"files": [row], "<format>": [rows...]}``.
+    """Every catalog row for one file, in this process: ``{"files": [row], "<format>": [...]}``.
 
-    Never raises for a file's content: a failure becomes ``status="error"`` with whatever the
-    extractor read before it failed.
+    Large files' data units run here too. Never raises for a file's content.
     """
-    info = detected.info
-    out = Extraction(format=detected.format)
-    error = detected.error
-    status = "error" if error else "ok"
-    extractor = registry().get(detected.format)
-    if error is None:
-        if extractor is None:
-            status = "unsupported"
-        else:
-            source = Source(
-                info.path, info.size, storage_options or {}, detected.head, extract_options or {}
-            )
-            try:
-                extractor.extract(source, out)
-            except Exception as exc:  # errors are data
-                status, error = "error", format_error(exc)
-    try:
-        metadata = dumps(out.metadata)
-    except (TypeError, ValueError) as exc:
-        metadata, status = "{}", "error"
-        error = error or format_error(exc)
-    now = _now()
-    rows: dict[str, list[dict[str, Any]]] = {
-        FILES_TABLE: [
+    settings = settings or Settings(storage_options or {}, extract_options or {}, checksum="none")
+    result = _read_detected(detected, settings)
+    if result.units:
+        partial = work.merge_partials(work.run_unit(u, settings) for u in result.units)
+        return work.complete_rows(result.rows, partial, settings)
+    return result.rows
+
+
+def _read_detected(detected: Detected, settings: Settings, governor: Any = None) -> FileWork:
+    """The header unit for one detected file (runs in the isolated process)."""
+    if detected.error is not None:
+        return FileWork(
             {
-                "path": info.path,
-                "format": detected.format,
-                "format_version": out.format_version,
-                "size_bytes": info.size,
-                "modified": info.modified,
-                "status": status,
-                "error": error,
-                "metadata": metadata,
-                "extracted_at": now,
-                "extractor_version": __version__,
-                "first_seen": info.first_seen or now,
-                "change": info.change or "new",
-                "etag": info.etag,
+                FILES_TABLE: [
+                    work.file_row(
+                        detected.info,
+                        detected.format,
+                        settings,
+                        status="error",
+                        error=detected.error,
+                        error_kind=detected.error_kind or "permanent",
+                        bytes_read=detected.reads[0],
+                        read_requests=detected.reads[1],
+                    )
+                ]
             }
-        ]
-    }
-    for table, table_rows in out.rows.items():
-        rows[table] = [{"path": info.path, **row} for row in table_rows]
-    return rows
+        )
+    return work.read_file(
+        detected.info, detected.format, detected.head, settings, governor=governor, head_reads=detected.reads
+    )
 
 
-class ExtractMetadataFn(beam.DoFn):
-    """Runs the format's extractor on one file; emits its rows as ``{table: [rows]}``."""
+# --- the isolated process's side ---------------------------------------------------------------
 
-    def __init__(
-        self,
-        storage_options: Mapping[str, Any] | None = None,
-        extract_options: Mapping[str, Any] | None = None,
-        progress_dir: str | None = None,
-    ):
-        self._storage_options = dict(storage_options or {})
-        self._extract_options = dict(extract_options or {})
+_GOVERNOR = None
+_LAST_FIGURES: dict[str, Any] = {}
+#: Governor figures that add up across calls (the others are extremes or the current state).
+_COUNTED = ("checks", "level_changes", "pauses", "pauses_timed_out", "pause_seconds")
+
+
+def _governor(budget_bytes: int, thresholds: tuple[float, float, float], worker_pid: int):
+    """The extraction process's one memory governor: it watches the whole Beam worker (the
+    worker process and its children, this one included) against the budget."""
+    global _GOVERNOR
+    if _GOVERNOR is None:
+        import psutil
+
+        from transforms.governor import MemoryGovernor, process_tree_rss, read_memory
+
+        worker = psutil.Process(worker_pid)
+
+        def read(budget: int):
+            return dataclasses.replace(read_memory(budget), rss_bytes=process_tree_rss(worker))
+
+        _GOVERNOR = MemoryGovernor(budget_bytes, thresholds, read=read)
+    return _GOVERNOR
+
+
+def _figures(governor) -> dict[str, Any]:
+    """The governor's figures since the previous call (counts) and now (state, extremes)."""
+    global _LAST_FIGURES
+    from transforms.governor import Pressure
+
+    now = governor.stats()
+    out = {k: now[k] - _LAST_FIGURES.get(k, 0) for k in _COUNTED}
+    out["max_level"] = int(Pressure[now["max_level"]])
+    out["level"] = int(Pressure[now["level"]])
+    for k in ("chunk_bytes_min", "chunk_bytes_max", "batch_size_min", "batch_size_max", "chunk_bytes_last"):
+        out[k] = now[k]
+    _LAST_FIGURES = now
+    return out
+
+
+def read_in_child(info, fmt, head, reads, error, error_kind, settings, budget_bytes, thresholds, worker_pid):
+    """Header unit, in the isolated process; returns the FileWork and the governor's figures."""
+    governor = _governor(budget_bytes, thresholds, worker_pid)
+    detected = _Detected(info, fmt, head, error, reads, error_kind)
+    return _read_detected(detected, settings, governor), _figures(governor)
+
+
+def run_unit_in_child(unit, settings, budget_bytes, thresholds, worker_pid):
+    governor = _governor(budget_bytes, thresholds, worker_pid)
+    return work.run_unit(unit, settings, governor=governor), _figures(governor)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Detected:
+    """:class:`Detected` without importing Beam in the child (same fields)."""
+
+    info: Any
+    format: str
+    head: bytes
+    error: str | None
+    reads: tuple[int, int]
+    error_kind: str | None = None
+
+
+# --- the Beam side -----------------------------------------------------------------------------
+
+
+def _start_child(environment: dict[str, str]) -> None:
+    """Runs first in a new extraction process: this worker's environment (credentials set
+    after the process server started) and the format libraries, imported once."""
+    os.environ.clear()
+    os.environ.update(environment)
+    from transforms.formats import registry
+
+    registry()
+
+
+_RUNNERS: dict[float, list] = {}  # time limit -> [IsolatedRunner, users]
+_RUNNERS_LOCK = threading.Lock()
+
+
+def _acquire_runner(timeout_s: float):
+    """The worker process's one extraction process (shared by every DoFn instance in it)."""
+    from transforms.isolation import IsolatedRunner
+
+    with _RUNNERS_LOCK:
+        entry = _RUNNERS.get(timeout_s)
+        if entry is None:
+            runner = IsolatedRunner(timeout_s, initializer=_start_child, initargs=(dict(os.environ),))
+            entry = _RUNNERS[timeout_s] = [runner, 0]
+        entry[1] += 1
+        return entry[0]
+
+
+def _release_runner(timeout_s: float) -> None:
+    with _RUNNERS_LOCK:
+        entry = _RUNNERS.get(timeout_s)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] <= 0:
+            entry[0].close()
+            del _RUNNERS[timeout_s]
+
+
+class _Reader:
+    """Runs file work in the isolated extraction process, with retries for transient errors.
+
+    In-process instead when the time limit is 0 (trusted data, debugging) and for
+    ``memory://`` files (the in-memory file system exists in this process only).
+    """
+
+    def __init__(self, settings: Settings, options: ExtractOptions):
+        self._settings = settings
+        self._options = options
+        self._budget = options.max_memory_per_worker_mb * (1 << 20)
+        self._runner = None
+
+    def _call(self, fn, args, timeout_s: float, path: str, transient_result):
+        from transforms.faults import is_remote, retry
+
+        def attempt():
+            if self._options.file_timeout_s <= 0 or path.startswith("memory://"):
+                return fn(*args)
+            if self._runner is None:
+                self._runner = _acquire_runner(self._options.file_timeout_s)
+            return self._runner.call_within(timeout_s, fn, *args)
+
+        return retry(
+            attempt, max_retries=self._options.max_retries, remote=is_remote(path), transient_result=transient_result
+        )
+
+    def read(self, detected: Detected):
+        """(FileWork, governor stats) for one file; a hang or crash becomes an error row."""
+        from transforms.faults import is_remote, retry
+
+        remote = is_remote(detected.info.path)
+        attempts = 1
+        if detected.error is not None and detected.error_kind == "transient":  # e.g. throttled
+            detected, attempts = retry(
+                lambda: detect(detected.info, self._settings.storage_options),
+                max_retries=self._options.max_retries,
+                remote=remote,
+                transient_result=lambda d: d.error_kind == "transient",
+            )
+        args = (
+            detected.info, detected.format, detected.head, detected.reads, detected.error, detected.error_kind,
+            self._settings, self._budget, self._options.memory_thresholds, os.getpid(),
+        )
+        start = time.perf_counter()
+        try:
+            (result, governor), tries = self._call(
+                read_in_child, args, self._options.file_timeout_s, detected.info.path,
+                lambda r: r[0].rows[FILES_TABLE][0]["error_kind"] == "transient",
+            )
+        except Exception as exc:
+            return self._failed(detected, exc, remote, time.perf_counter() - start), {}
+        result.rows[FILES_TABLE][0]["attempts"] = max(attempts, tries)
+        return result, governor
+
+    def run_unit(self, unit: Unit) -> tuple[Partial, dict]:
+        from transforms.faults import is_remote
+
+        remote = is_remote(unit.path)
+        limit = self._options.file_timeout_s + unit.nbytes / self._options.min_rate_bytes_per_s
+        args = (unit, self._settings, self._budget, self._options.memory_thresholds, os.getpid())
+        try:
+            result, _attempts = self._call(
+                run_unit_in_child, args, limit, unit.path, lambda r: r[0].error_kind == "transient"
+            )
+            return result
+        except Exception as exc:
+            from transforms.faults import classify
+            from transforms.formats.base import format_error
+
+            return Partial(error=format_error(exc), error_kind=classify(exc, remote=remote), units=1), {}
+
+    def _failed(self, detected: Detected, exc: BaseException, remote: bool, seconds: float) -> FileWork:
+        from transforms.faults import classify
+        from transforms.formats.base import format_error
+
+        row = work.file_row(
+            detected.info,
+            detected.format,
+            self._settings,
+            status="error",
+            error=format_error(exc),
+            error_kind=classify(exc, remote=remote),
+            attempts=getattr(exc, "metaextract_attempts", 1),
+            bytes_read=detected.reads[0],
+            read_requests=detected.reads[1],
+            extract_seconds=seconds,
+        )
+        return FileWork({FILES_TABLE: [row]})
+
+    def close(self):
+        if self._runner is not None:
+            self._runner = None
+            _release_runner(self._options.file_timeout_s)
+
+
+class ExtractFileFn(beam.DoFn):
+    """Header unit of one file: emits ``("done", rows)`` for a complete file, or
+    ``("pending", (path, rows))`` plus one ``("unit", unit)`` per data unit of a large file."""
+
+    def __init__(self, settings: Settings, options: ExtractOptions, progress_dir: str | None = None):
+        self._settings = settings
+        self._options = options
         self._progress_dir = progress_dir
 
     def setup(self):
         from pipelines.progress import ProgressReporter
-        from transforms.metrics import ExtractMetrics
+        from transforms.metrics import ExtractMetrics, GovernorFigureMetrics
 
         self._metrics = ExtractMetrics()
+        self._governor_metrics = GovernorFigureMetrics()
         self._progress = ProgressReporter(self._progress_dir) if self._progress_dir else None
+        self._reader = _Reader(self._settings, self._options)
 
     def process(self, detected: Detected):
         start = time.perf_counter()
-        rows = catalog_rows(detected, self._storage_options, self._extract_options)
-        file_row = rows[FILES_TABLE][0]
-        self._metrics.record(file_row, time.perf_counter() - start)
-        if self._progress is not None:
-            self._progress.add(1, file_row["size_bytes"])
-        yield rows
+        result, governor = self._reader.read(detected)
+        row = result.rows[FILES_TABLE][0]
+        if governor:
+            self._governor_metrics.record(governor)
+            result.rows[GOVERNOR_KEY] = [governor]
+        if result.units:
+            yield "pending", (row["path"], result.rows)
+            for unit in result.units:
+                yield "unit", unit
+        else:
+            self._metrics.record(row, time.perf_counter() - start)
+            if self._progress is not None:
+                self._progress.add(1, row["size_bytes"])
+            yield "done", result.rows
 
     def finish_bundle(self):
         if self._progress is not None:
@@ -114,6 +330,66 @@ class ExtractMetadataFn(beam.DoFn):
     def teardown(self):
         if getattr(self, "_progress", None) is not None:
             self._progress.flush()
+        if getattr(self, "_reader", None) is not None:
+            self._reader.close()
+
+
+class RunUnitFn(beam.DoFn):
+    """One data unit of a large file -> ``(path, Partial)``."""
+
+    def __init__(self, settings: Settings, options: ExtractOptions):
+        self._settings = settings
+        self._options = options
+
+    def setup(self):
+        from apache_beam.metrics import Metrics
+
+        from transforms.metrics import GovernorFigureMetrics
+
+        self._governor_metrics = GovernorFigureMetrics()
+        self._reader = _Reader(self._settings, self._options)
+        self._units = Metrics.counter("metaextract", "data_units")
+        self._unit_bytes = Metrics.distribution("metaextract", "data_unit_bytes")
+
+    def process(self, unit: Unit):
+        partial, partial.governor = self._reader.run_unit(unit)
+        self._governor_metrics.record(partial.governor)
+        self._units.inc()
+        self._unit_bytes.update(unit.nbytes)
+        yield unit.path, partial
+
+    def teardown(self):
+        if getattr(self, "_reader", None) is not None:
+            self._reader.close()
+
+
+class MergePartialsFn(beam.CombineFn):
+    """Merges the partial results of one file's data units (order-free)."""
+
+    def create_accumulator(self):
+        return Partial()
+
+    def add_input(self, acc: Partial, partial: Partial) -> Partial:
+        return acc.merge(partial)
+
+    def merge_accumulators(self, accs):
+        return work.merge_partials(accs)
+
+    def extract_output(self, acc: Partial) -> Partial:
+        return acc
+
+
+def _complete(element, settings: Settings):
+    path, grouped = element
+    (rows,) = grouped["rows"]
+    partials = list(grouped["partial"])
+    partial = partials[0] if partials else Partial(error="RuntimeError: no data unit finished", error_kind="transient")
+    return work.complete_rows(rows, partial, settings)
+
+
+def _tagged(element, tag: str):
+    if element[0] == tag:
+        yield element[1]
 
 
 @dataclasses.dataclass
@@ -122,30 +398,55 @@ class ExtractMetadata(beam.PTransform):
 
     Args:
       tables: the table names to output (``files`` plus every registered format's tables).
-      storage_options: passed to fsspec when a file is opened.
-      extract_options: format-specific settings (``Source.options``), e.g. ``bulk_data_threshold``.
+      settings: what every file gets (checksum, statistics, format options, chunk threshold).
+      options: isolation, retries and memory budget.
       progress_dir: a local folder where each worker process reports its progress.
+
+    The output dict also holds ``GOVERNOR_KEY``: the memory governor's figures, one dict per
+    file read (the manifest sums them).
     """
 
     tables: list[str]
-    storage_options: dict[str, Any] = dataclasses.field(default_factory=dict)
-    extract_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    settings: Settings = dataclasses.field(default_factory=Settings)
+    options: ExtractOptions = dataclasses.field(default_factory=ExtractOptions)
     progress_dir: str | None = None
 
     def __post_init__(self):
         super().__init__()
 
     def expand(self, detected):
-        # One element per file ({table: rows}), split by a FlatMap per table, not tagged
-        # outputs: Beam 2.77's DaskRunner sends every output of a multi-output ParDo to each
-        # tagged PCollection.
-        rows = detected | "ExtractFile" >> beam.ParDo(
-            ExtractMetadataFn(self.storage_options, self.extract_options, self.progress_dir)
+        # Single-output DoFns with a tag in each element, split by FlatMaps: Beam 2.77's
+        # DaskRunner sends every output of a multi-output ParDo to each tagged PCollection.
+        headers = detected | "ExtractFile" >> beam.ParDo(
+            ExtractFileFn(self.settings, self.options, self.progress_dir)
         )
-        return {
+        done = headers | "CompleteFiles" >> beam.FlatMap(_tagged, "done")
+        pending = headers | "PendingFiles" >> beam.FlatMap(_tagged, "pending")
+        partials = (
+            headers
+            | "DataUnits" >> beam.FlatMap(_tagged, "unit")
+            | "SpreadUnits" >> beam.Reshuffle()
+            | "RunUnit" >> beam.ParDo(RunUnitFn(self.settings, self.options))
+        )
+        merged = partials | "MergePerFile" >> beam.CombinePerKey(MergePartialsFn())
+        completed = (
+            {"rows": pending, "partial": merged}
+            | "JoinUnitsToFile" >> beam.CoGroupByKey()
+            | "CompleteLargeFiles" >> beam.Map(_complete, self.settings)
+        )
+        governor_units = partials | "UnitGovernor" >> beam.FlatMap(
+            lambda kv: [kv[1].governor] if kv[1].governor else []
+        )
+        rows = (done, completed) | "AllFiles" >> beam.Flatten()
+        out = {
             table: rows | f"Select{table.title()}Rows" >> beam.FlatMap(_rows_of, table)
             for table in self.tables
         }
+        out[GOVERNOR_KEY] = (
+            rows | "FileGovernor" >> beam.FlatMap(_rows_of, GOVERNOR_KEY),
+            governor_units,
+        ) | "GovernorFigures" >> beam.Flatten()
+        return out
 
 
 def _rows_of(rows_by_table: dict[str, list[dict[str, Any]]], table: str):

@@ -27,7 +27,7 @@ from transforms.sink import MANIFEST, join, stage_table
 
 #: files-table columns the cache needs (the whole row is never held in memory).
 CACHE_COLUMNS = ["path", "size_bytes", "modified", "status", "extractor_version", "extracted_at"]
-OPTIONAL_CACHE_COLUMNS = ["first_seen", "etag"]
+OPTIONAL_CACHE_COLUMNS = ["first_seen", "etag", "settings"]
 
 NEW, CHANGED, UNCHANGED = "new", "changed", "unchanged"
 
@@ -41,6 +41,7 @@ class CacheEntry(NamedTuple):
     status: str
     extractor_version: str
     first_seen_us: int | None
+    settings: str | None = None
 
 
 def _us(value: dt.datetime | None) -> int | None:
@@ -65,11 +66,14 @@ class CachePolicy:
       version: the running extractor version; rows written by another version are refreshed.
       full: re-extract every file (``--full``); ``change`` is still labelled from the cache.
       retry_errors: re-extract files whose previous status was ``error``.
+      settings: this run's ``files.settings`` (checksum, statistics, PHI mode); rows made with
+        other settings are refreshed. None: settings are not compared.
     """
 
     version: str
     full: bool = False
     retry_errors: bool = False
+    settings: str | None = None
 
 
 def compare(info: FileInfo, entry: CacheEntry | None) -> str:
@@ -93,6 +97,7 @@ def plan(info: FileInfo, entry: CacheEntry | None, policy: CachePolicy) -> tuple
         and not policy.full
         and entry.extractor_version == policy.version
         and not (policy.retry_errors and entry.status == "error")
+        and (policy.settings is None or entry.settings == policy.settings)
     )
     return labelled, carry
 
@@ -159,11 +164,16 @@ def cache_entries(path: str, storage_options=None) -> Iterable[tuple[str, CacheE
     modified = _micros(table.column("modified"))
     first = _micros(first_seen)
     etags = table.column("etag").to_pylist() if "etag" in names else [None] * n
+    settings = (
+        [v if v is None else sys.intern(v) for v in table.column("settings").to_pylist()]
+        if "settings" in names
+        else [None] * n
+    )
     # Few distinct values: one shared string each instead of one per row (~100 bytes a row).
     status = [v if v is None else sys.intern(v) for v in table.column("status").to_pylist()]
     versions = [v if v is None else sys.intern(v) for v in table.column("extractor_version").to_pylist()]
     for i in range(n):
-        yield paths[i], CacheEntry(sizes[i], modified[i], etags[i], status[i], versions[i], first[i])
+        yield paths[i], CacheEntry(sizes[i], modified[i], etags[i], status[i], versions[i], first[i], settings[i])
 
 
 def cache_part(path: str, storage_options=None) -> dict[str, CacheEntry]:

@@ -99,7 +99,11 @@ class IsolatedRunner:
         return self._process.pid if self._process is not None else None
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """``fn(*args, **kwargs)`` in the child; its result, or its exception re-raised here.
+        """``fn(*args, **kwargs)`` in the child; its result, or its exception re-raised here."""
+        return self.call_within(self.timeout_s, fn, *args, **kwargs)
+
+    def call_within(self, timeout_s: float, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """:meth:`call` with a time limit of its own (e.g. one that grows with a unit's size).
 
         Raises:
           TimeoutError: the call did not finish in ``timeout_s`` (the child was killed).
@@ -110,7 +114,7 @@ class IsolatedRunner:
             conn = self._send((fn, args, kwargs))
             try:
                 # poll() also wakes on EOF: only the child holds the other end of the pipe.
-                reply = conn.recv() if conn.poll(self.timeout_s) else None
+                reply = conn.recv() if conn.poll(timeout_s) else None
             except (EOFError, OSError):
                 raise WorkerCrashed(f"extraction process died ({self._stop(wait_s=5.0)})") from None
             except BaseException:  # e.g. KeyboardInterrupt: the child's reply would come late
@@ -118,7 +122,7 @@ class IsolatedRunner:
                 raise
             if reply is None:
                 self._stop()
-                raise TimeoutError(f"extraction did not finish in {self.timeout_s:g} s")
+                raise TimeoutError(f"extraction did not finish in {timeout_s:g} s")
             ok, value, rss = reply
             self._tasks += 1
             self._recycle_if_due(rss)

@@ -21,14 +21,14 @@ import re
 import stat
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
-from urllib.parse import quote_from_bytes, unquote_to_bytes
+from urllib.parse import quote_from_bytes
 
 import apache_beam as beam
 import fsspec
 from fsspec.core import url_to_fs
 from fsspec.utils import glob_translate
 
-from transforms.formats.base import FileInfo, format_error
+from transforms.formats.base import FileInfo, format_error, openable
 from transforms.redact import printable, redact_text, secret_values
 
 GLOB_CHARS = frozenset("*?[")
@@ -116,16 +116,6 @@ def _local_info(path: str, st: os.stat_result, kind: str) -> FileInfo:
         kind=kind,
         open_path=None if shown == path else "file://" + quote_from_bytes(os.fsencode(path), safe="/"),
     )
-
-
-def openable(location: str) -> str:
-    """The name to open a listed file by, from ``FileInfo.open_path or FileInfo.path``: a
-    ``file://`` URL with percent-encoded bytes (a local name that is not UTF-8) becomes the OS
-    name (:func:`os.fsdecode`); anything else is returned as is. Call it where the file is
-    opened: the OS name is not valid UTF-8 text, which Beam's coders and pyarrow refuse."""
-    if location.startswith("file://") and "%" in location:
-        return os.fsdecode(unquote_to_bytes(location[len("file://") :]))
-    return location
 
 
 def _entry_info(path: str, skipped: list[Skipped]) -> tuple[FileInfo | None, os.stat_result | None]:

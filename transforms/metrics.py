@@ -28,3 +28,28 @@ class ExtractMetrics:
         if counter is None:
             counter = self._by_outcome[key] = Metrics.counter(self._namespace, f"files_{key[0]}_{key[1]}")
         counter.inc()
+
+
+class GovernorFigureMetrics:
+    """The memory governor's figures, returned by the extraction process, as Beam metrics:
+    counters ``memory_level_changes``, ``memory_pauses`` and ``cumulativeThrottlingSeconds``,
+    gauges ``memory_pressure_level`` and ``chunk_bytes``, distribution ``chunk_bytes_used``."""
+
+    def __init__(self, namespace: str = NAMESPACE):
+        self._changes = Metrics.counter(namespace, "memory_level_changes")
+        self._pauses = Metrics.counter(namespace, "memory_pauses")
+        self._throttled = Metrics.counter(namespace, "cumulativeThrottlingSeconds")
+        self._level = Metrics.gauge(namespace, "memory_pressure_level")
+        self._chunk = Metrics.gauge(namespace, "chunk_bytes")
+        self._chunks = Metrics.distribution(namespace, "chunk_bytes_used")
+
+    def record(self, figures: dict[str, Any]) -> None:
+        if not figures:
+            return
+        self._changes.inc(figures.get("level_changes", 0))
+        self._pauses.inc(figures.get("pauses", 0))
+        self._throttled.inc(int(round(figures.get("pause_seconds", 0.0))))
+        self._level.set(figures.get("level", 0))
+        if "chunk_bytes_last" in figures:
+            self._chunk.set(figures["chunk_bytes_last"])
+            self._chunks.update(figures["chunk_bytes_last"])

@@ -24,6 +24,7 @@ from fsspec.core import url_to_fs
 
 from transforms.extract import FILES_TABLE
 from transforms.publish import MANIFEST, PARQUET_COMPRESSION, STAGING_PREFIX, publish_catalog
+from transforms.redact import redact_url
 
 NEW, CHANGED, UNCHANGED = "new", "changed", "unchanged"
 
@@ -157,6 +158,47 @@ def summarize(outcomes: Iterable[tuple[tuple[str, str], tuple[int, int]]]) -> di
     }
 
 
+def _reads(row: dict) -> tuple[str, tuple[int, int]]:
+    return "reads", (row.get("bytes_read") or 0, row.get("read_requests") or 0)
+
+
+def _seconds(row: dict) -> tuple[str, tuple[float, str]]:
+    return "slowest", (row.get("extract_seconds") or 0.0, row["path"])
+
+
+def merge_governor(figures: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The memory governor's figures of every file and data unit, summed for the manifest:
+    counts and seconds add up, ``*_min``/``*_max`` keep the extremes, the rest the latest."""
+    out: dict[str, Any] = {}
+    for fig in figures:
+        for key, value in fig.items():
+            if key not in out or value is None:
+                out.setdefault(key, value)
+            elif key.endswith("_min"):
+                out[key] = min(out[key], value)
+            elif key.endswith("_max") or key.startswith("max_"):
+                out[key] = max(out[key], value)
+            elif key in ("level", "chunk_bytes_last"):
+                out[key] = value
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                out[key] = out[key] + value
+            else:
+                out[key] = value
+    return out
+
+
+PRESSURE_LEVELS = ("NORMAL", "ELEVATED", "HIGH", "CRITICAL")
+
+
+def _governor_summary(figures: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in figures.items() if k not in ("level", "chunk_bytes_last")}
+    if "max_level" in out:
+        out["max_level"] = PRESSURE_LEVELS[out["max_level"]]
+    if "pause_seconds" in out:
+        out["pause_seconds"] = round(out["pause_seconds"], 3)
+    return out
+
+
 def build_manifest(
     base: Mapping[str, Any],
     outcomes: list,
@@ -165,6 +207,9 @@ def build_manifest(
     cache_size: int,
     rows: Mapping[str, int],
     finished: dt.datetime,
+    reads: list | None = None,
+    slowest: list | None = None,
+    governor: list | None = None,
 ) -> dict[str, Any]:
     """The run's manifest: base info, counts, changes against the cache, and the comparison
     with the previous run."""
@@ -190,6 +235,13 @@ def build_manifest(
         "error_fraction": round(errors_read / files_read, 6) if files_read else 0.0,
         "rows": dict(rows),
     }
+    bytes_read, read_requests = _sum_pairs(pair for _, pair in reads or [])
+    document["bytes_read"] = bytes_read
+    document["read_requests"] = read_requests
+    if slowest:
+        seconds, path = max(pair for _, pair in slowest)
+        document["slowest_file"] = {"path": redact_url(path), "extract_seconds": round(seconds, 3)}
+    document["memory_governor"] = _governor_summary(merge_governor(governor or []))
     previous = base.get("previous_run")
     if previous:
         document["compared_with_previous"] = compare_runs(document, previous)
@@ -228,13 +280,17 @@ def publish(
     tables: Mapping[str, pa.Schema],
     manifest: Mapping[str, Any],
     storage_options: Mapping[str, Any] | None = None,
+    reads: list | None = None,
+    slowest: list | None = None,
+    governor: list | None = None,
 ) -> dict[str, Any]:
     """Publish every staged table and the manifest (see :mod:`transforms.publish`)."""
     rows = {name: 0 for name in tables}
     for shard in shards:
         rows[shard["table"]] = rows.get(shard["table"], 0) + shard["rows"]
     document = build_manifest(
-        manifest, outcomes, changes, extracted, cache_size, rows, dt.datetime.now(dt.timezone.utc)
+        manifest, outcomes, changes, extracted, cache_size, rows, dt.datetime.now(dt.timezone.utc),
+        reads, slowest, governor,
     )
     return publish_catalog(output, staging, run_id, shards, tables, document, storage_options)
 
@@ -243,6 +299,8 @@ def publish(
 #: catalog, and the number of paths in the cache (a single int).
 CARRIED = "_carried_shards"
 CACHE_SIZE = "_cache_size"
+#: Optional input of WriteCatalog: the memory governor's figures (dicts) from the extraction.
+GOVERNOR = "_governor"
 
 
 def _carried_outcomes(shard: dict):
@@ -284,6 +342,7 @@ class WriteCatalog(beam.PTransform):
         pipeline = inputs[FILES_TABLE].pipeline
         carried = inputs.get(CARRIED) or (pipeline | "NoCarriedShards" >> beam.Create([]))
         cache_size = inputs.get(CACHE_SIZE) or (pipeline | "NoCache" >> beam.Create([0]))
+        governor = inputs.get(GOVERNOR) or (pipeline | "NoGovernor" >> beam.Create([]))
         shard_lists = [carried]
         for name, schema in self.tables.items():
             shard_lists.append(
@@ -313,6 +372,9 @@ class WriteCatalog(beam.PTransform):
             | "ExtractedStatus" >> beam.Map(lambda row: (row["status"], 1))
             | "SumByStatus" >> beam.CombinePerKey(sum)
         )
+        reads = files | "BytesRead" >> beam.Map(_reads) | "SumReads" >> beam.CombinePerKey(_sum_pairs)
+        slowest = files | "FileSeconds" >> beam.Map(_seconds) | "SlowestFile" >> beam.CombinePerKey(max)
+        governor = governor | "MergeGovernorFigures" >> beam.CombineGlobally(merge_governor).without_defaults()
         return (
             shard_lists
             | "FlattenShards" >> beam.Flatten()
@@ -324,6 +386,9 @@ class WriteCatalog(beam.PTransform):
                 changes=beam.pvalue.AsList(changes),
                 extracted=beam.pvalue.AsList(extracted),
                 cache_size=beam.pvalue.AsSingleton(cache_size),
+                reads=beam.pvalue.AsList(reads),
+                slowest=beam.pvalue.AsList(slowest),
+                governor=beam.pvalue.AsList(governor),
                 output=self.output,
                 staging=self.staging,
                 run_id=self.run_id,

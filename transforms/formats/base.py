@@ -13,6 +13,8 @@ import datetime as dt
 import io
 import json
 import math
+import os
+from urllib.parse import unquote_to_bytes
 from collections.abc import Callable, Iterator, Mapping
 from typing import IO, Any, ContextManager, Protocol
 
@@ -42,6 +44,16 @@ class FileInfo:
     #: Where to open the file when ``path`` (the catalog's text) differs: the OS name of a local
     #: file whose name is not UTF-8, or a URL whose credentials ``path`` leaves out.
     open_path: str | None = None
+
+
+def openable(location: str) -> str:
+    """The name to open a listed file by, from ``FileInfo.open_path or FileInfo.path``: a
+    ``file://`` URL with percent-encoded bytes (a local name that is not UTF-8) becomes the OS
+    name (:func:`os.fsdecode`); anything else is returned as is. Call it where the file is
+    opened: the OS name is not valid UTF-8 text, which Beam's coders and pyarrow refuse."""
+    if location.startswith("file://") and "%" in location:
+        return os.fsdecode(unquote_to_bytes(location[len("file://") :]))
+    return location
 
 
 @dataclasses.dataclass
@@ -300,5 +312,7 @@ def dumps(value: Any) -> str:
 
 def format_error(exc: BaseException) -> str:
     """``ExceptionType: message`` on one line."""
+    from transforms.redact import redact_text
+
     message = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return redact_text(f"{type(exc).__name__}: {message}" if message else type(exc).__name__)

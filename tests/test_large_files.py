@@ -1,0 +1,215 @@
+"""Issue 3 end to end: checksums, statistics, data units of large files, bytes read, manifest.
+
+Files are written by the real libraries; checksums are compared with the command-line tools,
+statistics with numpy on the library's own full read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+
+import duckdb
+import h5py
+import netCDF4
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.catalog import run
+from transforms.detect import detect
+from transforms.extract import ExtractOptions, catalog_rows
+from transforms.formats.base import FileInfo
+from transforms.work import Settings
+
+MiB = 1 << 20
+
+
+def _table(out, name):
+    return pq.read_table(out / name).to_pylist()
+
+
+def _run(tmp_path, inputs, *flags):
+    out = tmp_path / "catalog"
+    run(["--output", str(out), *sum((["--input", str(i)] for i in inputs), []), *flags])
+    return out, json.loads((out / "manifest.json").read_text())
+
+
+def _hdf5(path, shape=(300, 1000), chunks=(50, 1000), seed=0):
+    rng = np.random.default_rng(seed)
+    data = rng.normal(10, 3, size=shape).astype("float32")
+    data[rng.random(shape) < 0.01] = np.nan
+    with h5py.File(path, "w") as f:
+        f.create_dataset("temperature", data=data, chunks=chunks)
+        f.create_dataset("counts", data=rng.integers(0, 1000, size=(4000,), dtype="int32"))
+        f.create_dataset("label", data="not numeric")
+    return data
+
+
+def _netcdf(path, seed=1):
+    rng = np.random.default_rng(seed)
+    with netCDF4.Dataset(path, "w", format="NETCDF4") as ds:
+        ds.createDimension("time", None)
+        ds.createDimension("x", 500)
+        v = ds.createVariable("sst", "f4", ("time", "x"), fill_value=-999.0, chunksizes=(16, 500))
+        data = rng.normal(280, 5, size=(600, 500)).astype("float32")
+        data[rng.random(data.shape) < 0.02] = -999.0
+        v[:] = data
+    with netCDF4.Dataset(path) as ds:
+        return ds["sst"][:]
+
+
+def _tool(cmd, path):
+    if shutil.which(cmd) is None:
+        pytest.skip(f"{cmd} is not installed")
+    return subprocess.run([cmd, str(path)], check=True, capture_output=True, text=True).stdout.split()[0]
+
+
+@pytest.mark.parametrize("algorithm,tool", [("blake3", "b3sum"), ("sha256", "sha256sum"), ("md5", "md5sum")])
+def test_small_file_checksum_matches_the_command_line_tool(tmp_path, algorithm, tool):
+    path = tmp_path / "a.h5"
+    _hdf5(path)
+    info = FileInfo(str(path), path.stat().st_size)
+    rows = catalog_rows(detect(info), settings=Settings(checksum=algorithm))
+    assert rows["files"][0]["checksum"] == f"{algorithm}:{_tool(tool, path)}"
+    assert rows["files"][0]["bytes_read"] >= path.stat().st_size
+
+
+def test_crc32c_as_object_stores_report_it(tmp_path):
+    import google_crc32c
+
+    path = tmp_path / "a.h5"
+    _hdf5(path)
+    data = path.read_bytes()
+    for threshold in (64 * MiB, 100_000):  # one unit, then byte ranges merged
+        settings = Settings(checksum="crc32c", chunk_threshold_bytes=threshold, unit_bytes=threshold)
+        rows = catalog_rows(detect(FileInfo(str(path), len(data))), settings=settings)
+        assert rows["files"][0]["checksum"] == f"crc32c:{google_crc32c.value(data):08x}"
+
+
+def _expected(values):
+    a = np.ma.masked_invalid(np.ma.asarray(values, dtype="float64")).compressed()
+    return {
+        "stat_count": a.size,
+        "stat_min": a.min(),
+        "stat_max": a.max(),
+        "stat_mean": a.mean(),
+        "stat_std": a.std(),
+    }
+
+
+def _assert_stats(row, values, nan_count):
+    for key, value in _expected(values).items():
+        assert row[key] == pytest.approx(value, rel=1e-9), key
+    assert row["stat_nan_count"] == nan_count
+
+
+@pytest.mark.parametrize("threshold", [64 * MiB, 200_000])
+def test_statistics_of_small_and_split_files_equal_numpy(tmp_path, threshold):
+    h5 = tmp_path / "a.h5"
+    data = _hdf5(h5)
+    nc = tmp_path / "b.nc"
+    sst = _netcdf(nc)
+    settings = Settings(checksum="blake3", stats=True, chunk_threshold_bytes=threshold, unit_bytes=threshold)
+    rows = catalog_rows(detect(FileInfo(str(h5), h5.stat().st_size)), settings=settings)
+    by_path = {r["object_path"]: r for r in rows["hdf5"]}
+    _assert_stats(by_path["/temperature"], data, int(np.isnan(data).sum()))
+    assert by_path["/label"]["stat_count"] is None
+    rows = catalog_rows(detect(FileInfo(str(nc), nc.stat().st_size)), settings=settings)
+    (row,) = [r for r in rows["netcdf"] if r["variable"] == "sst"]
+    _assert_stats(row, sst.compressed(), int(np.ma.count_masked(sst)))
+
+
+def test_pipeline_splits_a_large_file_into_units_and_merges_them(tmp_path):
+    h5 = tmp_path / "in" / "big.h5"
+    h5.parent.mkdir()
+    data = _hdf5(h5, shape=(800, 1000), chunks=(50, 1000))  # 3.2 MB
+    small = tmp_path / "in" / "small.h5"
+    _hdf5(small, shape=(10, 10), chunks=(5, 10))
+    out, manifest = _run(tmp_path, [tmp_path / "in"], "--stats", "--chunk_threshold_mb", "1")
+    files = {r["path"]: r for r in _table(out, "files")}
+    assert files[str(h5)]["checksum"] == f"blake3:{_tool('b3sum', h5)}"
+    assert files[str(small)]["checksum"] == f"blake3:{_tool('b3sum', small)}"
+    assert all(r["status"] == "ok" for r in files.values())
+    (row,) = [r for r in _table(out, "hdf5") if r["path"] == str(h5) and r["object_path"] == "/temperature"]
+    _assert_stats(row, data, int(np.isnan(data).sum()))
+    assert manifest["bytes_read"] == sum(r["bytes_read"] for r in files.values())
+    assert manifest["read_requests"] == sum(r["read_requests"] for r in files.values())
+    assert manifest["bytes_read"] >= h5.stat().st_size + small.stat().st_size
+    assert "memory_governor" in manifest
+    assert json.loads(files[str(h5)]["settings"]) == {"checksum": "blake3", "stats": True}
+    # one line of SQL over the statistics
+    sql = f"select stat_mean from '{out}/hdf5/*.parquet' where object_path = '/temperature' and path = '{h5}'"
+    assert duckdb.sql(sql).fetchone()[0] == pytest.approx(float(np.nanmean(data.astype('float64'))), rel=1e-9)
+
+
+def test_checksum_none_reads_headers_only_of_a_4_gib_file(tmp_path):
+    path = tmp_path / "huge.h5"
+    with h5py.File(path, "w") as f:  # contiguous, allocated at the end: a sparse 4 GiB file
+        ds = f.create_dataset("x", shape=(1 << 30,), dtype="float32")
+        ds[-1] = 1.0
+        f.attrs["title"] = "huge"
+    size = path.stat().st_size
+    assert size > 4 * 10**9
+    rows = catalog_rows(detect(FileInfo(str(path), size)), settings=Settings(checksum="none"))
+    assert rows["files"][0]["status"] == "ok"
+    assert 0 < rows["files"][0]["bytes_read"] < 2 * MiB
+
+
+def test_header_only_bound_over_s3(tmp_path, s3_server):
+    import s3fs
+
+    endpoint, storage_options = s3_server
+    fs = s3fs.S3FileSystem(**storage_options)
+    fs.mkdir("large-files")
+    h5 = tmp_path / "big.h5"
+    _hdf5(h5, shape=(4000, 1000), chunks=(100, 1000))  # 16 MB
+    nc = tmp_path / "big.nc"
+    _netcdf(nc)
+    fs.put(str(h5), "large-files/big.h5")
+    fs.put(str(nc), "large-files/big.nc")
+    out, manifest = _run(
+        tmp_path, ["s3://large-files/"], "--checksum", "none", "--storage_options", json.dumps(storage_options)
+    )
+    files = _table(out, "files")
+    assert {r["status"] for r in files} == {"ok"}
+    for row in files:
+        assert 0 < row["bytes_read"] < 2 * MiB, row["path"]
+        assert row["read_requests"] >= 1
+    assert manifest["bytes_read"] < 4 * MiB
+
+
+def test_settings_change_re_extracts_on_an_incremental_run(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _hdf5(folder / "a.h5", shape=(10, 10), chunks=(5, 10))
+    out, first = _run(tmp_path, [folder], "--checksum", "none")
+    assert _table(out, "files")[0]["checksum"] is None
+    out, second = _run(tmp_path, [folder], "--checksum", "sha256")
+    assert second["files_extracted"] == 1
+    assert _table(out, "files")[0]["checksum"].startswith("sha256:")
+    out, third = _run(tmp_path, [folder], "--checksum", "sha256")
+    assert third["files_extracted"] == 0
+
+
+def test_in_process_and_isolated_extraction_agree(tmp_path):
+    path = tmp_path / "a.h5"
+    _hdf5(path, shape=(20, 10), chunks=(5, 10))
+    from transforms.extract import _Reader
+
+    settings = Settings(checksum="md5", stats=True)
+    info = FileInfo(str(path), path.stat().st_size)
+    rows = []
+    for timeout in (0, 60):
+        reader = _Reader(settings, ExtractOptions(file_timeout_s=timeout))
+        try:
+            result, _ = reader.read(detect(info))
+        finally:
+            reader.close()
+        row = result.rows["files"][0]
+        rows.append({k: v for k, v in row.items() if k not in ("extracted_at", "first_seen", "extract_seconds")})
+        rows.append(sorted(str(r) for r in result.rows["hdf5"]))
+    assert rows[0] == rows[2] and rows[1] == rows[3]
+    assert rows[0]["checksum"] == "md5:" + hashlib.md5(path.read_bytes()).hexdigest()

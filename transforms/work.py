@@ -1,0 +1,414 @@
+"""Beam-free work on one file: header extraction, then the data units (checksum, statistics).
+
+A file is read in two kinds of units. The **header unit** (:func:`read_file`) runs the format's
+extractor and, for a file up to ``chunk_threshold_bytes``, also computes its checksum and
+statistics at once: small files stay one unit. A larger file comes back with its header rows
+*pending* and a list of **data units** (:func:`plan_units`): one streaming unit for a
+sequential digest (blake3, sha256 and md5 cannot be merged from ranges), byte ranges for
+crc32c (ranges combine), and groups of array slabs for the statistics, each about
+``unit_bytes``. Workers run the units (:func:`run_unit`) wherever the runner puts them; their
+:class:`Partial` results merge per file (:func:`merge_partials`, associative and commutative) and
+complete the pending rows (:func:`complete_rows`).
+
+Everything here runs inside the isolated extraction process (:mod:`transforms.isolation`), so
+this module must not import Beam.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from pipelines import __version__
+from transforms import checksums, stats
+from transforms.faults import classify, is_remote
+from transforms.formats import registry
+from transforms.formats.base import (
+    ArrayRef,
+    Extraction,
+    FileInfo,
+    ReadCounter,
+    Slab,
+    Source,
+    dumps,
+    format_error,
+    openable,
+)
+
+FILES_TABLE = "files"
+MiB = 1 << 20
+
+#: Statistics read slabs of at most this size, whatever the governor allows: numpy's reductions
+#: run fastest on slabs of a few MiB (larger ones fall out of the CPU caches).
+MAX_STATS_SLAB_BYTES = 8 * MiB
+#: Checksum reads of at most this size: blake3 hashes 64 MiB reads at a third of its speed.
+MAX_READ_BYTES = 8 * MiB
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What a run asks of every file (the options that shape its rows)."""
+
+    storage_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    #: Format-specific settings (``Source.options``), e.g. ``bulk_data_threshold``.
+    format_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    checksum: str = "blake3"  # or sha256, md5, crc32c, none
+    stats: bool = False
+    #: Files above this size are split into data units spread over the workers.
+    chunk_threshold_bytes: int = 64 * MiB
+    #: About how much data one data unit covers.
+    unit_bytes: int = 64 * MiB
+
+    @property
+    def reads_data(self) -> bool:
+        return self.checksum != "none" or self.stats
+
+    def recorded(self) -> str:
+        """``files.settings``: the settings a later incremental run compares with its own."""
+        return dumps({"checksum": self.checksum, "stats": self.stats, **self.row_settings})
+
+    #: DICOM patient data (``--phi``): a :class:`transforms.phi.PhiPolicy`, None for keep.
+    phi: Any = None
+
+    @property
+    def row_settings(self) -> dict[str, Any]:
+        """Further settings that change rows: the PHI mode and key id, unless ``keep``."""
+        if self.phi is None or self.phi.mode == "keep":
+            return {}
+        return self.phi.settings
+
+
+@dataclasses.dataclass(frozen=True)
+class Unit:
+    """One data unit of a large file: a byte range to checksum, or array slabs to summarize."""
+
+    path: str
+    size: int
+    format: str
+    kind: str  # "digest" (sequential, whole file), "crc32c" (a byte range) or "stats"
+    start: int = 0
+    stop: int = 0
+    pieces: tuple[tuple[ArrayRef, Slab], ...] = ()
+    #: Where to open the file when it differs from ``path`` (see :func:`openable`).
+    location: str | None = None
+
+    @property
+    def nbytes(self) -> int:
+        if self.kind == "stats":
+            return sum(_slab_bytes(ref, slab) for ref, slab in self.pieces)
+        return self.stop - self.start
+
+
+@dataclasses.dataclass
+class Partial:
+    """What some of a file's data units found; partials of one file merge into one."""
+
+    digest: str | None = None
+    crc_parts: list[tuple[int, int, int]] = dataclasses.field(default_factory=list)  # start, length, crc
+    moments: dict[tuple[str, tuple], stats.Moments] = dataclasses.field(default_factory=dict)
+    bytes_read: int = 0
+    read_requests: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    error_kind: str | None = None
+    units: int = 0
+    #: The memory governor's figures while this unit ran (for the manifest; not merged).
+    governor: dict = dataclasses.field(default_factory=dict)
+
+    def merge(self, other: Partial) -> Partial:
+        moments = dict(self.moments)
+        for key, m in other.moments.items():
+            moments[key] = moments[key].merge(m) if key in moments else m
+        return Partial(
+            digest=self.digest or other.digest,
+            crc_parts=self.crc_parts + other.crc_parts,
+            moments=moments,
+            bytes_read=self.bytes_read + other.bytes_read,
+            read_requests=self.read_requests + other.read_requests,
+            seconds=self.seconds + other.seconds,
+            error=self.error or other.error,
+            error_kind=self.error_kind or other.error_kind,
+            units=self.units + other.units,
+        )
+
+
+def merge_partials(partials: Iterable[Partial]) -> Partial:
+    out = Partial()
+    for p in partials:
+        out = out.merge(p)
+    return out
+
+
+@dataclasses.dataclass
+class FileWork:
+    """The header unit's result: the file's rows, and the data units still to run (if any)."""
+
+    rows: dict[str, list[dict[str, Any]]]
+    units: list[Unit] = dataclasses.field(default_factory=list)
+
+
+# --- the header unit ---------------------------------------------------------------------------
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def file_row(info: FileInfo, fmt: str, settings: Settings, **values: Any) -> dict[str, Any]:
+    """A ``files`` row with every column of the contract (values override the defaults)."""
+    at = now()
+    row = {
+        "path": info.path,
+        "format": fmt,
+        "format_version": None,
+        "size_bytes": info.size,
+        "modified": info.modified,
+        "status": "ok",
+        "error": None,
+        "metadata": "{}",
+        "extracted_at": at,
+        "extractor_version": __version__,
+        "first_seen": info.first_seen or at,
+        "change": info.change or "new",
+        "etag": info.etag,
+        "checksum": None,
+        "bytes_read": 0,
+        "read_requests": 0,
+        "error_kind": None,
+        "attempts": 1,
+        "extract_seconds": 0.0,
+        "settings": settings.recorded(),
+    }
+    row.update(values)
+    return row
+
+
+def read_file(
+    info: FileInfo,
+    fmt: str,
+    head: bytes,
+    settings: Settings,
+    *,
+    governor: Any = None,
+    head_reads: tuple[int, int] = (0, 0),
+) -> FileWork:
+    """Extract one detected file's header rows; small files get their checksum and statistics
+    too, large ones their data units. Never raises for a file's content: a failure becomes an
+    error row with whatever was read before it."""
+    start = time.perf_counter()
+    out = Extraction(format=fmt)
+    status, error, error_kind = "ok", None, None
+    extractor = registry().get(fmt)
+    source = Source(_location(info), info.size, settings.storage_options, head, settings.format_options)
+    source.counter = ReadCounter(*head_reads)  # detection's reads count too
+    units: list[Unit] = []
+    if extractor is None:
+        status = "unsupported"
+    else:
+        try:
+            extractor.extract(source, out)
+        except Exception as exc:  # errors are data
+            status, error, error_kind = "error", format_error(exc), classify(exc, is_remote(info.path))
+    try:
+        metadata = dumps(out.metadata)
+    except (TypeError, ValueError) as exc:
+        metadata, status = "{}", "error"
+        error, error_kind = error or format_error(exc), error_kind or "permanent"
+    rows: dict[str, list[dict[str, Any]]] = {
+        table: [{"path": info.path, **row} for row in table_rows] for table, table_rows in out.rows.items()
+    }
+    if status == "ok" and settings.reads_data:
+        units = plan_units(info, fmt, source, settings)
+        if info.size <= settings.chunk_threshold_bytes:
+            partial = merge_partials(run_unit(u, settings, governor=governor, source=source) for u in units)
+            units = []
+            rows, status, error = _apply(rows, partial, status, error, info.path)
+            error_kind = error_kind or partial.error_kind
+            checksum = _checksum(partial, settings)
+        else:
+            checksum = None
+    else:
+        checksum = None
+    rows[FILES_TABLE] = [
+        file_row(
+            info,
+            fmt,
+            settings,
+            format_version=out.format_version,
+            status=status,
+            error=error,
+            error_kind=error_kind if status == "error" else None,
+            metadata=metadata,
+            checksum=checksum,
+            bytes_read=source.counter.bytes_read,
+            read_requests=source.counter.read_requests,
+            extract_seconds=time.perf_counter() - start,
+        )
+    ]
+    if settings.phi is not None:
+        from transforms.phi import apply_to_rows
+
+        apply_to_rows(rows, settings.phi)
+    return FileWork(rows, units)
+
+
+def _location(info: FileInfo) -> str:
+    return openable(info.open_path or info.path)
+
+
+# --- planning data units -----------------------------------------------------------------------
+
+
+def _slab_bytes(ref: ArrayRef, slab: Slab) -> int:
+    n = ref.itemsize
+    for lo, hi in slab:
+        n *= hi - lo
+    return n
+
+
+def plan_units(info: FileInfo, fmt: str, source: Source, settings: Settings) -> list[Unit]:
+    """The data units of one file (reads array metadata only, to plan the statistics)."""
+    units: list[Unit] = []
+    size, step = info.size, max(settings.unit_bytes, 1)
+    loc = _location(info) if _location(info) != info.path else None
+    if settings.checksum == "crc32c":
+        units += [
+            Unit(info.path, size, fmt, "crc32c", lo, min(lo + step, size), location=loc)
+            for lo in range(0, size, step)
+        ] or [Unit(info.path, size, fmt, "crc32c", 0, 0, location=loc)]
+    elif settings.checksum != "none":
+        units.append(Unit(info.path, size, fmt, "digest", 0, size, location=loc))
+    if settings.stats:
+        units += _stats_units(info, fmt, source, step, loc)
+    return units
+
+
+def _stats_units(info: FileInfo, fmt: str, source: Source, step: int, loc: str | None) -> list[Unit]:
+    extractor = registry().get(fmt)
+    if extractor is None or extractor.open_arrays is None:
+        return []
+    pieces: list[tuple[ArrayRef, Slab]] = []
+    with source.open() as f, extractor.open_arrays(source, f) as reader:
+        for ref in reader.arrays():
+            if ref.nbytes == 0 or not ref.shape and ref.itemsize == 0:
+                pieces.append((ref, tuple((0, n) for n in ref.shape)))
+                continue
+            for slab in stats.plan_slabs(ref.shape, ref.itemsize, ref.chunks, step):
+                pieces.append((ref, slab))
+    units: list[Unit] = []
+    group: list[tuple[ArrayRef, Slab]] = []
+    group_bytes = 0
+    for ref, slab in pieces:  # small arrays share a unit; a large one spans many
+        nbytes = _slab_bytes(ref, slab)
+        if group and group_bytes + nbytes > step:
+            units.append(Unit(info.path, info.size, fmt, "stats", pieces=tuple(group), location=loc))
+            group, group_bytes = [], 0
+        group.append((ref, slab))
+        group_bytes += nbytes
+    if group:
+        units.append(Unit(info.path, info.size, fmt, "stats", pieces=tuple(group), location=loc))
+    return units
+
+
+# --- running data units ------------------------------------------------------------------------
+
+
+def run_unit(unit: Unit, settings: Settings, *, governor: Any = None, source: Source | None = None) -> Partial:
+    """Run one data unit; a read failure is recorded in the partial (the file becomes an error)."""
+    start = time.perf_counter()
+    if source is None:
+        source = Source(unit.location or unit.path, unit.size, settings.storage_options, b"", settings.format_options)
+    before = (source.counter.bytes_read, source.counter.read_requests)
+    chunk = (lambda: min(governor.chunk_bytes, MAX_READ_BYTES)) if governor is not None else (lambda: 2 * MiB)
+    before_read = governor.before_read if governor is not None else None
+    partial = Partial(units=1)
+    try:
+        if unit.kind == "stats":
+            partial.moments = _unit_moments(unit, source, chunk, before_read)
+        else:
+            with source.open(block_size=max(chunk(), 2 * MiB)) as f:
+                if unit.kind == "digest":
+                    partial.digest = checksums.stream_digest(
+                        f, settings.checksum, start=unit.start, stop=unit.stop, chunk_size=chunk, before_read=before_read
+                    )
+                else:
+                    crc = checksums.crc32c_range(
+                        f, unit.start, unit.stop, chunk_size=chunk, before_read=before_read
+                    )
+                    partial.crc_parts = [(unit.start, unit.stop - unit.start, crc)]
+    except Exception as exc:  # errors are data
+        partial.error, partial.error_kind = format_error(exc), classify(exc, is_remote(unit.path))
+    partial.bytes_read = source.counter.bytes_read - before[0]
+    partial.read_requests = source.counter.read_requests - before[1]
+    partial.seconds = time.perf_counter() - start
+    return partial
+
+
+def _unit_moments(unit: Unit, source: Source, chunk: Callable[[], int], before_read) -> dict:
+    extractor = registry()[unit.format]
+    out: dict[tuple[str, tuple], stats.Moments] = {}
+
+    def slab_bytes() -> int:
+        return min(chunk(), MAX_STATS_SLAB_BYTES)
+
+    with source.open() as f, extractor.open_arrays(source, f) as reader:
+        for ref, slab in unit.pieces:
+            key = (ref.table, ref.key)
+            m = slab_moments(reader, ref, slab, slab_bytes, before_read)
+            out[key] = out[key].merge(m) if key in out else m
+    return out
+
+
+def slab_moments(reader, ref: ArrayRef, slab: Slab, slab_bytes: Callable[[], int], before_read=None):
+    """The moments of one (chunk-aligned) slab of an array, read in sub-slabs of about
+    ``slab_bytes()`` each (the governor's current size, re-read before each sub-slab)."""
+    shape = tuple(hi - lo for lo, hi in slab)
+    total = stats.Moments()
+    offset = tuple(lo for lo, _ in slab)
+    pending = stats.plan_slabs(shape, ref.itemsize, ref.chunks, slab_bytes())
+    for sub in pending:
+        if before_read is not None:
+            before_read()
+        absolute = tuple((o + lo, o + hi) for o, (lo, hi) in zip(offset, sub))
+        total = total.merge(stats.Moments.of(reader.read(ref, absolute)))
+    return total
+
+
+# --- completing the rows -----------------------------------------------------------------------
+
+
+def _checksum(partial: Partial, settings: Settings) -> str | None:
+    if partial.error:
+        return None
+    if settings.checksum == "crc32c":
+        return f"crc32c:{checksums.merge_crc32c(partial.crc_parts):08x}"
+    return partial.digest
+
+
+def _apply(rows, partial: Partial, status, error, path):
+    """Put a merged partial's statistics on the rows they describe."""
+    for (table, key), m in partial.moments.items():
+        wanted = dict(key)
+        for row in rows.get(table, ()):
+            if all(row.get(k) == v for k, v in wanted.items()):
+                row.update(m.columns())
+                break
+    if partial.error and status == "ok":
+        status, error = "error", partial.error
+    return rows, status, error
+
+
+def complete_rows(rows: dict[str, list[dict[str, Any]]], partial: Partial, settings: Settings) -> dict:
+    """A large file's pending rows completed with the merged partial of all its data units."""
+    rows, status, error = _apply(rows, partial, "ok", None, None)
+    row = rows[FILES_TABLE][0]
+    row["checksum"] = _checksum(partial, settings)
+    row["bytes_read"] = (row.get("bytes_read") or 0) + partial.bytes_read
+    row["read_requests"] = (row.get("read_requests") or 0) + partial.read_requests
+    row["extract_seconds"] = (row.get("extract_seconds") or 0.0) + partial.seconds
+    if status == "error":
+        row.update(status="error", error=error, error_kind=partial.error_kind or "permanent")
+    return rows
