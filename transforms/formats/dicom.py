@@ -52,6 +52,7 @@ from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, TEXT_VR_DELIMS, VR, PersonNa
 from pydicom.values import convert_PN
 
 from transforms import schemas
+from transforms.formats.arrays import open_dicom_arrays
 from transforms.formats.base import Extraction, Extractor, Source, dumps
 
 #: Binary values (OB OD OF OL OV OW UN) longer than this many bytes are left out of ``tags``
@@ -812,4 +813,5 @@ def extract(source: Source, out: Extraction) -> None:
     )
 
 
-EXTRACTOR = Extractor(format="dicom", extract=extract, tables={"dicom": schemas.DICOM})
+EXTRACTOR = Extractor(format="dicom", extract=extract, tables={"dicom": schemas.DICOM},
+                      open_arrays=open_dicom_arrays)

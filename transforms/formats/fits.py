@@ -40,6 +40,7 @@ import re
 from typing import IO, Any
 
 from transforms import schemas
+from transforms.formats.arrays import open_fits_arrays
 from transforms.formats.base import Extraction, Extractor, Source, dumps
 
 BLOCK = 2880
@@ -311,4 +312,5 @@ def _describe(index: int, values: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-EXTRACTOR = Extractor(format="fits", extract=extract, tables={"fits": schemas.FITS})
+EXTRACTOR = Extractor(format="fits", extract=extract, tables={"fits": schemas.FITS},
+                      open_arrays=open_fits_arrays)

@@ -1,0 +1,409 @@
+"""ArrayReaders: statistics of every format equal numpy on the library's own full read, with
+bounded reads through the counted file object."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import h5py
+import netCDF4
+import numpy as np
+import pydicom
+import pytest
+from astropy.io import fits
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
+
+from tests.test_stats import assert_close, reference
+from transforms.formats import arrays
+from transforms.formats.base import HEAD_BYTES, Source
+from transforms.stats import array_stats
+
+KiB = 1024
+
+
+class ReadRecorder(io.RawIOBase):
+    """Passes reads through to the counted file and remembers the largest one."""
+
+    def __init__(self, f):
+        super().__init__()
+        self._f = f
+        self.largest = 0
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def readinto(self, buffer):
+        n = self._f.readinto(buffer)
+        self.largest = max(self.largest, n or 0)
+        return n
+
+    def read(self, size=-1):
+        data = self._f.read(size)
+        self.largest = max(self.largest, len(data))
+        return data
+
+    def seek(self, offset, whence=io.SEEK_SET):
+        return self._f.seek(offset, whence)
+
+    def tell(self):
+        return self._f.tell()
+
+
+def source_of(path) -> Source:
+    with open(path, "rb") as f:
+        head = f.read(HEAD_BYTES)
+    return Source(url=str(path), size=path.stat().st_size, head=head)
+
+
+def file_stats(open_arrays, path, slab_bytes):
+    """{key: stat columns} of every array, and the largest read and the refs."""
+    source = source_of(path)
+    with source.open() as raw:
+        recorder = ReadRecorder(raw)
+        with open_arrays(source, recorder) as reader:
+            refs = reader.arrays()
+            result = {ref.key: array_stats(reader, ref, slab_bytes).columns() for ref in refs}
+    return result, recorder.largest, refs, source
+
+
+def check(open_arrays, path, expected: dict, scale=1e6):
+    """Equal to numpy with one slab per array, with tiny slabs, and with bounded reads."""
+    whole, _, refs, _ = file_stats(open_arrays, path, 1 << 30)
+    assert set(whole) == set(expected)
+    for slab_bytes in (1 << 30, 64, 1000):
+        got, largest, refs, source = file_stats(open_arrays, path, slab_bytes)
+        for key, want in expected.items():
+            assert_close(got[key], want, scale)
+        if slab_bytes < 1 << 30:
+            chunk = max((math.prod(r.chunks) * r.itemsize for r in refs if r.chunks), default=0)
+            assert largest <= slab_bytes + chunk + 64 * KiB, largest
+    return refs, source
+
+
+def ref_stats(values) -> dict:
+    values = values if isinstance(values, np.ma.MaskedArray) else np.ma.masked_array(values)
+    return reference(np.asarray(values.data), np.ma.getmaskarray(values))
+
+
+# --- HDF5 ------------------------------------------------------------------------------------
+
+
+def test_hdf5(tmp_path):
+    path = tmp_path / "a.h5"
+    rng = np.random.default_rng(0)
+    big = rng.standard_normal((400, 300)).astype(np.float32)
+    big[::17, ::13] = np.nan
+    with h5py.File(path, "w") as f:
+        f.create_dataset("big", data=big, chunks=(37, 41), compression="gzip")
+        f.create_dataset("contig", data=rng.integers(-500, 500, (33, 170)).astype(">i2"))
+        f.create_dataset("scalar", data=np.uint8(7))
+        f.create_dataset("flags", data=rng.random(50) > 0.3)
+        f.create_dataset("empty", shape=(0, 5), dtype="f8")
+        f.create_dataset("text", data=np.array([b"a", b"b"]))
+        f.create_dataset("pairs", data=np.zeros(3, [("a", "i4"), ("b", "f4")]))
+        f.create_dataset("cplx", data=np.ones(3, np.complex64))
+        f.create_dataset("enum", data=np.zeros(3, "i1"), dtype=h5py.enum_dtype({"A": 0}, "i1"))
+        g = f.create_group("g")
+        g.create_dataset("wide", data=rng.integers(0, 2**62, (10, 10)), chunks=(5, 5))
+        g["alias"] = f["big"]  # a second name for the same dataset: a second row
+        g["soft"] = h5py.SoftLink("/big")
+    with h5py.File(path, "r") as f:
+        expected = {(("object_path", p),): ref_stats(f[p][()])
+                    for p in ("/big", "/contig", "/scalar", "/flags", "/empty", "/g/wide",
+                              "/g/alias")}
+    refs, source = check(arrays.open_hdf5_arrays, path, expected, scale=2**62)
+    assert [r.key[0][1] for r in refs] == ["/big", "/contig", "/empty", "/flags", "/g/alias",
+                                           "/g/wide", "/scalar"]
+    assert source.counter.bytes_read < 2 * path.stat().st_size
+
+
+def test_hdf5_missing_filter_is_unreadable(tmp_path, monkeypatch):
+    path = tmp_path / "a.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("z", data=np.arange(100.0), chunks=(10,), compression="gzip")
+    monkeypatch.setattr(h5py.h5z, "filter_avail", lambda code: code != h5py.h5z.FILTER_DEFLATE)
+    source = source_of(path)
+    with source.open() as raw, arrays.open_hdf5_arrays(source, raw) as reader:
+        (ref,) = reader.arrays()
+        with pytest.raises(arrays.ArrayUnreadable, match="filter 1"):
+            array_stats(reader, ref, 1 << 20)
+
+
+# --- NetCDF ----------------------------------------------------------------------------------
+
+
+def netcdf_reference(path) -> dict:
+    """{(group, variable): numpy stats of netCDF4-python's default (masked, scaled) read}."""
+    out = {}
+    with netCDF4.Dataset(path) as ds:
+        groups = [ds]
+        while groups:
+            group = groups.pop(0)
+            for name, var in group.variables.items():
+                if var.dtype == str or var.dtype.kind not in "iuf":
+                    continue
+                out[(("group", group.path), ("variable", name))] = ref_stats(var[...])
+            groups.extend(group.groups.values())
+    return out
+
+
+def fill_netcdf(ds, rng, groups: bool):
+    ds.createDimension("time", None)
+    ds.createDimension("y", 23)
+    ds.createDimension("x", 31)
+    t = ds.createVariable("time", "f8", ("time",))
+    t[:] = np.arange(9)
+    temp = ds.createVariable("temp", "f4", ("time", "y", "x"), fill_value=-999.0,
+                             **({"zlib": True, "chunksizes": (2, 8, 9)} if groups else {}))
+    values = rng.standard_normal((9, 23, 31)).astype(np.float32)
+    values[0, ::3] = -999.0
+    values[1, ::5] = np.nan
+    temp[:] = values
+    packed = ds.createVariable("packed", "i2", ("y", "x"))
+    packed.scale_factor = np.float32(0.01)
+    packed.add_offset = np.float32(10)
+    packed.missing_value = np.array([-1, -2], "i2")
+    packed.valid_min = np.int16(-1000)
+    packed.valid_max = np.int16(30000)
+    packed.set_auto_maskandscale(False)
+    raw = rng.integers(-3000, 32000, (23, 31)).astype("i2")
+    raw[0, :6] = [-1, -2, -32767, 5, 6, 7]
+    packed[:] = raw
+    byte = ds.createVariable("byte", "i1", ("x",))
+    byte[:] = np.r_[-127, np.arange(30)].astype("i1")  # default fill of byte: masked (fill on)
+    unsigned = ds.createVariable("unsigned", "i1", ("x",))
+    unsigned._Unsigned = "true"
+    unsigned.set_auto_maskandscale(False)
+    unsigned[:] = np.arange(-15, 16).astype("i1")
+    scaled = ds.createVariable("scaled", "i4", ("y",))
+    scaled.scale_factor = 0.5
+    scaled[:] = np.arange(23)
+    ranged = ds.createVariable("ranged", "f8", ("x",))
+    ranged.valid_range = np.array([0.0, 20.0])
+    ranged[:] = np.arange(31.0) - 5
+    ds.createVariable("scalar", "f8")[...] = 3.25
+    ds.createVariable("label", "S1", ("x",))
+    if groups:
+        ds.createVariable("u64", "u8", ("x",))[:] = np.arange(31, dtype="u8") * 2**58
+        g = ds.createGroup("g1").createGroup("g2")
+        g.createDimension("n", None)
+        long = g.createVariable("long", "i4", ("n",))
+        short = g.createVariable("short", "i4", ("n",))  # fewer records: netCDF pads with fill
+        long[:] = np.arange(12)
+        short[:] = np.arange(5)
+        g.createVariable("words", str, ("n",))
+
+
+@pytest.mark.parametrize("fmt", ["NETCDF4", "NETCDF4_CLASSIC", "NETCDF3_CLASSIC",
+                                 "NETCDF3_64BIT_OFFSET", "NETCDF3_64BIT_DATA"])
+def test_netcdf(tmp_path, fmt):
+    path = tmp_path / "a.nc"
+    with netCDF4.Dataset(path, "w", format=fmt) as ds:
+        fill_netcdf(ds, np.random.default_rng(1), groups=fmt == "NETCDF4")
+    expected = netcdf_reference(path)
+    assert (("group", "/"), ("variable", "temp")) in expected
+    check(arrays.open_netcdf_arrays, path, expected, scale=2**64)
+
+
+def test_netcdf_classic_single_record_variable_and_fill_off(tmp_path):
+    path = tmp_path / "a.nc"
+    with netCDF4.Dataset(path, "w", format="NETCDF3_CLASSIC") as ds:
+        ds.set_fill_off()
+        ds.createDimension("t", None)
+        ds.createDimension("k", 3)  # 3 shorts per record: 6 bytes, not padded (one record var)
+        v = ds.createVariable("v", "i2", ("t", "k"))
+        v[:] = np.arange(-60, 60).reshape(40, 3)
+        b = ds.createVariable("b", "i1", ("k",))
+        b[:] = [-127, 0, 1]
+    check(arrays.open_netcdf_arrays, path, netcdf_reference(path))
+
+
+def test_netcdf4_fill_off_keeps_byte_fill_values(tmp_path):
+    path = tmp_path / "a.nc"
+    with netCDF4.Dataset(path, "w", format="NETCDF4") as ds:
+        ds.set_fill_off()
+        ds.createDimension("k", 3)
+        ds.createVariable("b", "i1", ("k",))[:] = [-127, 0, 1]
+        ds.createVariable("s", "i2", ("k",))[:] = [-32767, 0, 1]
+    expected = netcdf_reference(path)
+    assert expected[(("group", "/"), ("variable", "b"))]["stat_count"] == 3
+    check(arrays.open_netcdf_arrays, path, expected)
+
+
+# --- FITS ------------------------------------------------------------------------------------
+
+
+def test_fits(tmp_path):
+    path = tmp_path / "a.fits"
+    rng = np.random.default_rng(2)
+    scaled = rng.integers(-32768, 32767, (40, 50)).astype(np.int16)
+    scaled[3, :7] = -32768  # BLANK
+    floats = rng.standard_normal((5, 20, 30)).astype(np.float32)
+    floats[0, 0, :4] = np.nan
+    unsigned = rng.integers(0, 65535, (30, 20)).astype(np.uint16)
+    blank_only = rng.integers(-10, 10, (25, 25)).astype(np.int32)
+    blank_only[0, :3] = 99
+    table = fits.BinTableHDU.from_columns([fits.Column("c", "E", array=np.arange(3.0))])
+    fits.HDUList([
+        fits.PrimaryHDU(scaled), fits.ImageHDU(floats), fits.ImageHDU(unsigned),
+        fits.ImageHDU(blank_only), table, fits.ImageHDU(),
+        fits.ImageHDU(rng.integers(0, 255, (17, 19)).astype(np.uint8)),
+    ]).writeto(path)
+    with fits.open(path, mode="update", do_not_scale_image_data=True) as hdul:
+        hdul[0].header["BSCALE"] = 0.25
+        hdul[0].header["BZERO"] = 100.0
+        hdul[0].header["BLANK"] = -32768
+        hdul[3].header["BLANK"] = 99
+    expected = {}
+    with fits.open(path) as hdul:
+        for index in (0, 1, 2, 3, 6):
+            expected[(("hdu_index", index),)] = ref_stats(np.asarray(hdul[index].data))
+    assert expected[(("hdu_index", 0),)]["stat_nan_count"] == 7
+    assert expected[(("hdu_index", 3),)]["stat_nan_count"] == 3
+    check(arrays.open_fits_arrays, path, expected)
+
+
+def test_fits_blank_of_pseudo_unsigned_image_is_missing(tmp_path):
+    path = tmp_path / "a.fits"
+    data = np.arange(100, dtype=np.uint16).reshape(10, 10)
+    fits.PrimaryHDU(data).writeto(path)
+    with fits.open(path, mode="update", do_not_scale_image_data=True) as hdul:
+        hdul[0].header["BLANK"] = -32768  # raw value of 0
+    got, _, _, _ = file_stats(arrays.open_fits_arrays, path, 64)
+    with fits.open(path) as hdul:  # astropy keeps the value; it still counts as missing
+        values = np.asarray(hdul[0].data)
+    assert_close(got[(("hdu_index", 0),)], ref_stats(np.ma.masked_equal(values, 0)), 100)
+
+
+# --- DICOM -----------------------------------------------------------------------------------
+
+
+def write_dicom(path, pixels: np.ndarray, syntax=ExplicitVRLittleEndian, signed=False,
+                encapsulated: bytes | None = None):
+    frames, rows, cols = pixels.shape[:3]
+    samples = pixels.shape[3] if pixels.ndim == 4 else 1
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = syntax
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Rows, ds.Columns, ds.NumberOfFrames, ds.SamplesPerPixel = rows, cols, frames, samples
+    ds.PhotometricInterpretation = "RGB" if samples == 3 else "MONOCHROME2"
+    if samples == 3:
+        ds.PlanarConfiguration = 0
+    ds.BitsAllocated = pixels.dtype.itemsize * 8
+    ds.BitsStored = ds.BitsAllocated
+    ds.HighBit = ds.BitsStored - 1
+    ds.PixelRepresentation = int(signed)
+    if encapsulated is not None:
+        ds.PixelData = encapsulated
+        ds["PixelData"].VR = "OB"
+    else:
+        ds.PixelData = pixels.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+@pytest.mark.parametrize("kind", ["u16", "s16", "rgb", "single", "rle"])
+def test_dicom(tmp_path, kind):
+    rng = np.random.default_rng(3)
+    path = tmp_path / "a.dcm"
+    if kind == "rgb":
+        pixels = rng.integers(0, 255, (4, 12, 10, 3)).astype(np.uint8)
+        write_dicom(path, pixels)
+    elif kind == "rle":
+        from pydicom.encaps import encapsulate
+        from pydicom.pixels.encoders import RLELosslessEncoder
+
+        pixels = rng.integers(0, 4000, (3, 16, 8)).astype(np.uint16)
+        frames = [RLELosslessEncoder.encode(f, rows=16, columns=8, samples_per_pixel=1,
+                                            bits_allocated=16, bits_stored=16,
+                                            photometric_interpretation="MONOCHROME2",
+                                            pixel_representation=0, number_of_frames=1)
+                  for f in pixels]
+        write_dicom(path, pixels, RLELossless, encapsulated=encapsulate(frames))
+    else:
+        frames = 1 if kind == "single" else 7
+        dtype = np.int16 if kind == "s16" else np.uint16
+        pixels = rng.integers(-2000 if kind == "s16" else 0, 4000, (frames, 20, 15)).astype(dtype)
+        write_dicom(path, pixels, signed=kind == "s16")
+    library = pydicom.dcmread(path).pixel_array
+    np.testing.assert_array_equal(library.reshape(pixels.shape), pixels)
+    refs, _ = check(arrays.open_dicom_arrays, path, {(): ref_stats(library)})
+    assert refs[0].shape == pixels.shape
+
+
+def test_dicom_without_decoder_is_unreadable_and_without_pixels_has_no_array(tmp_path):
+    path = tmp_path / "a.dcm"
+    from pydicom.encaps import encapsulate
+
+    write_dicom(path, np.zeros((1, 4, 4), np.uint8), "1.2.840.10008.1.2.4.100",
+                encapsulated=encapsulate([b"ab"]))
+    source = source_of(path)
+    with source.open() as raw, arrays.open_dicom_arrays(source, raw) as reader:
+        (ref,) = reader.arrays()
+        with pytest.raises(arrays.ArrayUnreadable, match="decoder"):
+            array_stats(reader, ref, 1 << 20)
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    path = tmp_path / "b.dcm"
+    ds.save_as(path)
+    source = source_of(path)
+    with source.open() as raw, arrays.open_dicom_arrays(source, raw) as reader:
+        assert reader.arrays() == []
+
+
+# --- bounded reads ---------------------------------------------------------------------------
+
+
+def big_fits(path, rng):
+    fits.HDUList([fits.PrimaryHDU(rng.standard_normal((500, 500)).astype(np.float32))]).writeto(path)
+
+
+def big_classic(path, rng):
+    with netCDF4.Dataset(path, "w", format="NETCDF3_64BIT_OFFSET") as ds:
+        ds.createDimension("t", None)
+        ds.createDimension("y", 500)
+        ds.createVariable("a", "f4", ("t", "y"))[:] = rng.standard_normal((500, 500))
+        ds.createVariable("b", "f4", ("y",))[:] = rng.standard_normal(500)
+        ds.createVariable("c", "i2", ("t",))[:] = np.arange(500)
+
+
+def big_netcdf4(path, rng):
+    with netCDF4.Dataset(path, "w", format="NETCDF4") as ds:
+        ds.createDimension("t", None)
+        ds.createDimension("y", 500)
+        ds.createVariable("a", "f4", ("t", "y"), zlib=True,
+                          chunksizes=(20, 100))[:] = rng.standard_normal((500, 500))
+
+
+def big_hdf5(path, rng):
+    with h5py.File(path, "w") as f:
+        f["contiguous"] = rng.standard_normal((500, 500)).astype(np.float32)
+        f.create_dataset("chunked", data=rng.standard_normal((500, 500)), chunks=(50, 50),
+                         compression="gzip")
+
+
+def big_dicom(path, rng):
+    write_dicom(path, rng.integers(0, 4000, (40, 128, 100)).astype(np.uint16))
+
+
+@pytest.mark.parametrize("make, open_arrays", [
+    (big_fits, arrays.open_fits_arrays), (big_classic, arrays.open_netcdf_arrays),
+    (big_netcdf4, arrays.open_netcdf_arrays), (big_hdf5, arrays.open_hdf5_arrays),
+    (big_dicom, arrays.open_dicom_arrays)])
+def test_reads_are_bounded_by_the_slab_size_and_each_byte_is_read_about_once(
+        tmp_path, make, open_arrays):
+    path = tmp_path / "big"
+    make(path, np.random.default_rng(4))
+    slab = 16 * KiB
+    _, largest, refs, source = file_stats(open_arrays, path, slab)
+    chunk = max((math.prod(r.chunks) * r.itemsize for r in refs if r.chunks), default=0)
+    assert largest <= slab + chunk + 4 * KiB
+    assert source.counter.bytes_read <= 1.1 * path.stat().st_size + 64 * KiB

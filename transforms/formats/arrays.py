@@ -1,0 +1,617 @@
+"""ArrayReaders (``--stats``): the numeric arrays of HDF5, NetCDF, FITS and DICOM files, slab by slab.
+
+Each ``open_<format>_arrays(source, fileobj)`` is an :data:`~transforms.formats.base.OpenArraysFn`:
+it reads through the already open, counted ``fileobj`` (never by path, never a whole array at
+once) and yields an :class:`~transforms.formats.base.ArrayReader` whose ``read(ref, slab)``
+returns the values of one hyperslab as the format's library returns them by default:
+
+* HDF5 (h5py): every dataset of a numeric type (bool, integers, floats; not enums, compounds,
+  strings, references, complex), one ref per path (a dataset with two names is read twice).
+  Values as stored: HDF5 has no missing-value convention. Virtual datasets and datasets with
+  external storage are left out; a dataset whose filter is not available raises
+  :class:`ArrayUnreadable` when read.
+* NetCDF (NetCDF-4 through h5py, classic CDF-1/2/5 through offsets in the header): every
+  variable of a numeric netCDF type, masked and scaled exactly as netCDF4-python does by
+  default (see :class:`_CFValues`); slabs of a variable shorter than its unlimited dimension
+  read fill values beyond the data written, as netCDF-C does.
+* FITS: PRIMARY (NAXIS > 0) and IMAGE HDUs, values as astropy's ``hdu.data`` (BSCALE/BZERO
+  applied with astropy's dtypes, BLANK -> NaN); BLANK also counts as missing for the
+  pseudo-unsigned images astropy leaves unscaled. Compressed images and tables: no stats.
+* DICOM: the pixel array of pydicom's default ``pixel_array`` (stored values, no rescale;
+  YBR converted to RGB), shape ``(frames, rows, columns[, samples])``, read frame by frame.
+  A transfer syntax without an installed decoder raises :class:`ArrayUnreadable`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import math
+import struct
+from collections.abc import Iterator
+from typing import IO, Any
+
+import numpy as np
+
+from transforms.formats.base import ArrayRef, Extraction, Slab, Source
+from transforms.stats import is_numeric
+
+
+class ArrayUnreadable(Exception):
+    """An array that exists but cannot be read here (missing decoder or filter): null stats."""
+
+
+def _slices(slab: Slab) -> tuple[slice, ...]:
+    return tuple(slice(lo, hi) for lo, hi in slab)
+
+
+def _read_exact(fileobj: IO[bytes], offset: int, nbytes: int) -> bytearray:
+    """``nbytes`` at ``offset`` (one read call unless the file returns less)."""
+    buf = bytearray(nbytes)
+    view = memoryview(buf)
+    fileobj.seek(offset)
+    filled = 0
+    while filled < nbytes:
+        n = fileobj.readinto(view[filled:])
+        if not n:
+            raise EOFError(f"file ends before byte {offset + nbytes} (array data cut short)")
+        filled += n
+    return buf
+
+
+def _read_contiguous(fileobj: IO[bytes], offset: int, dtype: np.dtype, shape: tuple[int, ...],
+                     slab: Slab) -> np.ndarray:
+    """A hyperslab of a C-order array stored contiguously at ``offset``: one read per run of
+    consecutive elements (a single read for slabs planned on a contiguous array)."""
+    out_shape = tuple(hi - lo for lo, hi in slab)
+    if not shape:
+        return np.frombuffer(_read_exact(fileobj, offset, dtype.itemsize), dtype).reshape(())
+    partial = [i for i, ((lo, hi), n) in enumerate(zip(slab, shape, strict=True)) if hi - lo != n]
+    k = max(partial, default=0)  # runs: axes after k whole, axis k a range, axes before k one index
+    inner = math.prod(shape[k + 1:])
+    run = (slab[k][1] - slab[k][0]) * inner * dtype.itemsize
+    strides = [math.prod(shape[i + 1:]) for i in range(len(shape))]
+    pieces = []
+    for index in itertools.product(*(range(lo, hi) for lo, hi in slab[:k])):
+        start = sum(i * s for i, s in zip(index, strides, strict=False)) + slab[k][0] * strides[k]
+        pieces.append(_read_exact(fileobj, offset + start * dtype.itemsize, run))
+    raw = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+    return np.frombuffer(raw, dtype).reshape(out_shape)
+
+
+# --- HDF5 --------------------------------------------------------------------------------------
+
+
+def _h5_numeric(dtype: np.dtype) -> bool:
+    import h5py
+
+    return is_numeric(dtype) and h5py.check_enum_dtype(dtype) is None
+
+
+def _h5_unreadable(ds: Any) -> str | None:
+    """Why a dataset cannot be read here (a filter libhdf5 does not have), or None."""
+    from h5py import h5z
+
+    dcpl = ds.id.get_create_plist()
+    for i in range(dcpl.get_nfilters()):
+        code, _, _, name = dcpl.get_filter(i)
+        if not h5z.filter_avail(code):
+            label = name.decode("ascii", "replace") if name else ""
+            return f"HDF5 filter {code} {label}".strip() + " is not available"
+    return None
+
+
+def _h5_walk(group: Any, prefix: str, seen: tuple[Any, ...]) -> Iterator[tuple[str, Any]]:
+    """(path, dataset) for every path to a dataset, depth-first in name order; hard links back
+    to an enclosing group are not followed (as the hdf5 table's rows)."""
+    import h5py
+
+    for name in sorted(group.keys(), key=lambda n: n.encode("utf-8", "surrogateescape")):
+        link = group.get(name, getlink=True)
+        if not isinstance(link, h5py.HardLink):
+            continue  # soft, external and user-defined links are not followed
+        obj = group[name]
+        path = f"{prefix}/{name}"
+        if isinstance(obj, h5py.Dataset):
+            yield path, obj
+        elif isinstance(obj, h5py.Group) and _h5_identity(obj) not in seen:
+            yield from _h5_walk(obj, path, (*seen, _h5_identity(obj)))
+
+
+def _h5_identity(obj: Any) -> tuple[int, ...]:
+    from h5py import h5g
+
+    return tuple(h5g.get_objinfo(obj.id).objno)
+
+
+class _HDF5Reader:
+    def __init__(self, f: Any) -> None:
+        self._f = f
+        self._datasets: dict[str, Any] = {}
+        self._unreadable: dict[str, str] = {}
+
+    def arrays(self) -> list[ArrayRef]:
+        refs = []
+        for path, ds in _h5_walk(self._f, "", (_h5_identity(self._f),)):
+            if ds.shape is None or not _h5_numeric(ds.dtype) or ds.is_virtual:
+                continue
+            if ds.id.get_create_plist().get_external_count():
+                continue
+            reason = _h5_unreadable(ds)
+            if reason:
+                self._unreadable[path] = reason
+            self._datasets[path] = ds
+            refs.append(ArrayRef(table="hdf5", key=(("object_path", path),), shape=ds.shape,
+                                 itemsize=ds.dtype.itemsize, chunks=ds.chunks, locator=path))
+        return refs
+
+    def read(self, ref: ArrayRef, slab: Slab) -> np.ndarray:
+        if ref.locator in self._unreadable:
+            raise ArrayUnreadable(self._unreadable[ref.locator])
+        ds = self._datasets.get(ref.locator) or self._f[ref.locator]
+        return np.asarray(ds[_slices(slab)])
+
+
+@contextlib.contextmanager
+def open_hdf5_arrays(source: Source, fileobj: IO[bytes]) -> Iterator[_HDF5Reader]:
+    """The numeric datasets of an HDF5 file, read through h5py's file-object driver."""
+    import h5py
+
+    with h5py.File(fileobj, "r", locking=False) as f:
+        yield _HDF5Reader(f)
+
+
+# --- NetCDF: masking and scaling as netCDF4-python -----------------------------------------------
+
+#: netCDF-C's default fill values (netcdf.h NC_FILL_*), as netCDF4.default_fillvals.
+DEFAULT_FILLVALS = {
+    "i1": -127, "u1": 255, "i2": -32767, "u2": 65535, "i4": -2147483647, "u4": 4294967295,
+    "i8": -9223372036854775806, "u8": 18446744073709551614,
+    "f4": 9.969209968386869e36, "f8": 9.969209968386869e36,
+}
+#: netCDF numeric types -> numpy dtypes (classic names as ncdump declares them).
+_NC_NUMERIC = {"byte": "i1", "ubyte": "u1", "short": "i2", "ushort": "u2", "int": "i4",
+               "uint": "u4", "int64": "i8", "uint64": "u8", "float": "f4", "double": "f8"}
+
+
+def _attr(value: Any) -> Any:
+    """An attribute value as netCDF4-python's getncattr returns it: a numpy scalar for one
+    value, else an array (strings stay strings)."""
+    if isinstance(value, bytes):  # h5py reads netCDF char attributes as bytes
+        return value.decode("utf-8", "replace")
+    if isinstance(value, str):
+        return value
+    arr = np.asarray(value)
+    if arr.dtype.kind in "SUO":
+        return value
+    return arr.reshape(-1)[0] if arr.size == 1 else arr
+
+
+def _safecast(value: Any, dtype: np.dtype) -> bool:
+    """netCDF4-python's _check_safecast: the attribute converts to the variable's type exactly."""
+    if value is None:
+        return False
+    att = np.array(value)
+    try:
+        atta = np.array(att, dtype)
+    except (ValueError, OverflowError, TypeError):
+        return False
+    try:
+        return bool(((att == atta) | (np.isnan(att) & np.isnan(atta))).all())
+    except TypeError:
+        try:
+            return bool((att == atta).all())
+        except Exception:  # noqa: BLE001 - incomparable: not safe, as netCDF4-python says
+            return False
+
+
+def _numeric_scalar(value: Any) -> bool:
+    return value is not None and not isinstance(value, (str, bytes)) and \
+        np.asarray(value).dtype.kind in "biuf"
+
+
+class _CFValues:
+    """netCDF4-python's default auto mask and scale (Variable._toma and __getitem__).
+
+    After an ``_Unsigned = "true"`` view of signed integers as unsigned: masked where the value
+    equals ``missing_value`` (any of its values; NaN matches NaN), equals ``_FillValue`` (NaN
+    matches NaN) or, without ``_FillValue``, equals the type's default fill value (not for byte
+    types when the variable's fill mode is off), and where it is below ``valid_min``/above
+    ``valid_max`` (or outside a two-value ``valid_range``, which takes precedence). Attributes
+    that do not convert exactly to the variable's type are ignored. Then, when scale_factor
+    and/or add_offset are numeric: ``data * scale_factor + add_offset`` (only when not the
+    identity; both present as identity: cast to scale_factor's dtype), numpy's type rules with
+    the attributes' own types (e.g. int16 * float32 -> float32).
+    """
+
+    def __init__(self, dtype: np.dtype, attrs: dict[str, Any], no_fill: bool) -> None:
+        self.dtype = dtype = np.dtype(dtype).newbyteorder("=")
+        unsigned = str(attrs.get("_Unsigned", "")).strip() in ("true", "True")
+        self.view = np.dtype(f"u{dtype.itemsize}") if unsigned and dtype.kind == "i" else None
+
+        def typed(value: Any) -> np.ndarray:
+            arr = np.array(value, dtype)
+            return arr.view(self.view) if self.view is not None else arr
+
+        self.missing = None
+        if _safecast(attrs.get("missing_value"), dtype):
+            self.missing = typed(attrs["missing_value"]).reshape(-1)
+        self.fill = None
+        self.default_fill = None
+        if _safecast(attrs.get("_FillValue"), dtype):
+            self.fill = typed(attrs["_FillValue"]).reshape(-1)[0]
+        elif not no_fill or dtype.str[1:] not in ("u1", "i1"):
+            self.default_fill = np.array(DEFAULT_FILLVALS[dtype.str[1:]], dtype)
+        self.valid_min = self.valid_max = None
+        valid_range = attrs.get("valid_range")
+        if _safecast(valid_range, dtype) and np.asarray(valid_range).size == 2:
+            bounds = np.asarray(valid_range).reshape(-1)
+            self.valid_min, self.valid_max = typed(bounds[0]), typed(bounds[1])
+        else:
+            if _safecast(attrs.get("valid_min"), dtype):
+                self.valid_min = typed(attrs["valid_min"])
+            if _safecast(attrs.get("valid_max"), dtype):
+                self.valid_max = typed(attrs["valid_max"])
+        scale, offset = attrs.get("scale_factor"), attrs.get("add_offset")
+        self.scale = scale if _numeric_scalar(scale) else None
+        self.offset = offset if _numeric_scalar(offset) else None
+        if (scale is not None and self.scale is None) or (offset is not None and self.offset is None):
+            self.scale = self.offset = None  # a non-numeric attribute: netCDF4 does not unpack
+        #: What netCDF-C returns where nothing was written (beyond a variable's records).
+        self.unwritten = np.array(attrs["_FillValue"] if self.fill is not None
+                                  else DEFAULT_FILLVALS[dtype.str[1:]], dtype)
+
+    def apply(self, data: np.ndarray) -> Any:
+        data = np.asarray(data)
+        if data.dtype != self.dtype:
+            data = data.astype(self.dtype)
+        if self.view is not None:
+            data = data.view(self.view)
+        mask = np.zeros(data.shape, np.bool_)
+        if self.missing is not None:
+            for m in self.missing:
+                mask |= np.isnan(data) if _isnan(m) else data == m
+        if self.fill is not None:
+            mask |= np.isnan(data) if _isnan(self.fill) else data == self.fill
+        elif self.default_fill is not None:
+            mask |= data == self.default_fill
+        if self.valid_min is not None:
+            mask |= data < self.valid_min
+        if self.valid_max is not None:
+            mask |= data > self.valid_max
+        values: Any = np.ma.masked_array(data, mask=mask) if mask.any() else data
+        scale, offset = self.scale, self.offset
+        if scale is not None and offset is not None:
+            if offset != 0.0 or scale != 1.0:
+                values = values * scale + offset
+            else:
+                values = values.astype(np.asarray(scale).dtype)
+        elif scale is not None and scale != 1.0:
+            values = values * scale
+        elif offset is not None and offset != 0.0:
+            values = values + offset
+        return values
+
+
+def _isnan(value: Any) -> bool:
+    try:
+        return bool(np.isnan(value))
+    except TypeError:
+        return False
+
+
+def _pad_unwritten(cf: _CFValues, slab: Slab, extent: tuple[int, ...],
+                   read: Any) -> np.ndarray:
+    """The raw values of ``slab``: ``read(part)`` where data was written (inside ``extent``),
+    the fill value netCDF-C returns beyond it."""
+    inside = tuple((lo, min(hi, n)) for (lo, hi), n in zip(slab, extent, strict=True))
+    if inside == tuple(slab):
+        return read(slab)
+    out = np.full(tuple(hi - lo for lo, hi in slab), cf.unwritten, cf.dtype)
+    if all(hi > lo for lo, hi in inside):
+        out[tuple(slice(0, hi - lo) for lo, hi in inside)] = read(inside)
+    return out
+
+
+class _NetCDF4Reader:
+    def __init__(self, f: Any, size: int) -> None:
+        self._f = f
+        self._size = size
+        self._vars: dict[tuple[str, str], tuple[Any, _CFValues, tuple[int, ...]]] = {}
+
+    def arrays(self) -> list[ArrayRef]:
+        from h5py import h5d
+
+        from transforms.formats import netcdf
+
+        backend = netcdf._H5pyBackend(self._f.id, self._size)
+        model = netcdf._Model(backend)
+        root_handle = backend.root()
+        root = netcdf._Group("/", None)
+        root.identity = backend.identity(root_handle)
+        model.read_group(root_handle, root)
+        model.match_dimensions(root)
+        for group in root.walk():
+            for dim in group.dims:
+                if dim.unlimited:
+                    dim.size = netcdf._unlimited_length(dim)
+        refs = []
+        for group in root.walk():
+            h5group = self._f[group.path]
+            for var in group.vars:
+                code = _NC_NUMERIC.get(var.nctype)
+                if code is None:
+                    continue
+                name = netcdf.NON_COORD_PREFIX + var.name
+                ds = h5group[name] if name in h5group else h5group[var.name]
+                no_fill = ds.id.get_create_plist().get_fill_time() == h5d.FILL_TIME_NEVER
+                attrs = {k: _attr(v) for k, v in ds.attrs.items()
+                         if k not in netcdf.HIDDEN_ATTRIBUTES}
+                cf = _CFValues(np.dtype(code), attrs, no_fill)
+                shape = tuple(d.size for d in var.dims)
+                key = (group.path, var.name)
+                self._vars[key] = (ds, cf, tuple(ds.shape))
+                refs.append(ArrayRef(table="netcdf", key=(("group", group.path),
+                                                          ("variable", var.name)),
+                                     shape=shape, itemsize=cf.dtype.itemsize, chunks=ds.chunks,
+                                     locator=key))
+        return refs
+
+    def read(self, ref: ArrayRef, slab: Slab) -> Any:
+        ds, cf, extent = self._vars[ref.locator]
+        if not slab:
+            return cf.apply(ds[()])
+        return cf.apply(_pad_unwritten(cf, slab, extent, lambda part: ds[_slices(part)]))
+
+
+class _ClassicReader:
+    def __init__(self, source: Source, fileobj: IO[bytes]) -> None:
+        self._source = source
+        self._f = fileobj
+        self._vars: dict[str, tuple[int, np.dtype, tuple[int, ...], int | None, _CFValues]] = {}
+
+    def arrays(self) -> list[ArrayRef]:
+        from transforms.formats import netcdf
+
+        out = Extraction(format="netcdf")
+        netcdf._extract_classic(self._source, out, self._source.head[3] if len(
+            self._source.head) >= 4 else _magic(self._f)[3])
+        meta = out.metadata["variables"]["/"]
+        rows = out.rows.get(netcdf.TABLE, [])
+        records = [row for row in rows if meta[row["variable"]]["record"]]
+        # record size: every record variable's padded size; one record variable is unpadded
+        sizes = {row["variable"]: math.prod(row["shape"][1:]) * np.dtype(row["dtype"]).itemsize
+                 for row in records}
+        recsize = sum(-(-n // 4) * 4 for n in sizes.values())
+        if records and recsize == -(-sizes[records[0]["variable"]] // 4) * 4:
+            recsize = sizes[records[0]["variable"]]
+        refs = []
+        for row in rows:
+            name = row["variable"]
+            info = meta[name]
+            code = _NC_NUMERIC.get(info["type"])
+            if code is None:
+                continue
+            dtype = np.dtype(">" + code)
+            attrs = _classic_attrs(json.loads(row["attributes"]), info["attribute_types"])
+            cf = _CFValues(dtype, attrs, no_fill=False)  # classic files: fill mode is on
+            shape = tuple(row["shape"])
+            stride = recsize if info["record"] else None
+            self._vars[name] = (info["begin"], dtype, shape, stride, cf)
+            chunks = (1, *shape[1:]) if info["record"] else None
+            refs.append(ArrayRef(table="netcdf", key=(("group", "/"), ("variable", name)),
+                                 shape=shape, itemsize=dtype.itemsize, chunks=chunks,
+                                 locator=name))
+        return refs
+
+    def read(self, ref: ArrayRef, slab: Slab) -> Any:
+        begin, dtype, shape, recsize, cf = self._vars[ref.locator]
+        if recsize is None:
+            return cf.apply(_read_contiguous(self._f, begin, dtype, shape, slab))
+        (r0, r1), sub = slab[0], slab[1:]
+        record_shape = shape[1:]
+        nbytes = math.prod(record_shape) * dtype.itemsize
+        if all(hi - lo == n for (lo, hi), n in zip(sub, record_shape, strict=True)):
+            # whole records: read runs of records (at most the slab's size, or one record)
+            per = max(1, ((r1 - r0) * nbytes) // max(recsize, 1))
+            pieces = []
+            for a in range(r0, r1, per):
+                b = min(r1, a + per)
+                raw = _read_exact(self._f, begin + a * recsize, (b - a - 1) * recsize + nbytes)
+                pieces.append(np.ndarray((b - a, *record_shape), dtype, raw,
+                                         strides=(recsize, *_c_strides(record_shape, dtype))))
+            data = np.concatenate(pieces)
+        else:
+            data = np.stack([_read_contiguous(self._f, begin + r * recsize, dtype, record_shape,
+                                              sub) for r in range(r0, r1)])
+        return cf.apply(data)
+
+
+def _c_strides(shape: tuple[int, ...], dtype: np.dtype) -> tuple[int, ...]:
+    return tuple(math.prod(shape[i + 1:]) * dtype.itemsize for i in range(len(shape)))
+
+
+def _magic(fileobj: IO[bytes]) -> bytes:
+    fileobj.seek(0)
+    return fileobj.read(4)
+
+
+def _classic_attrs(values: dict[str, Any], types: dict[str, str]) -> dict[str, Any]:
+    """Attribute values of the classic header (JSON of the netcdf rows) as numpy values of their
+    netCDF types, as netCDF4-python returns them."""
+    special = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+    attrs = {}
+    for name, value in values.items():
+        code = _NC_NUMERIC.get(types.get(name, ""))
+        if code is None:
+            attrs[name] = value
+            continue
+        items = value if isinstance(value, list) else [value]
+        attrs[name] = _attr(np.array([special.get(v, v) if isinstance(v, str) else v
+                                      for v in items], code))
+    return attrs
+
+
+@contextlib.contextmanager
+def open_netcdf_arrays(source: Source, fileobj: IO[bytes]) -> Iterator[Any]:
+    """The numeric variables of a NetCDF file (classic or NetCDF-4), masked and scaled."""
+    from transforms.formats import netcdf
+
+    head = bytes(source.head[:4]) if len(source.head) >= 4 else _magic(fileobj)
+    if head in netcdf.CLASSIC_MAGIC:
+        yield _ClassicReader(source, fileobj)
+        return
+    import h5py
+
+    with h5py.File(fileobj, "r", locking=False) as f:
+        yield _NetCDF4Reader(f, source.size)
+
+
+# --- FITS ----------------------------------------------------------------------------------------
+
+_FITS_DTYPES = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
+
+
+class _FITSImage:
+    """astropy's scaling of one image HDU (ImageHDU._get_scaled_image_data)."""
+
+    def __init__(self, header: Any) -> None:
+        self.bitpix = int(header["BITPIX"])
+        self.raw = np.dtype(_FITS_DTYPES[self.bitpix])
+        self.bscale = header.get("BSCALE", 1)
+        self.bzero = header.get("BZERO", 0)
+        blank = header.get("BLANK") if self.bitpix > 0 else None
+        self.blank = blank if isinstance(blank, int) and not isinstance(blank, bool) else None
+        self.pseudo = None  # astropy's unsigned (or signed byte) reading of BZERO offsets
+        if self.bscale == 1:
+            if self.bitpix == 8 and self.bzero == -128:
+                self.pseudo = np.dtype("i1")
+            elif self.bitpix in (16, 32, 64) and self.bzero == 1 << (self.bitpix - 1):
+                self.pseudo = np.dtype(f"u{self.bitpix // 8}")
+        if self.pseudo is not None or self.bitpix < 0:
+            self.out = self.pseudo or self.raw.newbyteorder("=")
+        else:
+            self.out = np.dtype("f8" if self.bitpix > 16 else "f4")
+
+    def apply(self, raw: np.ndarray) -> Any:
+        if self.bzero == 0 and self.bscale == 1 and self.blank is None:
+            return raw
+        if self.pseudo is not None:
+            data = _pseudo_unsigned(raw, self.pseudo, self.bzero)
+            if self.blank is not None:  # astropy keeps BLANK here; it is still missing
+                return np.ma.masked_array(data, mask=raw == self.blank)
+            return data
+        data = np.array(raw, dtype=self.out)
+        if self.bscale != 1:
+            np.multiply(data, self.bscale, data)
+        if self.bzero != 0:
+            data += self.bzero
+        if self.blank is not None:
+            data[raw == self.blank] = np.nan
+        return data
+
+
+def _pseudo_unsigned(raw: np.ndarray, dtype: np.dtype, bzero: int) -> np.ndarray:
+    if dtype.kind == "u":  # flip the sign bit: raw + 2**(bits-1) as unsigned
+        signed = raw.astype(raw.dtype.newbyteorder("="))
+        return signed.view(dtype) ^ dtype.type(1 << (8 * dtype.itemsize - 1))
+    return (raw.astype(np.int16) + bzero).astype(dtype)
+
+
+class _FITSReader:
+    def __init__(self, fileobj: IO[bytes]) -> None:
+        self._f = fileobj
+        self._hdus: dict[int, tuple[int, tuple[int, ...], _FITSImage]] = {}
+
+    def arrays(self) -> list[ArrayRef]:
+        from astropy.io import fits
+
+        refs = []
+        self._f.seek(0)
+        hdul = fits.open(self._f, memmap=False, lazy_load_hdus=True, cache=False,
+                         ignore_missing_simple=True)
+        for index, hdu in enumerate(hdul):
+            if not isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU)) or \
+                    isinstance(hdu, fits.GroupsHDU):
+                continue
+            header = hdu.header
+            naxis = int(header.get("NAXIS", 0))
+            if not naxis or int(header["BITPIX"]) not in _FITS_DTYPES:
+                continue
+            shape = tuple(int(header[f"NAXIS{i}"]) for i in range(naxis, 0, -1))
+            image = _FITSImage(header)
+            self._hdus[index] = (hdu.fileinfo()["datLoc"], shape, image)
+            refs.append(ArrayRef(table="fits", key=(("hdu_index", index),), shape=shape,
+                                 itemsize=image.raw.itemsize, locator=index))
+        return refs
+
+    def read(self, ref: ArrayRef, slab: Slab) -> Any:
+        offset, shape, image = self._hdus[ref.locator]
+        return image.apply(_read_contiguous(self._f, offset, image.raw, shape, slab))
+
+
+@contextlib.contextmanager
+def open_fits_arrays(source: Source, fileobj: IO[bytes]) -> Iterator[_FITSReader]:
+    """The image HDUs of a FITS file: headers through astropy, data by offset."""
+    yield _FITSReader(fileobj)
+
+
+# --- DICOM ---------------------------------------------------------------------------------------
+
+
+#: (group, element) of Pixel Data, Float Pixel Data and Double Float Pixel Data.
+_PIXEL_TAGS = {(0x7FE0, 0x0010), (0x7FE0, 0x0008), (0x7FE0, 0x0009)}
+
+
+class _DICOMReader:
+    def __init__(self, fileobj: IO[bytes]) -> None:
+        self._f = fileobj
+        self._unreadable: str | None = None
+
+    def arrays(self) -> list[ArrayRef]:
+        import pydicom
+        from pydicom.pixels import get_decoder
+
+        self._f.seek(0)
+        ds = pydicom.dcmread(self._f, stop_before_pixels=True, force=True)
+        # dcmread stops at the pixel data element (or reads to the end when there is none)
+        tag = self._f.read(4)
+        self._f.seek(0)
+        if len(tag) < 4 or not {struct.unpack("<HH", tag), struct.unpack(">HH", tag)} & \
+                _PIXEL_TAGS or "Rows" not in ds or "Columns" not in ds:
+            return []
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        shape = (frames, int(ds.Rows), int(ds.Columns)) + ((samples,) if samples > 1 else ())
+        itemsize = max(1, int(ds.get("BitsAllocated", 8) or 8) // 8)
+        syntax = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
+        if syntax is not None:
+            try:
+                decoder = get_decoder(syntax)
+            except NotImplementedError:
+                self._unreadable = f"no pixel data decoder for transfer syntax {syntax}"
+            else:
+                if not decoder.is_available:
+                    self._unreadable = (f"no installed decoder for {syntax.name} "
+                                        "(pydicom needs e.g. pylibjpeg or gdcm)")
+        return [ArrayRef(table="dicom", key=(), shape=shape, itemsize=itemsize,
+                         chunks=(1, *shape[1:]), locator=None)]
+
+    def read(self, ref: ArrayRef, slab: Slab) -> np.ndarray:
+        from pydicom.pixels import iter_pixels
+
+        if self._unreadable:
+            raise ArrayUnreadable(self._unreadable)
+        (f0, f1), rest = slab[0], _slices(slab[1:])
+        self._f.seek(0)
+        frames = [frame.reshape(ref.shape[1:])[rest]
+                  for frame in iter_pixels(self._f, indices=range(f0, f1))]
+        self._f.seek(0)
+        return np.stack(frames)
+
+
+@contextlib.contextmanager
+def open_dicom_arrays(source: Source, fileobj: IO[bytes]) -> Iterator[_DICOMReader]:
+    """The pixel array of a DICOM file, frame by frame through pydicom."""
+    yield _DICOMReader(fileobj)
