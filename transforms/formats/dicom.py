@@ -38,7 +38,8 @@ import datetime as dt
 import io
 import struct
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 import pydicom
@@ -46,7 +47,7 @@ from pydicom.charset import decode_bytes
 from pydicom.datadict import DicomDictionary, dictionary_VR, private_dictionary_VR
 from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError
-from pydicom.filereader import read_dataset, read_sequence
+from pydicom.filereader import read_dataset
 from pydicom.uid import UID
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, TEXT_VR_DELIMS, VR, PersonName
 from pydicom.values import convert_PN
@@ -59,6 +60,17 @@ from transforms.formats.base import Extraction, Extractor, Source, dumps
 #: (and, at the top level, never read). Read at each call of :func:`extract`: set
 #: ``transforms.formats.dicom.BULK_THRESHOLD`` to change it.
 BULK_THRESHOLD = 1024
+
+#: Sequences nested deeper than this make the file an error (``InvalidDicomError``). pydicom and
+#: the converter recurse once per level: a file nested deeper than Python's recursion limit allows
+#: is read again in a thread with a large stack and a raised limit (:func:`_deep`).
+MAX_SEQUENCE_DEPTH = 1000
+#: Python frames (and C recursion) one level of nesting costs at most: pydicom's reader, the
+#: converter and the JSON encoder together.
+_FRAMES_PER_LEVEL = 16
+#: The deep-nesting thread's stack: 64 MiB of address space, touched only as deep as needed.
+_DEEP_STACK_BYTES = 64 << 20
+_DEEP_LOCK = threading.Lock()
 
 BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 #: Pixel Data, Float Pixel Data, Double Float Pixel Data: never read at the top level.
@@ -107,6 +119,21 @@ class _Bounded:
         if n > 65536:
             n = max(0, min(n, self.size - self.tell()))
         return self._read(n)
+
+
+class _Window:
+    """A stream whose reads stop at ``end`` (offsets stay the stream's): one sequence's bytes,
+    read in place rather than copied."""
+
+    def __init__(self, stream: IO[bytes], end: int) -> None:
+        self._stream = stream
+        self.seek = stream.seek
+        self.tell = stream.tell
+        self.end = end
+
+    def read(self, n: int = -1) -> bytes:
+        left = max(0, self.end - self.tell())
+        return self._stream.read(left if n is None or n < 0 else min(n, left))
 
 
 @contextlib.contextmanager
@@ -391,6 +418,7 @@ class _Converter:
         self.bulk = bulk
         self.offsets = offsets
         self.nested = 0
+        self.depth = 0
         self.pixel_representation: int | None = None
 
     def dataset(
@@ -441,10 +469,14 @@ class _Converter:
         )
 
     def sequence(self, items: Any, encodings: Any, base: int, path: str) -> dict[str, Any]:
+        self.depth += 1
+        if self.depth > MAX_SEQUENCE_DEPTH:
+            raise _too_deep()
         values = [
             self.dataset(item._dict, item.original_character_set, base, f"{path}/{i}/", False)
             for i, item in enumerate(items)
         ]
+        self.depth -= 1
         return {"vr": "SQ", "Value": values} if values else {"vr": "SQ"}
 
     def vr_for(self, raw: RawDataElement, elements: dict[int, Any], encodings: Any) -> str:
@@ -545,15 +577,22 @@ class _Converter:
                 return None
             if length == _UNDEFINED:
                 raise InvalidDicomError(f"element {path} of VR {vr} has an undefined length")
+            if vr == "SQ":  # read in place: nothing is copied per level of nesting
+                self.check_extent(raw, path)
+                items = self.items(raw.value_tell, length, raw, encodings)
+                return self.sequence(items, encodings, base, path)
             value = self.read_deferred(raw, path)
         elif length != _UNDEFINED and len(value) != length:
             offset = base + raw.value_tell
             raise _truncated(f"element {path}", offset, length, offset + len(value))
-        if vr == "SQ":
-            items = read_sequence(
-                io.BytesIO(value), raw.is_implicit_VR, raw.is_little_endian, len(value), encodings
-            )
-            return self.sequence(items, encodings, base + raw.value_tell, path)
+        if vr == "SQ":  # pydicom read the value: its items are read from it
+            outer = self.stream, self.size
+            self.stream, self.size = io.BytesIO(value), len(value)
+            try:
+                items = self.items(0, len(value), raw, encodings)
+                return self.sequence(items, encodings, base + raw.value_tell, path)
+            finally:
+                self.stream, self.size = outer
         if vr in BINARY_VRS:
             if len(value) > self.threshold or (top and raw.tag in PIXEL_DATA_TAGS):
                 self.add_bulk(raw, vr, base, path)
@@ -564,6 +603,36 @@ class _Converter:
         except ValueError:  # numbers of the wrong length: keep the bytes
             return {"vr": "UN", "InlineBinary": _inline_binary(value, "UN", True)}
         return {"vr": vr, "Value": values} if values else {"vr": vr}
+
+    def items(self, start: int, length: int, raw: RawDataElement, encodings: Any) -> list[Any]:
+        """The items of the sequence of defined ``length`` at ``start`` of the stream, as
+        pydicom's ``read_sequence`` reads them but with values longer than the threshold
+        deferred (a nested sequence is then read in place in turn, never copied)."""
+        end = start + length
+        fp = _Window(self.stream, end)
+        fp.seek(start)
+        header_format = "<HHL" if raw.is_little_endian else ">HHL"
+        items = []
+        while fp.tell() < end:
+            at = fp.tell()
+            header = fp.read(8)
+            if len(header) < 8:
+                raise _truncated("a sequence item header", at, 8, end)
+            group, element, item_length = struct.unpack(header_format, header)
+            if group << 16 | element == _SEQUENCE_END:
+                break
+            items.append(
+                read_dataset(
+                    fp,
+                    raw.is_implicit_VR,
+                    raw.is_little_endian,
+                    None if item_length == _UNDEFINED else item_length,
+                    defer_size=self.threshold,
+                    parent_encoding=encodings,
+                    at_top_level=False,
+                )
+            )
+        return items
 
     def add_bulk(self, raw: RawDataElement, vr: str, base: int, path: str) -> None:
         self.bulk.append(
@@ -688,7 +757,72 @@ def _number(element: Any, little: bool) -> int | None:
     return value if isinstance(value, int) else None
 
 
+def _too_deep() -> InvalidDicomError:
+    return InvalidDicomError(f"sequences nested more than {MAX_SEQUENCE_DEPTH} levels deep")
+
+
+def _deep(fn: Callable[[], None]) -> None:
+    """Run ``fn`` with room for :data:`MAX_SEQUENCE_DEPTH` levels of nesting: in a thread with a
+    large stack, the recursion limit raised meanwhile (process-wide, so one call at a time)."""
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            fn()
+        except BaseException as exc:  # handed to the caller's thread
+            failure.append(exc)
+
+    with _DEEP_LOCK:
+        limit = sys.getrecursionlimit()
+        stack = threading.stack_size(_DEEP_STACK_BYTES)
+        try:
+            sys.setrecursionlimit(max(limit, limit + _FRAMES_PER_LEVEL * MAX_SEQUENCE_DEPTH))
+            thread = threading.Thread(target=target, name="dicom-deep-sequences")
+            thread.start()
+        finally:
+            threading.stack_size(stack)
+        try:
+            thread.join()
+        finally:
+            sys.setrecursionlimit(limit)
+    if failure:
+        raise failure[0]
+
+
 def extract(source: Source, out: Extraction) -> None:
+    """Read one DICOM file's header into ``out`` (one ``dicom`` row); see :func:`_extract`.
+
+    Sequences nested deeper than the recursion limit allows are read in :func:`_deep`, up to
+    :data:`MAX_SEQUENCE_DEPTH` levels; deeper ones raise ``InvalidDicomError``.
+    """
+    try:
+        _extract(source, out)
+        return
+    except Exception as exc:
+        if not _from_recursion(exc):
+            raise
+        out.format_version = None
+        out.metadata.clear()
+        out.rows.clear()
+    try:
+        _deep(lambda: _extract(source, out))
+    except Exception as exc:
+        if _from_recursion(exc):
+            raise _too_deep() from None
+        raise
+
+
+def _from_recursion(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is a RecursionError or was raised while handling one (pydicom turns any
+    error reading an item header into ``OSError: No tag to read``)."""
+    while exc is not None:
+        if isinstance(exc, RecursionError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _extract(source: Source, out: Extraction) -> None:
     """Read one DICOM file's header into ``out`` (one ``dicom`` row).
 
     ``out.metadata`` (``files.metadata``) holds, in the order they are found:
