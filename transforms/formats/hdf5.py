@@ -49,7 +49,10 @@ Encodings (documented in the README):
   that cannot be read gets the value ``{"error": "Type: message"}`` and is listed in
   ``files.metadata.read_errors``; the file stays ``ok``. An attribute stored in more than
   :data:`MAX_ATTRIBUTE_BYTES` (64 KiB) is left out as ``{"omitted_bytes": <size>}`` (for
-  variable-length strings the stored size is 16 bytes per string, whatever its length).
+  variable-length strings the stored size is 16 bytes per string, whatever its length); one
+  whose dataspace claims more bytes than its message holds is an ``{"error": ...}`` (nothing
+  of the claimed size is allocated). A dimension or chunk size beyond 2^63 - 1 (the int64
+  columns) makes the file corrupt, as it does for h5dump.
 
 ``files.metadata``: ``superblock_version``, ``userblock_size``, ``attributes`` (root
 attributes, same encoding), ``counts`` (rows per kind), ``objects`` (distinct objects),
@@ -460,6 +463,8 @@ class _H5pyBackend:
     def dataset(self, dsid: Any, path: str) -> dict[str, Any]:
         space = dsid.get_space()
         dims = space.get_simple_extent_dims()
+        if dims and any(d > _INT64_MAX for d in dims):
+            raise OSError(f"corrupt HDF5 file: dataset {path}: dimension {max(dims)} beyond 2^63 - 1")
         shape = list(dims) if dims or space.get_simple_extent_type() != h5s.NULL else None
         chunks = None
         codes: list[int] = []
@@ -520,6 +525,7 @@ _MAX_DEPTH = 64
 _MAX_CHUNKS = 10_000  # continuation chunks of one object header
 _MAX_READ = 16 * 1024 * 1024  # one metadata structure; corrupt sizes must not read the file
 _MAX_NODES = 1_000_000  # B-tree nodes visited in one file
+_INT64_MAX = 2**63 - 1  # shape and chunks are int64 columns
 #: Standard IEEE layouts (size: precision, exponent location, exponent size, mantissa location,
 #: mantissa size, bias): any other float is left to libhdf5's conversions.
 _IEEE = {2: (16, 10, 5, 0, 10, 15), 4: (32, 23, 8, 0, 23, 127), 8: (64, 52, 11, 0, 52, 1023)}
@@ -950,11 +956,12 @@ class _RawBackend:
         esize = _u(tbytes, 4, 4)
         if esize == 0:
             raise _Corrupt(f"attribute {name!r} of a zero-size datatype")
+        if count * esize > len(body) - pos:  # the values are in the message: a false claim
+            return name, _Corrupt(f"the dataspace claims {count * esize} bytes of values, "
+                                  f"the attribute message holds {len(body) - pos}")
         if count * esize > MAX_ATTRIBUTE_BYTES:
             return name, {"omitted_bytes": count * esize}
         data = body[pos:pos + count * esize]
-        if len(data) < count * esize:
-            raise _Corrupt(f"attribute {name!r} holds fewer bytes than its dataspace needs")
         strings = _KINDS.get(tbytes)
         if strings is None:
             try:
@@ -1063,7 +1070,7 @@ class _RawBackend:
                   "chunks": None, "compression": None}
         if kind == _DATASET:
             space, dims = self._dataspace(hdr.first(0x01)[1])  # type: ignore[index]
-            fields["shape"] = None if space == "null" else list(dims)
+            fields["shape"] = None if space == "null" else _int64s(dims, f"dataset {path}")
             self._storage(hdr, fields)
         fields["attributes"] = _dumps(self.attributes(hdr, path))
         return fields, None
@@ -1083,7 +1090,7 @@ class _RawBackend:
             if layout == 2:
                 ndims, width = body[3], body[4]
                 dims = [_u(body, 5 + width * i, width) for i in range(ndims)]
-                fields["chunks"] = dims[:-1]
+                fields["chunks"] = _int64s(dims[:-1], "chunk shape")
         else:
             raise _Unsupported(f"layout message version {version}")
         if layout not in (0, 1, 2, 3):
@@ -1342,6 +1349,14 @@ class _FractalHeap:
                         child_rows = (size.bit_length() - 1) - first_row_bits + 1
                         self._indirect(child, child_rows, offset, blocks, depth + 1)
                 offset += size
+
+
+def _int64s(values: Any, what: str) -> list[int]:
+    """``values`` as a list for an int64 column; a larger value is corrupt (h5dump fails too)."""
+    values = list(values)
+    if any(v > _INT64_MAX for v in values):
+        raise _Corrupt(f"{what}: dimension {max(values)} beyond 2^63 - 1")
+    return values
 
 
 def _reshape(flat: list[Any], dims: tuple[int, ...]) -> Any:

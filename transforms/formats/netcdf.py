@@ -40,7 +40,8 @@ One row per variable in every group of the ``netcdf`` table. ``files.metadata`` 
   reserved attributes (``HIDDEN_ATTRIBUTES``) are hidden. Where netCDF-C refuses a file
   (a scale attached to some axes only) we give the other axes phony dimensions instead.
 
-Encodings: ``dtype`` is the numpy dtype of the values as netCDF delivers them (native byte
+Encodings: ``shape`` is null when a length does not fit in int64 (a CDF-5 dimension or record
+count can claim up to 2^64 - 2; ``metadata.dimensions`` keeps the number). ``dtype`` is the numpy dtype of the values as netCDF delivers them (native byte
 order): int8 ... uint64, float32, float64; ``|S1`` for ``char``; ``str`` for ``string``;
 ``compound:NAME``, ``vlen:NAME``, ``enum:NAME``, ``opaque:NAME`` for user-defined types.
 Attribute values of length one are scalars, longer ones lists (as ncdump prints them); empty
@@ -73,6 +74,7 @@ TABLE = "netcdf"
 CLASSIC_MAGIC = {b"CDF\x01": "NETCDF3_CLASSIC", b"CDF\x02": "NETCDF3_64BIT_OFFSET",
                  b"CDF\x05": "NETCDF3_64BIT_DATA"}
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_INT64_MAX = 2**63 - 1
 
 # netCDF atomic types: nc_type -> (ncdump name, numpy dtype string of the row, struct code, size)
 _NC_TYPES: dict[int, tuple[str, str, str, int]] = {
@@ -145,11 +147,13 @@ def _cf_string(attributes: dict[str, Any], name: str) -> str | None:
 def _add_rows(out: Extraction, group: str, variables: Iterable[dict[str, Any]]) -> None:
     for var in variables:
         attrs = var["attributes"]
+        shape = var["shape"]
         out.add_row(TABLE, {
             "group": group,
             "variable": var["name"],
             "dimensions": var["dimensions"],
-            "shape": var["shape"],
+            # int64 column: a length beyond it (a CDF-5 claim) stays in metadata["dimensions"]
+            "shape": None if shape is not None and any(n > _INT64_MAX for n in shape) else shape,
             "dtype": var["dtype"],
             "attributes": dumps(attrs),
             "units": _cf_string(attrs, "units"),
