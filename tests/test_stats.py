@@ -219,3 +219,19 @@ def test_array_stats_calls_backpressure_before_every_read():
     moments = array_stats(reader, ref, lambda: next(sizes), before_read=lambda: calls.append(1))
     assert len(calls) == len(reader.reads) > 1
     assert_close(moments.columns(), reference(data.data, data.mask), 60)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e8, -3e6])
+def test_missing_values_with_a_large_offset_and_tiny_blocks(monkeypatch, offset):
+    rng = np.random.default_rng(5)
+    data = rng.standard_normal(5000) * 1e-3 + offset
+    data[rng.random(5000) < 0.2] = np.nan
+    mask = rng.random(5000) < 0.1
+    monkeypatch.setattr(stats, "BLOCK_ELEMENTS", 64)
+    monkeypatch.setattr(stats, "ROW_ELEMENTS", 16)
+    got = functools.reduce(Moments.merge, (Moments.of(np.ma.masked_array(data[i:i + 700],
+                                                                          mask[i:i + 700]))
+                                           for i in range(0, 5000, 700))).columns()
+    want = reference(data, mask)
+    assert got["stat_std"] == pytest.approx(want["stat_std"], rel=1e-6)
+    assert_close(got, want, abs(offset) or 1.0)

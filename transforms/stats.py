@@ -31,7 +31,7 @@ import numpy as np
 
 from transforms.formats.base import ArrayReader, ArrayRef, Slab
 
-#: Elements converted to float64 at a time: 2 MiB of float64 scratch, which stays in cache.
+#: Elements converted to float64 at a time: 2 MiB of float64 scratch per thread, reused.
 BLOCK_ELEMENTS = 256 * 1024
 
 #: Length of the BLAS dot products (OpenBLAS is single-threaded up to 10,000 elements).
@@ -50,9 +50,11 @@ def is_numeric(dtype: Any) -> bool:
 
 
 def _buffer() -> np.ndarray:
+    """This thread's float64 scratch block (reused: no allocation, no page faults per block)."""
     buf = getattr(_scratch, "buf", None)
     if buf is None or buf.size != BLOCK_ELEMENTS:
         buf = _scratch.buf = np.empty(BLOCK_ELEMENTS, np.float64)
+        _scratch.flags = np.empty(BLOCK_ELEMENTS, np.bool_)
     return buf
 
 
@@ -89,14 +91,12 @@ class Moments:
     @classmethod
     def of(cls, values: Any) -> Moments:
         """The moments of one slab: a numpy array (any shape), masked array or scalar."""
-        nan_count = 0
+        mask = None
         if isinstance(values, np.ma.MaskedArray):
-            mask = np.ma.getmask(values)
-            data = np.asarray(values.data)
-            if mask is not np.ma.nomask and mask.any():
-                nan_count = int(np.count_nonzero(mask))
-                data = data[~mask]
-            values = data
+            given = np.ma.getmask(values)
+            values = values.data
+            if given is not np.ma.nomask and given.any():
+                mask = np.broadcast_to(given, np.shape(values)).reshape(-1)
         x = np.asarray(values)
         if not is_numeric(x.dtype):
             raise TypeError(f"not a numeric dtype: {x.dtype}")
@@ -106,22 +106,17 @@ class Moments:
         if x.dtype.byteorder not in "=|" and x.dtype.itemsize > 1:
             x = x.astype(x.dtype.newbyteorder("="))
         if not x.size:
-            return cls(nan_count=nan_count)
-        lo, hi = x.min(), x.max()
-        if x.dtype.kind == "f" and (np.isnan(lo) or np.isnan(hi)):
-            nan = np.isnan(x)
-            nans = int(np.count_nonzero(nan))
-            nan_count += nans
-            if nans == x.size:
-                return cls(nan_count=nan_count)
-            x = x[~nan]
-            lo, hi = x.min(), x.max()
+            return cls()
         with np.errstate(invalid="ignore", over="ignore"):  # inf values: mean inf, std NaN
-            mean, m2 = _moments(x)
-        lo, hi = lo.item(), hi.item()
-        if x.dtype.kind == "f":
-            lo, hi = float(lo), float(hi)
-        return cls(int(x.size), nan_count, lo, hi, mean, m2)
+            if mask is None:
+                lo, hi = x.min(), x.max()
+                if x.dtype.kind != "f" or not (np.isnan(lo) or np.isnan(hi)):
+                    mean, m2 = _moments(x)
+                    lo, hi = lo.item(), hi.item()
+                    if x.dtype.kind == "f":
+                        lo, hi = float(lo), float(hi)
+                    return cls(int(x.size), 0, lo, hi, mean, m2)
+            return _moments_with_missing(x, mask)
 
     def columns(self) -> dict[str, Any]:
         """The ``stat_*`` columns: counts as ints, the rest float64 (None without values)."""
@@ -183,6 +178,63 @@ def _moments(x: np.ndarray) -> tuple[float, float]:
         m2 += m2_b + delta * delta * (n * (nb / total))
         n = total
     return mean, m2
+
+
+def _moments_with_missing(x: np.ndarray, mask: np.ndarray | None) -> Moments:
+    """:func:`_moments` of a 1-D array with NaN and/or masked values, block by block.
+
+    Missing values are left out of counts, min and max. In the float64 block they are set to
+    ``c``, the mean so far, and taken back out of the sum (``absent * c``) and of the sum of
+    squares (``absent * (c - mean)**2``, small next to it when ``c`` is near the mean); when
+    that correction is not small, the block is summed again with the missing values at 0.
+    """
+    buf = _buffer()
+    flags = _scratch.flags
+    is_float = x.dtype.kind == "f"
+    limits = None if is_float else np.iinfo(x.dtype)
+    ones = _ONES[:ROW_ELEMENTS]
+    total = Moments()
+    for start in range(0, x.size, BLOCK_ELEMENTS):
+        block = x[start:start + BLOCK_ELEMENTS]
+        nb = block.size
+        d = buf[:nb]
+        np.copyto(d, block, casting="unsafe")
+        missing = flags[:nb]
+        if is_float:
+            np.isnan(d, out=missing)
+            if mask is not None:
+                missing |= mask[start:start + nb]
+        else:
+            np.copyto(missing, mask[start:start + nb])
+        absent = int(np.count_nonzero(missing))
+        count = nb - absent
+        if not count:
+            total = total.merge(Moments(nan_count=absent))
+            continue
+        if is_float and mask is None:
+            lo, hi = float(np.fmin.reduce(block)), float(np.fmax.reduce(block))  # skip NaN
+        elif is_float:
+            np.copyto(d, np.nan, where=missing)
+            lo, hi = float(np.fmin.reduce(d)), float(np.fmax.reduce(d))
+        else:
+            present = np.logical_not(missing, out=missing)
+            lo = np.minimum.reduce(block, where=present, initial=limits.max).item()
+            hi = np.maximum.reduce(block, where=present, initial=limits.min).item()
+            np.logical_not(present, out=missing)
+        c = total.mean if total.count and math.isfinite(total.mean) else 0.0
+        np.copyto(d, c, where=missing)
+        full = nb - nb % ROW_ELEMENTS
+        rows, tail = d[:full].reshape(-1, ROW_ELEMENTS), d[full:]
+        mean = (_row_dots(rows, ones) + float(tail.sum()) - absent * c) / count
+        d -= mean
+        squares = _row_dots(rows, rows) + float(np.dot(tail, tail))
+        correction = absent * (c - mean) ** 2
+        if correction > 1e-6 * squares:
+            np.copyto(d, 0.0, where=missing)
+            squares, correction = _row_dots(rows, rows) + float(np.dot(tail, tail)), 0.0
+        m2 = squares - correction
+        total = total.merge(Moments(count, absent, lo, hi, mean, 0.0 if m2 < 0 else m2))
+    return total
 
 
 # --- slab planning ---------------------------------------------------------------------------

@@ -134,7 +134,11 @@ class _HDF5Reader:
     def arrays(self) -> list[ArrayRef]:
         refs = []
         for path, ds in _h5_walk(self._f, "", (_h5_identity(self._f),)):
-            if ds.shape is None or not _h5_numeric(ds.dtype) or ds.is_virtual:
+            try:
+                dtype = ds.dtype
+            except (TypeError, ValueError):  # a type h5py cannot map (e.g. H5T_TIME)
+                continue
+            if ds.shape is None or not _h5_numeric(dtype) or ds.is_virtual:
                 continue
             if ds.id.get_create_plist().get_external_count():
                 continue
@@ -142,8 +146,10 @@ class _HDF5Reader:
             if reason:
                 self._unreadable[path] = reason
             self._datasets[path] = ds
-            refs.append(ArrayRef(table="hdf5", key=(("object_path", path),), shape=ds.shape,
-                                 itemsize=ds.dtype.itemsize, chunks=ds.chunks, locator=path))
+            # the row's object_path: invalid UTF-8 backslash-escaped (h5py gives surrogates)
+            name = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            refs.append(ArrayRef(table="hdf5", key=(("object_path", name),), shape=ds.shape,
+                                 itemsize=dtype.itemsize, chunks=ds.chunks, locator=path))
         return refs
 
     def read(self, ref: ArrayRef, slab: Slab) -> np.ndarray:
@@ -227,7 +233,7 @@ class _CFValues:
 
     def __init__(self, dtype: np.dtype, attrs: dict[str, Any], no_fill: bool) -> None:
         self.dtype = dtype = np.dtype(dtype).newbyteorder("=")
-        unsigned = str(attrs.get("_Unsigned", "")).strip() in ("true", "True")
+        unsigned = attrs.get("_Unsigned") in ("true", "True")
         self.view = np.dtype(f"u{dtype.itemsize}") if unsigned and dtype.kind == "i" else None
 
         def typed(value: Any) -> np.ndarray:
@@ -268,19 +274,27 @@ class _CFValues:
             data = data.astype(self.dtype)
         if self.view is not None:
             data = data.view(self.view)
-        mask = np.zeros(data.shape, np.bool_)
+        conditions: list[Any] = []  # functions of data giving the masked elements
         if self.missing is not None:
-            for m in self.missing:
-                mask |= np.isnan(data) if _isnan(m) else data == m
+            conditions += [np.isnan if _isnan(m) else (lambda d, m=m: d == m)
+                           for m in self.missing]
         if self.fill is not None:
-            mask |= np.isnan(data) if _isnan(self.fill) else data == self.fill
+            conditions.append(np.isnan if _isnan(self.fill) else lambda d: d == self.fill)
         elif self.default_fill is not None:
-            mask |= data == self.default_fill
+            conditions.append(lambda d: d == self.default_fill)
         if self.valid_min is not None:
-            mask |= data < self.valid_min
+            conditions.append(lambda d: d < self.valid_min)
         if self.valid_max is not None:
-            mask |= data > self.valid_max
-        values: Any = np.ma.masked_array(data, mask=mask) if mask.any() else data
+            conditions.append(lambda d: d > self.valid_max)
+        mask = None
+        for condition in conditions:
+            hit = condition(data)
+            if mask is None:
+                mask = np.asarray(hit)
+            else:
+                mask |= hit
+        masked = mask is not None and bool(mask.any())
+        values: Any = np.ma.masked_array(data, mask=mask) if masked else data
         scale, offset = self.scale, self.offset
         if scale is not None and offset is not None:
             if offset != 0.0 or scale != 1.0:
