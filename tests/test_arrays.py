@@ -407,3 +407,21 @@ def test_reads_are_bounded_by_the_slab_size_and_each_byte_is_read_about_once(
     chunk = max((math.prod(r.chunks) * r.itemsize for r in refs if r.chunks), default=0)
     assert largest <= slab + chunk + 4 * KiB
     assert source.counter.bytes_read <= 1.1 * path.stat().st_size + 64 * KiB
+
+
+@pytest.mark.parametrize("make, open_arrays", [
+    (big_fits, arrays.open_fits_arrays), (big_classic, arrays.open_netcdf_arrays),
+    (big_netcdf4, arrays.open_netcdf_arrays), (big_hdf5, arrays.open_hdf5_arrays),
+    (big_dicom, arrays.open_dicom_arrays)])
+def test_fsspec_files_give_the_same_statistics(tmp_path, make, open_arrays):
+    import fsspec
+
+    path = tmp_path / "big"
+    make(path, np.random.default_rng(6))
+    local, _, _, _ = file_stats(open_arrays, path, 64 * KiB)
+    url = f"memory://stats/{tmp_path.name}"
+    fsspec.filesystem("memory").pipe(url, path.read_bytes())
+    source = Source(url=url, size=path.stat().st_size, head=path.read_bytes()[:HEAD_BYTES])
+    with source.open() as f, open_arrays(source, f) as reader:
+        remote = {ref.key: array_stats(reader, ref, 64 * KiB).columns() for ref in reader.arrays()}
+    assert remote == local  # (memory:// files are BytesIO: no fsspec block cache to count)
