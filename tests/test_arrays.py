@@ -363,7 +363,7 @@ def test_dicom_without_decoder_is_unreadable_and_without_pixels_has_no_array(tmp
 
 
 def big_fits(path, rng):
-    fits.HDUList([fits.PrimaryHDU(rng.standard_normal((500, 500)).astype(np.float32))]).writeto(path)
+    fits.PrimaryHDU(rng.standard_normal((500, 500)).astype(np.float32)).writeto(path)
 
 
 def big_classic(path, rng):

@@ -1,4 +1,4 @@
-"""ArrayReaders (``--stats``): the numeric arrays of HDF5, NetCDF, FITS and DICOM files, slab by slab.
+"""ArrayReaders (``--stats``): numeric arrays of HDF5, NetCDF, FITS and DICOM files, slab by slab.
 
 Each ``open_<format>_arrays(source, fileobj)`` is an :data:`~transforms.formats.base.OpenArraysFn`:
 it reads through the already open, counted ``fileobj`` (never by path, never a whole array at
@@ -262,7 +262,8 @@ class _CFValues:
         scale, offset = attrs.get("scale_factor"), attrs.get("add_offset")
         self.scale = scale if _numeric_scalar(scale) else None
         self.offset = offset if _numeric_scalar(offset) else None
-        if (scale is not None and self.scale is None) or (offset is not None and self.offset is None):
+        if (scale is not None and self.scale is None) or \
+                (offset is not None and self.offset is None):
             self.scale = self.offset = None  # a non-numeric attribute: netCDF4 does not unpack
         #: What netCDF-C returns where nothing was written (beyond a variable's records).
         self.unwritten = np.array(attrs["_FillValue"] if self.fill is not None
@@ -389,8 +390,9 @@ class _ClassicReader:
         from transforms.formats import netcdf
 
         out = Extraction(format="netcdf")
-        netcdf._extract_classic(self._source, out, self._source.head[3] if len(
-            self._source.head) >= 4 else _magic(self._f)[3])
+        head = self._source.head
+        magic = bytes(head[:4]) if len(head) >= 4 else _magic(self._f)
+        netcdf._extract_classic(self._source, out, magic[3])  # the catalog's own header parser
         meta = out.metadata["variables"]["/"]
         rows = out.rows.get(netcdf.TABLE, [])
         records = [row for row in rows if meta[row["variable"]]["record"]]
@@ -503,8 +505,9 @@ class _FITSImage:
                 self.pseudo = np.dtype("i1")
             elif self.bitpix in (16, 32, 64) and self.bzero == 1 << (self.bitpix - 1):
                 self.pseudo = np.dtype(f"u{self.bitpix // 8}")
-        if self.pseudo is not None or self.bitpix < 0:
-            self.out = self.pseudo or self.raw.newbyteorder("=")
+        #: the dtype of scaled values (astropy's _dtype_for_bitpix), when not pseudo-unsigned
+        if self.bitpix < 0:
+            self.out = self.raw.newbyteorder("=")
         else:
             self.out = np.dtype("f8" if self.bitpix > 16 else "f4")
 
