@@ -425,3 +425,36 @@ def test_fsspec_files_give_the_same_statistics(tmp_path, make, open_arrays):
     with source.open() as f, open_arrays(source, f) as reader:
         remote = {ref.key: array_stats(reader, ref, 64 * KiB).columns() for ref in reader.arrays()}
     assert remote == local  # (memory:// files are BytesIO: no fsspec block cache to count)
+
+
+def extracted_rows(extractor, path):
+    from transforms.formats.base import Extraction
+
+    out = Extraction(format=extractor.format)
+    extractor.extract(source_of(path), out)
+    return out.rows
+
+
+def test_keys_match_the_extracted_rows(tmp_path):
+    from transforms.formats import hdf5, netcdf
+
+    h5 = tmp_path / "a.h5"
+    with h5py.File(h5, "w") as f:
+        f["a/b"] = np.arange(3.0)
+        f["a/c"] = h5py.SoftLink("/a/b")
+        f["s"] = np.array([b"x"])
+        f["a/d"] = f["a/b"]
+    _, _, refs, _ = file_stats(arrays.open_hdf5_arrays, h5, 1 << 20)
+    rows = extracted_rows(hdf5.EXTRACTOR, h5)["hdf5"]
+    numeric = {r["object_path"] for r in rows if r["kind"] == "dataset" and r["dtype"] != "|S1"}
+    assert {dict(ref.key)["object_path"] for ref in refs} == numeric == {"/a/b", "/a/d"}
+    nc = tmp_path / "a.nc"
+    with netCDF4.Dataset(nc, "w", format="NETCDF4") as ds:
+        fill_netcdf(ds, np.random.default_rng(7), groups=True)
+    _, _, refs, _ = file_stats(arrays.open_netcdf_arrays, nc, 1 << 20)
+    rows = extracted_rows(netcdf.EXTRACTOR, nc)["netcdf"]
+    numeric = {(("group", r["group"]), ("variable", r["variable"])) for r in rows
+               if r["dtype"] not in ("|S1", "str")}
+    assert {ref.key for ref in refs} == numeric
+    assert [r.shape for r in refs] == [tuple(r["shape"]) for r in rows
+                                       if r["dtype"] not in ("|S1", "str")]
