@@ -46,38 +46,42 @@ def _slices(slab: Slab) -> tuple[slice, ...]:
     return tuple(slice(lo, hi) for lo, hi in slab)
 
 
-def _read_exact(fileobj: IO[bytes], offset: int, nbytes: int) -> bytearray:
-    """``nbytes`` at ``offset`` (one read call unless the file returns less)."""
-    buf = bytearray(nbytes)
-    view = memoryview(buf)
+def _read_into(fileobj: IO[bytes], offset: int, out: memoryview) -> None:
+    """Fill ``out`` (bytes) from ``offset``: one read call unless the file returns less."""
     fileobj.seek(offset)
-    filled = 0
+    filled, nbytes = 0, out.nbytes
     while filled < nbytes:
-        n = fileobj.readinto(view[filled:])
+        n = fileobj.readinto(out[filled:])
         if not n:
             raise EOFError(f"file ends before byte {offset + nbytes} (array data cut short)")
         filled += n
+
+
+def _read_exact(fileobj: IO[bytes], offset: int, nbytes: int) -> np.ndarray:
+    """``nbytes`` at ``offset``, as a uint8 array (no zero-filled buffer first)."""
+    buf = np.empty(nbytes, np.uint8)
+    _read_into(fileobj, offset, memoryview(buf))
     return buf
 
 
 def _read_contiguous(fileobj: IO[bytes], offset: int, dtype: np.dtype, shape: tuple[int, ...],
                      slab: Slab) -> np.ndarray:
-    """A hyperslab of a C-order array stored contiguously at ``offset``: one read per run of
-    consecutive elements (a single read for slabs planned on a contiguous array)."""
-    out_shape = tuple(hi - lo for lo, hi in slab)
+    """A hyperslab of a C-order array stored contiguously at ``offset``, read straight into
+    the result: one read per run of consecutive elements (a single read for slabs planned on
+    a contiguous array)."""
+    out = np.empty(tuple(hi - lo for lo, hi in slab), dtype)
+    view = memoryview(out.reshape(-1).view(np.uint8))
     if not shape:
-        return np.frombuffer(_read_exact(fileobj, offset, dtype.itemsize), dtype).reshape(())
+        _read_into(fileobj, offset, view)
+        return out
     partial = [i for i, ((lo, hi), n) in enumerate(zip(slab, shape, strict=True)) if hi - lo != n]
     k = max(partial, default=0)  # runs: axes after k whole, axis k a range, axes before k one index
-    inner = math.prod(shape[k + 1:])
-    run = (slab[k][1] - slab[k][0]) * inner * dtype.itemsize
+    run = (slab[k][1] - slab[k][0]) * math.prod(shape[k + 1:]) * dtype.itemsize
     strides = [math.prod(shape[i + 1:]) for i in range(len(shape))]
-    pieces = []
-    for index in itertools.product(*(range(lo, hi) for lo, hi in slab[:k])):
+    for n, index in enumerate(itertools.product(*(range(lo, hi) for lo, hi in slab[:k]))):
         start = sum(i * s for i, s in zip(index, strides, strict=False)) + slab[k][0] * strides[k]
-        pieces.append(_read_exact(fileobj, offset + start * dtype.itemsize, run))
-    raw = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-    return np.frombuffer(raw, dtype).reshape(out_shape)
+        _read_into(fileobj, offset + start * dtype.itemsize, view[n * run:(n + 1) * run])
+    return out
 
 
 # --- HDF5 --------------------------------------------------------------------------------------
@@ -155,8 +159,7 @@ class _HDF5Reader:
     def read(self, ref: ArrayRef, slab: Slab) -> np.ndarray:
         if ref.locator in self._unreadable:
             raise ArrayUnreadable(self._unreadable[ref.locator])
-        ds = self._datasets.get(ref.locator) or self._f[ref.locator]
-        return np.asarray(ds[_slices(slab)])
+        return np.asarray(self._datasets[ref.locator][_slices(slab)])
 
 
 @contextlib.contextmanager
