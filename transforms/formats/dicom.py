@@ -23,6 +23,9 @@ The ``dicom`` row's ``tags`` column holds every element of the file, the file me
   Data whatever its size, are left out of ``tags``: ``files.metadata["bulk_data"]`` lists
   them with their offset and length instead;
 - SQ values are lists of item objects; an element without a value has no ``Value`` key;
+  the sequences at nesting levels 100, 200, ... (``JSON_NESTING_LEVELS``) hold their items as
+  JSON text under ``NestedJSON`` instead, so that ``tags`` parses with Python's default
+  recursion limit (sequences nested more than ``MAX_SEQUENCE_DEPTH`` = 1,000 deep are an error);
 - UN stays UN, as in dcmdump (no conversion to the dictionary VR); a UN of undefined length
   is read as an implicit VR sequence (CP-246), as pydicom and dcmdump do;
 - in implicit VR files the VR comes from the DICOM dictionary (private tags: pydicom's private
@@ -71,6 +74,10 @@ _FRAMES_PER_LEVEL = 16
 #: The deep-nesting thread's stack: 64 MiB of address space, touched only as deep as needed.
 _DEEP_STACK_BYTES = 64 << 20
 _DEEP_LOCK = threading.Lock()
+#: Every this many levels of nesting, a sequence holds its items as JSON text (``NestedJSON``):
+#: each level is three levels of JSON, and Python's json parser stops at about 1,000 (it is
+#: what the roll-ups and most readers of ``tags`` use).
+JSON_NESTING_LEVELS = 100
 
 BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 #: Pixel Data, Float Pixel Data, Double Float Pixel Data: never read at the top level.
@@ -477,6 +484,8 @@ class _Converter:
             for i, item in enumerate(items)
         ]
         self.depth -= 1
+        if values and (self.depth + 1) % JSON_NESTING_LEVELS == 0:
+            return {"vr": "SQ", "NestedJSON": dumps(values)}
         return {"vr": "SQ", "Value": values} if values else {"vr": "SQ"}
 
     def vr_for(self, raw: RawDataElement, elements: dict[int, Any], encodings: Any) -> str:
