@@ -88,7 +88,7 @@ def test_new_changed_and_deleted_files(corpus, tmp_path):
     # same catalog as a fresh full run, but for extracted_at, first_seen and change
     fresh = tmp_path / "fresh"
     run_catalog([corpus], fresh)
-    volatile = ("extracted_at", "first_seen", "change")
+    volatile = ("extracted_at", "first_seen", "change", "extract_seconds")
     for table in TABLES:
         assert rows(out, table, volatile) == rows(fresh, table, volatile), table
 

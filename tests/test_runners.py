@@ -31,7 +31,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 RUN_TIMEOUT_S = 150  # one pipeline run on a non-default runner
 SERVICE_START_TIMEOUT_S = 60
 #: Columns that hold the time of the run, not something read from the files.
-RUN_TIME_COLUMNS = frozenset({"extracted_at", "first_seen"})
+RUN_TIME_COLUMNS = frozenset({"extracted_at", "first_seen", "extract_seconds"})
 #: Manifest entries that must be the same on every runner.
 MANIFEST_KEYS = ("files_total", "bytes_total", "counts", "bytes", "rows", "changes", "files_extracted")
 CHANGED_MTIME = 1_700_000_000  # the same modification time for the changed files on every runner

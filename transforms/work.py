@@ -355,6 +355,7 @@ def _unit_moments(unit: Unit, source: Source, chunk: Callable[[], int], before_r
         return min(chunk(), MAX_STATS_SLAB_BYTES)
 
     with source.open() as f, extractor.open_arrays(source, f) as reader:
+        reader.arrays()  # readers know only the arrays they listed
         for ref, slab in unit.pieces:
             key = (ref.table, ref.key)
             m = slab_moments(reader, ref, slab, slab_bytes, before_read)
