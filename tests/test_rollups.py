@@ -194,6 +194,7 @@ def test_merge_is_order_independent():
         ("2024.03.15", "10:15:02", dt.datetime(2024, 3, 15, 10, 15, 2)),
         ("not a date", None, None),
         (None, "101500", None),
+        ("20240315", "101502.\u00b2", dt.datetime(2024, 3, 15, 10, 15, 2)),  # isdigit, yet not int()
     ],
 )
 def test_parse_dicom_datetime(date, time, expected):
@@ -259,3 +260,73 @@ def test_rollups_transform_alone_with_deterministic_keys(pipeline):
         assert_that(out["dicom_studies"] | beam.Map(lambda r: r["series_count"]), equal_to([1]), label="Studies")
         for label, key_type in _group_key_types(p):
             assert typecoders.registry.get_coder(key_type).is_deterministic(), (label, key_type)
+
+
+def _deeply_nested_tags(levels):
+    """``tags`` JSON text of one sequence nested ``levels`` deep (three JSON levels each)."""
+    return '{"x":{"vr":"SQ","Value":[' * levels + "{}" + "]}}" * levels
+
+
+#: Hostile ``tags``: nested far deeper than json.loads allows (RecursionError), not JSON at all
+#: (ValueError), JSON but not an object, and a key too wide for a DICOM tag.
+UNREADABLE_TAGS = {
+    "/deep.dcm": _deeply_nested_tags(5_000),
+    "/garbage.dcm": "Smith^Jane {not JSON",
+    "/list.dcm": '["Smith^Jane"]',
+}
+
+
+@pytest.mark.parametrize("path", sorted(UNREADABLE_TAGS))
+def test_unreadable_tags_give_no_attributes(path, caplog):
+    row = {"path": path, "study_instance_uid": "1", "series_instance_uid": "1.1", "modality": "CT",
+           "patient_id": "P-1", "study_date": None, "tags": UNREADABLE_TAGS[path]}
+    with caplog.at_level("WARNING", logger="transforms.rollups"):
+        summary = rollups.instance_summary(row, 25)
+    assert (summary["attributes"], summary["body_part"], summary["acquired"]) == ({}, None, None)
+    assert (summary["size_bytes"], summary["modality"], summary["series_instance_uid"]) == (25, "CT", "1.1")
+    warnings = [r for r in caplog.records if r.name == "transforms.rollups"]
+    assert len(warnings) == 1 and warnings[0].levelname == "WARNING"
+    assert path in warnings[0].getMessage() and "Smith" not in caplog.text  # the file, never the value
+
+
+def test_odd_tag_keys_and_values_are_read():
+    tags = {"FFFFFFFFF": {"vr": "UN"}, "-1": {"Value": [1]}, "00180015": {"vr": "CS", "Value": [7]},
+            "00080022": {"vr": "DA", "Value": ["20240315"]}, "00080032": {"vr": "TM", "Value": ["1015.\u00b2"]}}
+    summary = rollups.instance_summary({"path": "/odd.dcm", "tags": json.dumps(tags)}, 1)
+    assert set(summary["attributes"]) == {"FFFFFFFFF", "-1", "BodyPartExamined", "AcquisitionDate", "AcquisitionTime"}
+    assert summary["body_part"] is None and summary["acquired"] == dt.datetime(2024, 3, 15, 10, 15)
+
+
+def test_unreadable_hdf5_attributes_give_no_units(caplog):
+    row = {"path": "/a.h5", "kind": "dataset", "object_path": "/t", "attributes": _deeply_nested_tags(5_000)}
+    with caplog.at_level("WARNING", logger="transforms.rollups"):
+        assert rollups.hdf5_variables(row) == [("/a.h5", rollups.variable_key("hdf5", "/t", None, None))]
+    assert len([r for r in caplog.records if r.name == "transforms.rollups"]) == 1
+
+
+def test_rollups_survive_unreadable_tags(pipeline):
+    """Rows whose tags cannot be read still roll up: counted, sized, with no attributes."""
+    import apache_beam as beam
+
+    tags = {"00080060": {"vr": "CS", "Value": ["CT"]}, "00180015": {"vr": "CS", "Value": ["CHEST"]}}
+    paths = ["/good.dcm", *sorted(UNREADABLE_TAGS)]
+    files = [{"path": p, "format": "dicom", "size_bytes": 10 ** i} for i, p in enumerate(paths)]
+    dicom = [
+        {"path": p, "study_instance_uid": "1", "series_instance_uid": "1.1", "modality": "CT", "patient_id": None,
+         "study_date": None, "tags": UNREADABLE_TAGS.get(p, json.dumps(tags))}
+        for p in paths
+    ]
+    with pipeline as p:
+        tables = {"files": p | "Files" >> beam.Create(files), "dicom": p | "Dicom" >> beam.Create(dicom)}
+        out = tables | rollups.RollUps()
+        assert_that(
+            out["dicom_series"] | beam.Map(lambda r: (r["instance_count"], r["total_bytes"], r["body_part"],
+                                                      r["invariant_attributes"], r["varying_attributes"])),
+            equal_to([(4, 1111, "CHEST", "{}", ["BodyPartExamined", "Modality"])]),
+            label="Series",
+        )
+        assert_that(
+            out["dicom_studies"] | beam.Map(lambda r: (r["series_count"], r["instance_count"], r["total_bytes"])),
+            equal_to([(1, 4, 1111)]),
+            label="Studies",
+        )

@@ -15,6 +15,13 @@ DICOM attributes are compared by their DICOM JSON model value (``Value``, ``Inli
 private and unknown tags, ``GGGGEEEE``. The file meta group (0002) describes the file rather than
 the instance and is left out. An attribute is *invariant* when every instance of the series
 (study) has it with the same value; every other attribute seen in some instance is *varying*.
+
+A row whose ``tags`` cannot be parsed or read (not JSON, not a JSON object, nested deeper than
+the JSON parser or encoder allows, values of unexpected types) never fails the pipeline: the
+instance is rolled up with no attributes (it still counts in ``instance_count``,
+``total_bytes``, ...), and a warning names the file, never the value. Likewise an ``hdf5``
+dataset whose ``attributes`` cannot be read counts as a variable with no units and no
+standard name.
 """
 
 from __future__ import annotations
@@ -22,10 +29,13 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import apache_beam as beam
+
+logger = logging.getLogger(__name__)
 
 #: Acquisition time, in order of preference: (datetime tag) or (date tag, time tag).
 ACQUISITION_SOURCES = (
@@ -38,6 +48,11 @@ FILE_META_GROUP = "0002"
 #: Separator for several distinct values in one string column (DICOM's multi-value separator).
 MULTI_VALUE_SEPARATOR = "\\"
 
+#: What reading a hostile or malformed ``tags`` (or ``attributes``) value may raise: not JSON
+#: (ValueError), nested too deep for the JSON parser or encoder (RecursionError), or holding
+#: values of unexpected types.
+UNREADABLE_ERRORS = (ValueError, RecursionError, TypeError, AttributeError, KeyError, IndexError, OverflowError)
+
 DICOM_SERIES = "dicom_series"
 DICOM_STUDIES = "dicom_studies"
 VARIABLES = "variables"
@@ -47,12 +62,15 @@ VARIABLES = "variables"
 
 
 def attribute_name(tag: str) -> str:
-    """``"00080060"`` -> ``"Modality"``; private and unknown tags keep their ``GGGGEEEE``."""
+    """``"00080060"`` -> ``"Modality"``; private and unknown tags keep their ``GGGGEEEE``, and a
+    key that is not eight hex digits stays as it is."""
     from pydicom.datadict import keyword_for_tag
 
+    if len(tag) != 8 or not all(c in "0123456789abcdefABCDEF" for c in tag):
+        return tag  # int(tag, 16) would also take "-1", "1_0", " 8" or more than 32 bits
     try:
         return keyword_for_tag(int(tag, 16)) or tag
-    except ValueError:
+    except (ValueError, OverflowError):
         return tag
 
 
@@ -88,7 +106,7 @@ def parse_dicom_datetime(date: str | None, time: str | None = None) -> dt.dateti
         value = dt.datetime.strptime(whole, "%Y%m%d%H%M%S")
     except ValueError:
         return None
-    if fraction.isdigit():
+    if fraction.isdecimal():  # not isdigit: int() refuses "²"
         value = value.replace(microsecond=int(fraction[:6].ljust(6, "0")))
     return value
 
@@ -109,31 +127,44 @@ def instance_summary(dicom_row: Mapping[str, Any], size_bytes: int) -> dict[str,
     """What a roll-up needs from one ``dicom`` row: plain, picklable values only.
 
     ``attributes`` maps each attribute name to its value as canonical JSON text, so that values
-    compare exactly and cheaply.
+    compare exactly and cheaply. ``tags`` that cannot be parsed or read give no attributes, no
+    body part and no acquisition time (logged once, without the value: it may be patient data).
     """
     try:
-        tags = json.loads(dicom_row.get("tags") or "{}")
-    except ValueError:
-        tags = {}
-    if not isinstance(tags, dict):
-        tags = {}
-    attributes = {
-        attribute_name(tag): json.dumps(_element_value(element), sort_keys=True, separators=(",", ":"))
-        for tag, element in tags.items()
-        if not tag.startswith(FILE_META_GROUP)
-    }
-    acquired = acquisition_time(tags)
+        attributes, body_part, acquired = _read_tags(dicom_row.get("tags"))
+    except UNREADABLE_ERRORS as exc:
+        logger.warning(
+            "dicom roll-ups: tags of %s cannot be read (%s); rolled up with no attributes",
+            dicom_row.get("path"),
+            type(exc).__name__,  # not the message: it may quote the value
+        )
+        attributes, body_part, acquired = {}, None, None
     return {
         "study_instance_uid": dicom_row.get("study_instance_uid"),
         "series_instance_uid": dicom_row.get("series_instance_uid"),
         "modality": dicom_row.get("modality"),
         "patient_id": dicom_row.get("patient_id"),
         "study_date": dicom_row.get("study_date"),
-        "body_part": _first_string(tags, BODY_PART_TAG),
+        "body_part": body_part,
         "acquired": acquired,
         "size_bytes": int(size_bytes or 0),
         "attributes": attributes,
     }
+
+
+def _read_tags(text: str | bytes | None) -> tuple[dict[str, str], str | None, dt.datetime | None]:
+    """``tags`` JSON text -> (attributes, body part, acquisition time); raises
+    :data:`UNREADABLE_ERRORS` when it cannot be read (no recursion of our own: only the JSON
+    parser's and encoder's, which raise RecursionError rather than overflow)."""
+    tags = json.loads(text or "{}")
+    if not isinstance(tags, dict):
+        raise TypeError("tags is not a JSON object")
+    attributes = {
+        attribute_name(tag): json.dumps(_element_value(element), sort_keys=True, separators=(",", ":"))
+        for tag, element in tags.items()
+        if not tag.startswith(FILE_META_GROUP)
+    }
+    return attributes, _first_string(tags, BODY_PART_TAG), acquisition_time(tags)
 
 
 @dataclasses.dataclass
@@ -308,12 +339,18 @@ def hdf5_variables(row: Mapping[str, Any]) -> list[tuple[str, str]]:
         return []
     try:
         attributes = json.loads(row.get("attributes") or "{}")
-    except ValueError:
-        attributes = {}
-    if not isinstance(attributes, dict):
-        attributes = {}
-    key = variable_key("hdf5", row["object_path"], cf_string(attributes, "units"), cf_string(attributes, "standard_name"))
-    return [(row["path"], key)]
+        if not isinstance(attributes, dict):
+            attributes = {}
+        units, standard_name = cf_string(attributes, "units"), cf_string(attributes, "standard_name")
+    except UNREADABLE_ERRORS as exc:
+        logger.warning(
+            "variable roll-ups: attributes of %s in %s cannot be read (%s); no units or standard name",
+            row.get("object_path"),
+            row.get("path"),
+            type(exc).__name__,
+        )
+        units = standard_name = None
+    return [(row["path"], variable_key("hdf5", row["object_path"], units, standard_name))]
 
 
 def variable_row(key: str, acc: tuple[int, int, str | None]) -> dict[str, Any]:
