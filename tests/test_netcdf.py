@@ -739,3 +739,25 @@ def test_group_cycle_is_read_once(tmp_path):
     out = _extract(_source(str(path)))
     assert [(r["group"], r["variable"]) for r in out.rows["netcdf"]] == [("/g", "x")]
     assert _with_backend(str(path), "h5py").rows == out.rows
+
+
+@pytest.mark.parametrize("backend", ["raw", "h5py"])
+def test_read_netcdf4_model_is_what_the_rows_and_stats_see(files, backend):
+    """The public model builder (shared by the extractor and the --stats reader) gives the
+    groups, dimensions and variables of the extracted rows, with either backend."""
+    path = files["NETCDF4"]
+    with open(path, "rb") as f, h5py.File(path, "r") as h5:
+        if backend == "raw":
+            reader = netcdf._RawHDF5(netcdf._Blocks(f, os.path.getsize(path), 4096, b""))
+        else:
+            reader = netcdf._H5pyBackend(h5.id, os.path.getsize(path))
+        root = netcdf.read_netcdf4_model(reader)
+    out = _extract(_source(path))
+    groups = list(root.walk())
+    assert groups[0] is root and root.path == "/"
+    assert {g.path: {d.name: {"size": d.size, "unlimited": d.unlimited} for d in g.dims} for g in groups} == \
+        out.metadata["dimensions"]
+    assert [(g.path, v.name, [d.name for d in v.dims], [d.size for d in v.dims])
+            for g in groups for v in g.vars] == \
+        [(r["group"], r["variable"], r["dimensions"], r["shape"]) for r in out.rows["netcdf"]]
+    assert dumps({g.path: g.attrs for g in groups}) == dumps(out.metadata["group_attributes"])  # NaN != NaN

@@ -343,17 +343,7 @@ class _NetCDF4Reader:
 
         from transforms.formats import netcdf
 
-        backend = netcdf._H5pyBackend(self._f.id, self._size)
-        model = netcdf._Model(backend)
-        root_handle = backend.root()
-        root = netcdf._Group("/", None)
-        root.identity = backend.identity(root_handle)
-        model.read_group(root_handle, root)
-        model.match_dimensions(root)
-        for group in root.walk():
-            for dim in group.dims:
-                if dim.unlimited:
-                    dim.size = netcdf._unlimited_length(dim)
+        root = netcdf.read_netcdf4_model(netcdf._H5pyBackend(self._f.id, self._size))
         refs = []
         for group in root.walk():
             h5group = self._f[group.path]

@@ -107,7 +107,7 @@ _NETCDF4_MARKERS = frozenset({"_Netcdf4Dimid", "_Netcdf4Coordinates", "_nc3_stri
 #: How many HDF5 objects looks_like_netcdf4() inspects before calling a file plain HDF5.
 SNIFF_OBJECTS = 64
 
-__all__ = ["EXTRACTOR", "HIDDEN_ATTRIBUTES", "extract", "looks_like_netcdf4"]
+__all__ = ["EXTRACTOR", "HIDDEN_ATTRIBUTES", "extract", "looks_like_netcdf4", "read_netcdf4_model"]
 
 
 class NetCDFError(ValueError):
@@ -711,15 +711,34 @@ def _unlimited_length(dim: _Dim) -> int:
     return length
 
 
-def _read_netcdf4(backend: Any, out: Extraction) -> None:
+def read_netcdf4_model(backend: Any, root_handle: Any = None) -> _Group:
+    """The netCDF view of a NetCDF-4 file's HDF5 objects, built as netCDF-C builds it.
+
+    Every group below the root is read (links back to an enclosing group are not followed),
+    dimension scales are matched to variables (``_Netcdf4Dimid``, ``_Netcdf4Coordinates``,
+    attached scales, else phony dimensions), and each unlimited dimension gets the length of
+    the longest variable using it, as ``nc4_find_dim_len`` does. Both the extractor (the
+    ``netcdf`` rows and ``files.metadata``) and the ``--stats`` reader
+    (``arrays.open_netcdf_arrays``) use it, so they see the same variables.
+
+    Args:
+      backend: the file's HDF5 metadata reader: ``_H5pyBackend(fid, file_size)`` or
+        ``_RawHDF5(blocks)``.
+      root_handle: ``backend.root()``, when the caller already has it (read here otherwise).
+
+    Returns:
+      The root group ``/``; ``root.walk()`` yields it and every group below it, depth-first.
+      Each group has ``path``, ``dims`` (``name``, ``size``, ``unlimited``, ``id``), ``vars``
+      (``name``, ``nctype``, ``dtype``, ``dims``, ``attrs``, ``atypes``, ``storage``),
+      ``attrs`` and ``atypes`` (netCDF's reserved attributes hidden) and ``types``
+      (user-defined types).
+
+    Raises what the backend raises on a file it cannot read (``NetCDFError``, and for the raw
+    reader ``_Unsupported`` where h5py has to take over).
+    """
     model = _Model(backend)
-    root_handle = backend.root()
-    root_names = backend.attribute_names(root_handle)
-    version = "NETCDF4_CLASSIC" if "_nc3_strict" in root_names else "NETCDF4"
-    if "_NCProperties" in root_names:
-        nc_properties: str | None = _text(model._string_attr(root_handle, "_NCProperties"))
-    else:
-        nc_properties = None
+    if root_handle is None:
+        root_handle = backend.root()
     root = _Group("/", None)
     root.identity = backend.identity(root_handle)
     model.read_group(root_handle, root)
@@ -728,6 +747,19 @@ def _read_netcdf4(backend: Any, out: Extraction) -> None:
         for dim in group.dims:
             if dim.unlimited:
                 dim.size = _unlimited_length(dim)
+    return root
+
+
+def _read_netcdf4(backend: Any, out: Extraction) -> None:
+    root_handle = backend.root()
+    root_names = backend.attribute_names(root_handle)
+    version = "NETCDF4_CLASSIC" if "_nc3_strict" in root_names else "NETCDF4"
+    if "_NCProperties" in root_names:
+        raw = _Model(backend)._string_attr(root_handle, "_NCProperties")
+        nc_properties: str | None = _text(raw)
+    else:
+        nc_properties = None
+    root = read_netcdf4_model(backend, root_handle)
 
     out.format_version = version
     out.metadata.update({
