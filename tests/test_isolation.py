@@ -81,7 +81,7 @@ def descendants() -> set[int]:
     return {p.pid for p in psutil.Process().children(recursive=True)}
 
 
-@pytest.fixture(params=["forkserver", "spawn"])
+@pytest.fixture(params=["exec", "forkserver", "spawn"])
 def start_method(request):
     return request.param
 
@@ -257,7 +257,7 @@ def _gone(pid: int) -> bool:
         return True
 
 
-@pytest.mark.parametrize("method", ["forkserver", "spawn"])
+@pytest.mark.parametrize("method", ["exec", "forkserver", "spawn"])
 @pytest.mark.parametrize("busy", [True, False], ids=["hung-in-c", "idle"])
 def test_child_exits_when_parent_is_killed(tmp_path, method, busy):
     script = tmp_path / "parent.py"
@@ -278,3 +278,15 @@ def test_child_exits_when_parent_is_killed(tmp_path, method, busy):
     finally:
         parent.kill()
         parent.wait()
+
+
+def has_module(name):
+    return name in sys.modules
+
+
+def test_exec_child_imports_only_what_its_tasks_need():
+    import apache_beam  # noqa: F401  (the parent has Beam; the child must not pay for it)
+
+    with IsolatedRunner(TIMEOUT_S) as runner:
+        assert runner.call(has_module, "apache_beam") is False
+        assert runner.call(has_module, "tests.test_isolation") is True

@@ -14,6 +14,7 @@ from transforms.formats import registry
 from transforms.formats.base import HEAD_BYTES, FileInfo, Source, format_error
 from transforms.listing import not_regular_error, openable
 from transforms.redact import printable
+from transforms.work import Detected
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 NETCDF_CLASSIC_MAGICS = (b"CDF\x01", b"CDF\x02", b"CDF\x05")
@@ -93,20 +94,6 @@ def detect_format(source: Source) -> str:
 def read_head(source: Source) -> bytes:
     with source.open() as f:
         return f.read(HEAD_BYTES)
-
-
-@dataclasses.dataclass(frozen=True)
-class Detected:
-    """A listed file with its detected format, first bytes, and the error that stopped detection."""
-
-    info: FileInfo
-    format: str
-    head: bytes = b""
-    error: str | None = None
-    #: (bytes read, read calls) spent on detection; they count in files.bytes_read/read_requests.
-    reads: tuple[int, int] = (0, 0)
-    #: ``transient`` (network, throttling: worth retrying) or ``permanent``, when ``error`` is set.
-    error_kind: str | None = None
 
 
 def not_openable(info: FileInfo) -> str | None:

@@ -21,10 +21,9 @@ from typing import Any
 
 import apache_beam as beam
 
-from transforms import work
-from transforms.detect import Detected, detect
-from transforms.formats.base import Source
-from transforms.work import FILES_TABLE, FileWork, Partial, Settings, Unit
+from transforms import child, work
+from transforms.detect import detect
+from transforms.work import FILES_TABLE, Detected, FileWork, Partial, Settings, Unit
 
 __all__ = ["FILES_TABLE", "ExtractMetadata", "ExtractOptions", "catalog_rows"]
 
@@ -55,113 +54,14 @@ def catalog_rows(
     Large files' data units run here too. Never raises for a file's content.
     """
     settings = settings or Settings(storage_options or {}, extract_options or {}, checksum="none")
-    result = _read_detected(detected, settings)
+    result = work.read_detected(detected, settings)
     if result.units:
         partial = work.merge_partials(work.run_unit(u, settings) for u in result.units)
         return work.complete_rows(result.rows, partial, settings)
     return result.rows
 
 
-def _read_detected(detected: Detected, settings: Settings, governor: Any = None) -> FileWork:
-    """The header unit for one detected file (runs in the isolated process)."""
-    if detected.error is not None:
-        return FileWork(
-            {
-                FILES_TABLE: [
-                    work.file_row(
-                        detected.info,
-                        detected.format,
-                        settings,
-                        status="error",
-                        error=detected.error,
-                        error_kind=detected.error_kind or "permanent",
-                        bytes_read=detected.reads[0],
-                        read_requests=detected.reads[1],
-                    )
-                ]
-            }
-        )
-    return work.read_file(
-        detected.info, detected.format, detected.head, settings, governor=governor, head_reads=detected.reads
-    )
-
-
-# --- the isolated process's side ---------------------------------------------------------------
-
-_GOVERNOR = None
-_LAST_FIGURES: dict[str, Any] = {}
-#: Governor figures that add up across calls (the others are extremes or the current state).
-_COUNTED = ("checks", "level_changes", "pauses", "pauses_timed_out", "pause_seconds")
-
-
-def _governor(budget_bytes: int, thresholds: tuple[float, float, float], worker_pid: int):
-    """The extraction process's one memory governor: it watches the whole Beam worker (the
-    worker process and its children, this one included) against the budget."""
-    global _GOVERNOR
-    if _GOVERNOR is None:
-        import psutil
-
-        from transforms.governor import MemoryGovernor, process_tree_rss, read_memory
-
-        worker = psutil.Process(worker_pid)
-
-        def read(budget: int):
-            return dataclasses.replace(read_memory(budget), rss_bytes=process_tree_rss(worker))
-
-        _GOVERNOR = MemoryGovernor(budget_bytes, thresholds, read=read)
-    return _GOVERNOR
-
-
-def _figures(governor) -> dict[str, Any]:
-    """The governor's figures since the previous call (counts) and now (state, extremes)."""
-    global _LAST_FIGURES
-    from transforms.governor import Pressure
-
-    now = governor.stats()
-    out = {k: now[k] - _LAST_FIGURES.get(k, 0) for k in _COUNTED}
-    out["max_level"] = int(Pressure[now["max_level"]])
-    out["level"] = int(Pressure[now["level"]])
-    for k in ("chunk_bytes_min", "chunk_bytes_max", "batch_size_min", "batch_size_max", "chunk_bytes_last"):
-        out[k] = now[k]
-    _LAST_FIGURES = now
-    return out
-
-
-def read_in_child(info, fmt, head, reads, error, error_kind, settings, budget_bytes, thresholds, worker_pid):
-    """Header unit, in the isolated process; returns the FileWork and the governor's figures."""
-    governor = _governor(budget_bytes, thresholds, worker_pid)
-    detected = _Detected(info, fmt, head, error, reads, error_kind)
-    return _read_detected(detected, settings, governor), _figures(governor)
-
-
-def run_unit_in_child(unit, settings, budget_bytes, thresholds, worker_pid):
-    governor = _governor(budget_bytes, thresholds, worker_pid)
-    return work.run_unit(unit, settings, governor=governor), _figures(governor)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Detected:
-    """:class:`Detected` without importing Beam in the child (same fields)."""
-
-    info: Any
-    format: str
-    head: bytes
-    error: str | None
-    reads: tuple[int, int]
-    error_kind: str | None = None
-
-
 # --- the Beam side -----------------------------------------------------------------------------
-
-
-def _start_child(environment: dict[str, str]) -> None:
-    """Runs first in a new extraction process: this worker's environment (credentials set
-    after the process server started) and the format libraries, imported once."""
-    os.environ.clear()
-    os.environ.update(environment)
-    from transforms.formats import registry
-
-    registry()
 
 
 _RUNNERS: dict[float, list] = {}  # time limit -> [IsolatedRunner, users]
@@ -175,7 +75,7 @@ def _acquire_runner(timeout_s: float):
     with _RUNNERS_LOCK:
         entry = _RUNNERS.get(timeout_s)
         if entry is None:
-            runner = IsolatedRunner(timeout_s, initializer=_start_child, initargs=(dict(os.environ),))
+            runner = IsolatedRunner(timeout_s, initializer=child.start, initargs=(dict(os.environ),))
             entry = _RUNNERS[timeout_s] = [runner, 0]
         entry[1] += 1
         return entry[0]
@@ -232,14 +132,11 @@ class _Reader:
                 remote=remote,
                 transient_result=lambda d: d.error_kind == "transient",
             )
-        args = (
-            detected.info, detected.format, detected.head, detected.reads, detected.error, detected.error_kind,
-            self._settings, self._budget, self._options.memory_thresholds, os.getpid(),
-        )
+        args = (detected, self._settings, self._budget, self._options.memory_thresholds, os.getpid())
         start = time.perf_counter()
         try:
             (result, governor), tries = self._call(
-                read_in_child, args, self._options.file_timeout_s, detected.info.path,
+                child.read, args, self._options.file_timeout_s, detected.info.path,
                 lambda r: r[0].rows[FILES_TABLE][0]["error_kind"] == "transient",
             )
         except Exception as exc:
@@ -255,7 +152,7 @@ class _Reader:
         args = (unit, self._settings, self._budget, self._options.memory_thresholds, os.getpid())
         try:
             result, _attempts = self._call(
-                run_unit_in_child, args, limit, unit.path, lambda r: r[0].error_kind == "transient"
+                child.run_unit, args, limit, unit.path, lambda r: r[0].error_kind == "transient"
             )
             return result
         except Exception as exc:
@@ -299,10 +196,10 @@ class ExtractFileFn(beam.DoFn):
 
     def setup(self):
         from pipelines.progress import ProgressReporter
-        from transforms.metrics import ExtractMetrics, GovernorFigureMetrics
+        from transforms.metrics import ExtractMetrics, BeamGovernorMetrics
 
         self._metrics = ExtractMetrics()
-        self._governor_metrics = GovernorFigureMetrics()
+        self._governor_metrics = BeamGovernorMetrics()
         self._progress = ProgressReporter(self._progress_dir) if self._progress_dir else None
         self._reader = _Reader(self._settings, self._options)
 
@@ -311,7 +208,7 @@ class ExtractFileFn(beam.DoFn):
         result, governor = self._reader.read(detected)
         row = result.rows[FILES_TABLE][0]
         if governor:
-            self._governor_metrics.record(governor)
+            self._governor_metrics.record_figures(governor)
             result.rows[GOVERNOR_KEY] = [governor]
         if result.units:
             yield "pending", (row["path"], result.rows)
@@ -344,16 +241,16 @@ class RunUnitFn(beam.DoFn):
     def setup(self):
         from apache_beam.metrics import Metrics
 
-        from transforms.metrics import GovernorFigureMetrics
+        from transforms.metrics import BeamGovernorMetrics
 
-        self._governor_metrics = GovernorFigureMetrics()
+        self._governor_metrics = BeamGovernorMetrics()
         self._reader = _Reader(self._settings, self._options)
         self._units = Metrics.counter("metaextract", "data_units")
         self._unit_bytes = Metrics.distribution("metaextract", "data_unit_bytes")
 
     def process(self, unit: Unit):
         partial, partial.governor = self._reader.run_unit(unit)
-        self._governor_metrics.record(partial.governor)
+        self._governor_metrics.record_figures(partial.governor)
         self._units.inc()
         self._unit_bytes.update(unit.nbytes)
         yield unit.path, partial

@@ -10,11 +10,14 @@ call starts a fresh child, so one bad file costs one error, not the run. Beam-fr
 
 from __future__ import annotations
 
+import concurrent.futures
 import multiprocessing
 import multiprocessing.connection
 import os
 import pickle
 import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -26,11 +29,11 @@ import psutil
 
 T = TypeVar("T")
 
-# fork is unsafe in a process with threads (Beam's SDK harness, gRPC, fsspec's event loop):
-# the forkserver forks children from a clean, single-threaded process.
-DEFAULT_START_METHOD = (
-    "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-)
+# fork is unsafe in a process with threads (Beam's SDK harness, gRPC, fsspec's event loop).
+# "exec" starts a fresh interpreter that imports only what its tasks need: multiprocessing's
+# forkserver and spawn children import the parent's ``__main__`` (with Beam, ~100 MB) first.
+START_METHODS = ("exec", "forkserver", "spawn")
+DEFAULT_START_METHOD = "exec"
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 _READY = b"ready"
 # Starting a child and importing the format libraries can take seconds on a busy machine; it is
@@ -57,7 +60,8 @@ class IsolatedRunner:
 
     Args:
       timeout_s: seconds a call may take before the child is killed.
-      start_method: ``"forkserver"`` (default where available) or ``"spawn"``; never ``fork``.
+      start_method: ``"exec"`` (default: a fresh interpreter, started with :mod:`subprocess`),
+        or multiprocessing's ``"forkserver"`` or ``"spawn"``; never ``fork``.
       max_tasks_per_child: restart the child after this many calls (bounds leaks in C
         libraries); ``None`` for never.
       max_rss_bytes: restart the child after a call that left its resident memory above this.
@@ -79,12 +83,14 @@ class IsolatedRunner:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
         if start_method == "fork":
-            raise ValueError("start_method 'fork' is unsafe with threads: use forkserver or spawn")
+            raise ValueError("start_method 'fork' is unsafe with threads: use exec, forkserver or spawn")
+        if start_method not in START_METHODS:
+            raise ValueError(f"start_method must be one of {', '.join(START_METHODS)}, got {start_method!r}")
         self.timeout_s = timeout_s
         self.max_tasks_per_child = max_tasks_per_child
         self.max_rss_bytes = max_rss_bytes
         self._start_method = start_method
-        self._context = multiprocessing.get_context(start_method)
+        self._context = multiprocessing.get_context(None if start_method == "exec" else start_method)
         self._initializer = initializer
         self._initargs = tuple(initargs)
         self._lock = threading.Lock()
@@ -158,6 +164,14 @@ class IsolatedRunner:
         raise WorkerCrashed("extraction process died before it received its task")
 
     def _start(self) -> None:
+        if self._start_method == "exec":
+            process, parent_conn = _ExecProcess.start(
+                (self.max_rss_bytes is not None, self._initializer, self._initargs)
+            )
+            self.children_started += 1
+            self._process, self._conn, self._tasks = process, parent_conn, 0
+            self._wait_ready(parent_conn)
+            return
         parent_conn, child_conn = self._context.Pipe(duplex=True)
         process = self._context.Process(
             target=_serve,
@@ -175,7 +189,10 @@ class IsolatedRunner:
         child_conn.close()
         self.children_started += 1
         self._process, self._conn, self._tasks = process, parent_conn, 0
-        # Wait for the initializer, so that the timeout of the first task is its own.
+        self._wait_ready(parent_conn)
+
+    def _wait_ready(self, parent_conn: multiprocessing.connection.Connection) -> None:
+        """Wait for the initializer, so that the timeout of the first task is its own."""
         try:
             start_timeout_s = max(self.timeout_s, START_TIMEOUT_S)
             started = parent_conn.poll(start_timeout_s) and parent_conn.recv_bytes() == _READY
@@ -246,6 +263,86 @@ def _serve(
             conn.send((False, _portable(exc), rss))
 
 
+class _ExecProcess:
+    """A child started with :mod:`subprocess` (a fresh interpreter), with the little of
+    :class:`multiprocessing.Process` that :class:`IsolatedRunner` uses."""
+
+    def __init__(self, popen: subprocess.Popen):
+        self._popen = popen
+        self.pid = popen.pid
+
+    @classmethod
+    def start(cls, setup: tuple) -> tuple[_ExecProcess, multiprocessing.connection.Connection]:
+        parent_sock, child_sock = socket.socketpair()
+        with parent_sock, child_sock:
+            env = dict(os.environ)
+            # The child finds this package (and anything else the parent can import) the same way.
+            env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+            command = [
+                sys.executable, "-c", "from transforms.isolation import _exec_main; _exec_main()",
+                str(child_sock.fileno()), str(os.getpid()),
+            ]  # fmt: skip
+            popen = _launch(command, env=env, pass_fds=(child_sock.fileno(),))
+            conn = multiprocessing.connection.Connection(os.dup(parent_sock.fileno()))
+        try:
+            conn.send(setup)
+        except OSError:
+            pass  # the child died at once: the ready wait reports it
+        return cls(popen), conn
+
+    @property
+    def exitcode(self) -> int | None:
+        return self._popen.poll()
+
+    def join(self, timeout: float | None = None) -> None:
+        try:
+            self._popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def kill(self) -> None:
+        self._popen.kill()
+
+
+_LAUNCHER: concurrent.futures.ThreadPoolExecutor | None = None
+_LAUNCHER_LOCK = threading.Lock()
+
+
+def _launch(command: list[str], **kwargs: Any) -> subprocess.Popen:
+    """Start a child from one long-lived thread: ``PR_SET_PDEATHSIG`` fires when the *thread*
+    that started a child exits, so children of short-lived threads would die with them."""
+    global _LAUNCHER
+    with _LAUNCHER_LOCK:
+        if _LAUNCHER is None:
+            _LAUNCHER = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="metaextract-launcher")
+        launcher = _LAUNCHER
+    return launcher.submit(
+        subprocess.Popen, command, stdin=subprocess.DEVNULL, close_fds=True, **kwargs
+    ).result()
+
+
+def _exec_main() -> None:
+    """Entry point of an ``exec`` child: ``argv`` holds the socket's descriptor and the parent's pid."""
+    fd, parent = int(sys.argv[1]), int(sys.argv[2])
+    _die_with_parent(parent)
+    conn = multiprocessing.connection.Connection(fd)
+    try:
+        report_rss, initializer, initargs = conn.recv()
+    except (EOFError, OSError):
+        return
+    _serve(conn, "exec", report_rss, initializer, initargs)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel kill this process when its parent dies (Linux), even mid-hang in C."""
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def _portable(exc: BaseException) -> tuple[BaseException | None, str, str, str]:
     """``(exc if it survives pickling else None, type name, message, formatted traceback)``."""
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
@@ -261,14 +358,19 @@ def _portable(exc: BaseException) -> tuple[BaseException | None, str, str, str]:
 def _exit_with_parent(start_method: str) -> None:
     """Make this child die with the runner's process, even while it hangs in C code.
 
-    A forkserver child is killed by the kernel when the forkserver exits, which it does as soon
-    as the runner's process dies (Linux ``PR_SET_PDEATHSIG``; it cannot serve spawn children,
-    as it fires when the forking *thread* exits). Elsewhere a daemon thread polls the parent;
+    On Linux the kernel kills it (``PR_SET_PDEATHSIG``) when the process that started it exits:
+    for an exec child, the runner's process (children are started from one long-lived thread,
+    as the signal fires when the starting *thread* exits); for a forkserver child, the
+    forkserver, which exits as soon as the runner's process dies. Spawn children, and any
+    child elsewhere, get a daemon thread that polls the parent;
     it needs the GIL, so a hang that holds the GIL outlives it. An idle child also exits when
     its pipe reports EOF.
     """
     parent = os.getppid()
-    if start_method == "forkserver":
+    if start_method == "exec":
+        if sys.platform == "linux":
+            return  # _die_with_parent did it
+    elif start_method == "forkserver":
         from multiprocessing import forkserver
 
         # The forkserver exits when every copy of its "alive" pipe is closed, and it hands one
@@ -278,11 +380,7 @@ def _exit_with_parent(start_method: str) -> None:
             os.close(alive_fd)
             forkserver._forkserver._forkserver_alive_fd = None
         if sys.platform == "linux":
-            import ctypes
-
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-            if os.getppid() != parent:  # the forkserver died before prctl took effect
-                os._exit(1)
+            _die_with_parent(parent)
             return
 
     def watch() -> None:

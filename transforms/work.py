@@ -82,6 +82,20 @@ class Settings:
 
 
 @dataclasses.dataclass(frozen=True)
+class Detected:
+    """A listed file with its detected format, first bytes, and the error that stopped detection."""
+
+    info: FileInfo
+    format: str
+    head: bytes = b""
+    error: str | None = None
+    #: (bytes read, read calls) spent on detection; they count in files.bytes_read/read_requests.
+    reads: tuple[int, int] = (0, 0)
+    #: ``transient`` (network, throttling: worth retrying) or ``permanent``, when ``error`` is set.
+    error_kind: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Unit:
     """One data unit of a large file: a byte range to checksum, or array slabs to summarize."""
 
@@ -184,6 +198,30 @@ def file_row(info: FileInfo, fmt: str, settings: Settings, **values: Any) -> dic
     }
     row.update(values)
     return row
+
+
+def read_detected(detected: Detected, settings: Settings, governor: Any = None) -> FileWork:
+    """The header unit for one detected file (runs in the isolated process)."""
+    if detected.error is not None:
+        return FileWork(
+            {
+                FILES_TABLE: [
+                    file_row(
+                        detected.info,
+                        detected.format,
+                        settings,
+                        status="error",
+                        error=detected.error,
+                        error_kind=detected.error_kind or "permanent",
+                        bytes_read=detected.reads[0],
+                        read_requests=detected.reads[1],
+                    )
+                ]
+            }
+        )
+    return read_file(
+        detected.info, detected.format, detected.head, settings, governor=governor, head_reads=detected.reads
+    )
 
 
 def read_file(

@@ -1,0 +1,77 @@
+"""What runs in the isolated extraction process (:mod:`transforms.isolation`).
+
+The extraction process is a fresh interpreter: it imports this module, the format libraries and
+nothing of Beam, so it adds only their memory to the worker's. It keeps one memory governor
+that watches the whole Beam worker (the worker process and its children, this one included).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from transforms import work
+from transforms.work import Detected, FileWork, Partial, Settings, Unit
+
+_GOVERNOR = None
+_LAST_FIGURES: dict[str, Any] = {}
+#: Governor figures that add up across calls (the others are extremes or the current state).
+_COUNTED = ("checks", "level_changes", "pauses", "pauses_timed_out", "pause_seconds")
+
+
+def start(environment: dict[str, str]) -> None:
+    """Runs first in a new extraction process: the worker's environment as it is now
+    (credentials may have been set after the process started) and the format libraries."""
+    os.environ.clear()
+    os.environ.update(environment)
+    from transforms.formats import registry
+
+    registry()
+
+
+def read(
+    detected: Detected, settings: Settings, budget_bytes: int, thresholds: tuple[float, float, float], worker_pid: int
+) -> tuple[FileWork, dict[str, Any]]:
+    """A file's header unit; returns its :class:`FileWork` and the governor's figures."""
+    governor = _governor(budget_bytes, thresholds, worker_pid)
+    return work.read_detected(detected, settings, governor), _figures(governor)
+
+
+def run_unit(
+    unit: Unit, settings: Settings, budget_bytes: int, thresholds: tuple[float, float, float], worker_pid: int
+) -> tuple[Partial, dict[str, Any]]:
+    """One data unit of a large file; returns its :class:`Partial` and the governor's figures."""
+    governor = _governor(budget_bytes, thresholds, worker_pid)
+    return work.run_unit(unit, settings, governor=governor), _figures(governor)
+
+
+def _governor(budget_bytes: int, thresholds: tuple[float, float, float], worker_pid: int):
+    global _GOVERNOR
+    if _GOVERNOR is None:
+        import psutil
+
+        from transforms.governor import MemoryGovernor, process_tree_rss, read_memory
+
+        worker = psutil.Process(worker_pid)
+
+        def read(budget: int):
+            return dataclasses.replace(read_memory(budget), rss_bytes=process_tree_rss(worker))
+
+        _GOVERNOR = MemoryGovernor(budget_bytes, thresholds, read=read)
+    return _GOVERNOR
+
+
+def _figures(governor) -> dict[str, Any]:
+    """The governor's figures since the previous call (counts) and now (state, extremes)."""
+    global _LAST_FIGURES
+    from transforms.governor import Pressure
+
+    now = governor.stats()
+    out = {k: now[k] - _LAST_FIGURES.get(k, 0) for k in _COUNTED}
+    out["max_level"] = int(Pressure[now["max_level"]])
+    out["level"] = int(Pressure[now["level"]])
+    for k in ("chunk_bytes_min", "chunk_bytes_max", "batch_size_min", "batch_size_max", "chunk_bytes_last", "batch_size_last"):
+        out[k] = now[k]
+    _LAST_FIGURES = now
+    return out
