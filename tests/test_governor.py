@@ -15,6 +15,7 @@ from apache_beam.metrics.metric import MetricsFilter
 
 from transforms import checksums, governor
 from transforms.governor import MemoryGovernor, MemoryReading, Pressure
+from transforms.metrics import BeamGovernorMetrics
 
 MiB = 1024 * 1024
 BUDGET = 100 * MiB
@@ -139,6 +140,21 @@ def test_pause_is_bounded_when_pressure_stays_critical(caplog):
     assert max(fake.sleeps) <= 0.5
     assert gov.stats()["pauses_timed_out"] == 1
     assert any("resuming reads" in r.getMessage() for r in caplog.records)
+
+
+def test_no_second_pause_until_pressure_falls():
+    """Memory that waiting did not free (a large baseline) must not stall every later read."""
+    fake = FakeMemory([Pressure.CRITICAL] * 20 + [Pressure.HIGH, Pressure.CRITICAL])
+    gov = make(fake, pause_step_s=0.5, max_pause_s=2.0, check_interval_s=0)
+    gov.before_read()  # pauses 2 s, times out
+    slept = sum(fake.sleeps)
+    for _ in range(10):
+        gov.before_read()  # still CRITICAL: reads go on, at the smallest chunk
+    assert sum(fake.sleeps) == slept and gov.stats()["pauses"] == 1
+    assert gov.chunk_bytes == 256 * 1024
+    for _ in range(10):
+        gov.before_read()  # HIGH re-arms the pause; the next CRITICAL pauses again
+    assert gov.stats()["pauses"] == 2
 
 
 def test_every_level_then_recovery_and_stats():
@@ -273,7 +289,7 @@ class GovernedRead(beam.DoFn):
 
     def setup(self):
         self.fake = FakeMemory([Pressure.NORMAL, Pressure.ELEVATED, Pressure.CRITICAL, Pressure.NORMAL])
-        self.gov = make(self.fake, metrics=governor.BeamGovernorMetrics())
+        self.gov = make(self.fake, metrics=BeamGovernorMetrics())
 
     def process(self, element):
         self.gov.before_read()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
-import math
 import os
 import threading
 import time
@@ -180,7 +179,7 @@ def classify(reading: MemoryReading, thresholds: tuple[float, float, float] = DE
 
 
 class GovernorMetrics(Protocol):
-    """Where a governor reports (see :class:`BeamGovernorMetrics`)."""
+    """Where a governor reports (see :class:`transforms.metrics.BeamGovernorMetrics`)."""
 
     def record_check(self, level: Pressure, chunk_bytes: int, batch_size: int, level_changed: bool) -> None: ...
 
@@ -224,7 +223,7 @@ class MemoryGovernor:
         start_batch: int = 64,
         check_interval_s: float = 0.25,
         pause_step_s: float = 0.1,
-        max_pause_s: float = 30.0,
+        max_pause_s: float = 10.0,
         metrics: GovernorMetrics | None = None,
     ):
         if budget_bytes <= 0:
@@ -245,6 +244,7 @@ class MemoryGovernor:
         self._lock = threading.Lock()
         self._last_check: float | None = None
         self.level = Pressure.NORMAL
+        self._stuck = False  # a pause timed out and pressure has stayed CRITICAL since
         self.last_reading: MemoryReading | None = None
         self._chunk = start_chunk
         self._batch = start_batch
@@ -310,8 +310,16 @@ class MemoryGovernor:
         return level
 
     def before_read(self) -> None:
-        """Call before each read: under CRITICAL, wait until pressure falls (at most ``max_pause_s``)."""
+        """Call before each read: under CRITICAL, wait until pressure falls (at most ``max_pause_s``).
+
+        When a pause times out, the memory in use is not the reads' to free (e.g. a large
+        baseline): later reads go on at the smallest chunk size without pausing, until pressure
+        falls below CRITICAL and re-arms the pause.
+        """
         if self.check() < Pressure.CRITICAL:
+            self._stuck = False
+            return
+        if self._stuck:  # waiting did not help last time: this memory is not ours to free
             return
         started = self._clock()
         logger.warning(
@@ -334,7 +342,12 @@ class MemoryGovernor:
             self._stats["pauses_timed_out"] += timed_out
             self._stats["pause_seconds"] += paused
         if timed_out:
-            logger.warning("memory pressure still CRITICAL after %.1f s: resuming reads", paused)
+            self._stuck = True
+            logger.warning(
+                "memory pressure still CRITICAL after %.1f s: resuming reads at the smallest chunk size,"
+                " without pausing again until pressure falls",
+                paused,
+            )
         if self._metrics is not None:
             self._metrics.record_pause(paused)
 
@@ -365,39 +378,3 @@ def _describe(reading: MemoryReading | None) -> str:
         f"rss {reading.rss_bytes / MiB:.0f}/{reading.budget_bytes / MiB:.0f} MiB, "
         f"system {reading.system_used_bytes / MiB:.0f}/{reading.system_limit_bytes / MiB:.0f} MiB"
     )
-
-
-class BeamGovernorMetrics:
-    """Reports a governor's checks and pauses as Beam metrics (counter, gauge, distribution).
-
-    Names in ``namespace``: counters ``memory_level_changes``, ``memory_pauses`` and
-    ``cumulativeThrottlingSeconds`` (Beam's convention for a step that throttled itself);
-    gauges ``memory_pressure_level`` (0-3), ``chunk_bytes``, ``batch_size``; distributions
-    ``chunk_bytes_used`` (the chunk size at each reading) and ``memory_pause_ms``.
-    Create it where Beam metrics are live (in ``DoFn.setup``/``process``).
-    """
-
-    def __init__(self, namespace: str = "metaextract"):
-        from apache_beam.metrics import Metrics
-
-        self._level_changes = Metrics.counter(namespace, "memory_level_changes")
-        self._pauses = Metrics.counter(namespace, "memory_pauses")
-        self._throttled_seconds = Metrics.counter(namespace, "cumulativeThrottlingSeconds")
-        self._level = Metrics.gauge(namespace, "memory_pressure_level")
-        self._chunk_gauge = Metrics.gauge(namespace, "chunk_bytes")
-        self._batch_gauge = Metrics.gauge(namespace, "batch_size")
-        self._chunk_distribution = Metrics.distribution(namespace, "chunk_bytes_used")
-        self._pause_ms = Metrics.distribution(namespace, "memory_pause_ms")
-
-    def record_check(self, level: Pressure, chunk_bytes: int, batch_size: int, level_changed: bool) -> None:
-        if level_changed:
-            self._level_changes.inc()
-        self._level.set(int(level))
-        self._chunk_gauge.set(chunk_bytes)
-        self._batch_gauge.set(batch_size)
-        self._chunk_distribution.update(chunk_bytes)
-
-    def record_pause(self, seconds: float) -> None:
-        self._pauses.inc()
-        self._throttled_seconds.inc(math.ceil(seconds))
-        self._pause_ms.update(int(seconds * 1000))
