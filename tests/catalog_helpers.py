@@ -12,8 +12,16 @@ from pipelines.catalog import run
 from transforms import schemas
 
 
+#: The test process holds every library the suite imports (about 400 MB before any file is
+#: read), above the default worker budget: the memory governor would see CRITICAL pressure in
+#: every run. Tests of the governor itself set their own budget.
+TEST_BUDGET = ("--max_memory_per_worker_mb", "8000")
+
+
 def run_catalog(inputs, output, *extra, capsys=None) -> dict:
     argv = [a for i in inputs for a in ("--input", str(i))] + ["--output", str(output), "--progress", "off", *extra]
+    if "--max_memory_per_worker_mb" not in extra:
+        argv += TEST_BUDGET
     return run(argv)
 
 

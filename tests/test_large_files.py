@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.catalog import run
+from tests.catalog_helpers import TEST_BUDGET
 from transforms.detect import detect
 from transforms.extract import ExtractOptions, catalog_rows
 from transforms.formats.base import FileInfo
@@ -33,7 +34,8 @@ def _table(out, name):
 
 def _run(tmp_path, inputs, *flags):
     out = tmp_path / "catalog"
-    run(["--output", str(out), *sum((["--input", str(i)] for i in inputs), []), *flags])
+    budget = () if "--max_memory_per_worker_mb" in flags else TEST_BUDGET
+    run(["--output", str(out), *sum((["--input", str(i)] for i in inputs), []), *budget, *flags])
     return out, json.loads((out / "manifest.json").read_text())
 
 

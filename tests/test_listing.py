@@ -319,8 +319,9 @@ def catalog_rows(root, out, *flags):
     import pyarrow.parquet as pq
 
     from pipelines.catalog import run
+    from tests.catalog_helpers import TEST_BUDGET
 
-    manifest = run(["--input", str(root), "--output", str(out), "--progress", "off", *flags])
+    manifest = run(["--input", str(root), "--output", str(out), "--progress", "off", *flags, *TEST_BUDGET])
     rows = pq.read_table(out / "files", columns=["path", "format", "status", "error"]).to_pylist()
     return manifest, {os.path.basename(r["path"]): r for r in rows}
 

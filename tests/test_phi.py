@@ -418,12 +418,13 @@ def _catalog_text(output: Path) -> str:
 @pytest.mark.parametrize("mode", ["remove", "pseudonymize"])
 def test_pipeline_end_to_end(study, tmp_path, monkeypatch, mode):
     from pipelines.catalog import run
+    from tests.catalog_helpers import TEST_BUDGET
 
     paths, originals = study
     secret = "e2e-phi-key-do-not-leak"
     monkeypatch.setenv(ENV_KEY, secret)
     output = tmp_path / "catalog"
-    manifest = run(["--input", str(paths[0].parent), "--output", str(output), "--progress", "off", "--phi", mode])
+    manifest = run(["--input", str(paths[0].parent), "--output", str(output), "--progress", "off", "--phi", mode, *TEST_BUDGET])
     text = _catalog_text(output)
     assert not sorted(value for value in originals if value in text)
     assert secret not in text and secret not in json.dumps(manifest, default=str)
