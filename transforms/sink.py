@@ -178,7 +178,7 @@ def merge_governor(figures: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
                 out[key] = min(out[key], value)
             elif key.endswith("_max") or key.startswith("max_"):
                 out[key] = max(out[key], value)
-            elif key in ("level", "chunk_bytes_last"):
+            elif key in ("level", "chunk_bytes_last", "batch_size_last"):
                 out[key] = value
             elif isinstance(value, (int, float)) and not isinstance(value, bool):
                 out[key] = out[key] + value
@@ -191,7 +191,7 @@ PRESSURE_LEVELS = ("NORMAL", "ELEVATED", "HIGH", "CRITICAL")
 
 
 def _governor_summary(figures: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in figures.items() if k not in ("level", "chunk_bytes_last")}
+    out = {k: v for k, v in figures.items() if k not in ("level", "chunk_bytes_last", "batch_size_last")}
     if "max_level" in out:
         out["max_level"] = PRESSURE_LEVELS[out["max_level"]]
     if "pause_seconds" in out:
