@@ -27,7 +27,6 @@ from pipelines import __version__
 from pipelines.options import MetaextractOptions, UsageError, die, parse_flags, public_options
 from pipelines.progress import ProgressDisplay, human_bytes
 from transforms import schemas
-from transforms.detect import DetectFormat
 from transforms.extract import FILES_TABLE, GOVERNOR_KEY, ExtractMetadata, ExtractOptions
 from transforms.formats import registry
 from transforms.listing import InputError, ListFiles, list_inputs, skipped_summary
@@ -118,7 +117,6 @@ class CatalogFiles(beam.PTransform):
         to_extract = planned | "FilesToExtract" >> beam.FlatMap(routed, PlanAgainstCacheFn.EXTRACT)
         rows = (
             to_extract
-            | "DetectFormat" >> DetectFormat(self.storage_options)
             | "ExtractMetadata"
             >> ExtractMetadata(list(tables), self.settings, self.extract, self.progress_dir)
         )

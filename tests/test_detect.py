@@ -85,3 +85,18 @@ def test_dicom_without_preamble():
     assert looks_like_raw_dicom(big_endian + b"\x00" * 8)
     assert not looks_like_raw_dicom(b"\x08\x00" + b"\xff" * 40)
     assert not looks_like_raw_dicom(b"hello world, not dicom at all")
+
+
+def test_detect_format_transform_alone(tmp_path):
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from transforms.extract import DetectFormat
+
+    (tmp_path / "a.nc").write_bytes(b"CDF\x01" + bytes(28))
+    (tmp_path / "b.txt").write_bytes(b"plain text")
+    infos = sorted(list_input(str(tmp_path)), key=lambda i: i.path)
+    with TestPipeline() as p:
+        formats = p | beam.Create(infos) | DetectFormat() | beam.Map(lambda d: (d.info.path.rsplit("/", 1)[1], d.format))
+        assert_that(formats, equal_to([("a.nc", "netcdf"), ("b.txt", "unknown")]))

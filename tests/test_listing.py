@@ -9,7 +9,8 @@ import fsspec
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.listing import InputError, ListFiles, Skipped, list_input, list_inputs, openable
+from transforms.formats.base import openable
+from transforms.listing import InputError, ListFiles, Skipped, list_input, list_inputs
 
 
 @pytest.fixture

@@ -64,3 +64,57 @@ def test_plugin_extends_detection_extraction_and_tables(toy_plugin, tmp_path):
     )
     assert rows["other.bin"]["status"] == "unsupported"
     assert read_table(out, "toy").to_pylist() == [{"path": str(corpus / "hello.bin"), "greeting": "hello world"}]
+
+
+HOSTILE_PLUGIN = textwrap.dedent(
+    '''
+    import ctypes
+    import pyarrow as pa
+    from transforms.formats.base import Extractor
+
+    def sniff(head):
+        if head.startswith(b"HANG"):
+            ctypes.CDLL(None).sleep(1000)  # a hang inside C code, as a broken parser's
+        if head.startswith(b"CRSH"):
+            ctypes.string_at(0)  # segfault
+        return head.startswith(b"NICE")
+
+    def extract(source, out):
+        out.format_version = "NICE1"
+
+    EXTRACTOR = Extractor(format="nice", extract=extract, tables={}, sniff=sniff)
+    '''
+)
+
+
+@pytest.fixture
+def hostile_plugin(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    (site / "hostile_format").mkdir(parents=True)
+    (site / "hostile_format" / "__init__.py").write_text(HOSTILE_PLUGIN)
+    dist = site / "hostile_format-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: hostile-format\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[metaextract.extractors]\nnice = hostile_format:EXTRACTOR\n")
+    monkeypatch.syspath_prepend(str(site))
+    formats.registry.cache_clear()
+    yield
+    formats.registry.cache_clear()
+    sys.modules.pop("hostile_format", None)
+
+
+def test_detection_that_hangs_or_crashes_costs_one_row(hostile_plugin, tmp_path):
+    """Detection runs in the extraction process too: a sniffer that hangs in C or segfaults
+    becomes an error row, and the run goes on."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "hang.bin").write_bytes(b"HANG forever")
+    (corpus / "crash.bin").write_bytes(b"CRSH now")
+    (corpus / "nice.bin").write_bytes(b"NICE file")
+    out = tmp_path / "out"
+    run_catalog([corpus], out, "--file_timeout_s", "2", "--checksum", "none")
+    rows = files_by_name(out)
+    assert rows["hang.bin"]["status"] == "error" and rows["hang.bin"]["error"].startswith("TimeoutError")
+    assert rows["hang.bin"]["format"] == "unknown"  # detection alone timed out as well
+    assert rows["crash.bin"]["status"] == "error" and rows["crash.bin"]["error"].startswith("WorkerCrashed")
+    assert (rows["nice.bin"]["status"], rows["nice.bin"]["format_version"]) == ("ok", "NICE1")

@@ -1,5 +1,6 @@
 """What runs in the isolated extraction process (:mod:`transforms.isolation`).
 
+Everything that reads a file's content runs here: detection, the header unit, the data units.
 The extraction process is a fresh interpreter: it imports this module, the format libraries and
 nothing of Beam, so it adds only their memory to the worker's. It keeps one memory governor
 that watches the whole Beam worker (the worker process and its children, this one included).
@@ -12,6 +13,8 @@ import os
 from typing import Any
 
 from transforms import work
+from transforms.detect import detect
+from transforms.formats.base import FileInfo
 from transforms.work import Detected, FileWork, Partial, Settings, Unit
 
 _GOVERNOR = None
@@ -31,10 +34,16 @@ def start(environment: dict[str, str]) -> None:
 
 
 def read(
-    detected: Detected, settings: Settings, budget_bytes: int, thresholds: tuple[float, float, float], worker_pid: int
+    item: FileInfo | Detected,
+    settings: Settings,
+    budget_bytes: int,
+    thresholds: tuple[float, float, float],
+    worker_pid: int,
 ) -> tuple[FileWork, dict[str, Any]]:
-    """A file's header unit; returns its :class:`FileWork` and the governor's figures."""
+    """A listed file's detection (unless ``item`` is already :class:`Detected`) and header unit;
+    returns its :class:`FileWork` and the governor's figures."""
     governor = _governor(budget_bytes, thresholds, worker_pid)
+    detected = item if isinstance(item, Detected) else detect(item, settings.storage_options)
     return work.read_detected(detected, settings, governor), _figures(governor)
 
 

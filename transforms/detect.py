@@ -1,18 +1,15 @@
-"""Detect a file's format from its first bytes, never from its name."""
+"""Detect a file's format from its first bytes, never from its name. Beam-free: detection runs
+in the isolated extraction process, with the rest of the file's reading (see :mod:`transforms.child`)."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import stat
 from collections.abc import Mapping
 from typing import Any
 
-import apache_beam as beam
-
 from transforms.formats import registry
-from transforms.formats.base import HEAD_BYTES, FileInfo, Source, format_error
-from transforms.listing import not_regular_error, openable
+from transforms.formats.base import HEAD_BYTES, FileInfo, Source, format_error, openable
 from transforms.redact import printable
 from transforms.work import Detected
 
@@ -96,6 +93,15 @@ def read_head(source: Source) -> bytes:
         return f.read(HEAD_BYTES)
 
 
+def not_regular_error(info: FileInfo) -> str | None:
+    """The error row text for a listed entry that must not be opened, else None."""
+    if info.kind == "file":
+        return None
+    if info.kind == "broken symlink":
+        return "FileNotFoundError: broken symbolic link (its target does not exist)"
+    return f"NotARegularFileError: {info.kind}, not a regular file (never opened)"
+
+
 def not_openable(info: FileInfo) -> str | None:
     """Why a listed entry must not be opened (a FIFO would block): not a regular file when
     listed, or no longer one (a local file replaced meanwhile); None when it may be opened."""
@@ -132,20 +138,3 @@ def detect(info: FileInfo, storage_options: Mapping[str, Any] | None = None) -> 
             info, "unknown", source.head, format_error(exc),
             (source.counter.bytes_read, source.counter.read_requests), classify(exc, is_remote(info.path)),
         )
-
-
-@dataclasses.dataclass
-class DetectFormat(beam.PTransform):
-    """FileInfo -> :class:`Detected`, from each file's first bytes.
-
-    Args:
-      storage_options: passed to fsspec when a file is opened.
-    """
-
-    storage_options: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    def __post_init__(self):
-        super().__init__()
-
-    def expand(self, files):
-        return files | "ReadHeadAndClassify" >> beam.Map(detect, self.storage_options)

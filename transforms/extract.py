@@ -2,7 +2,7 @@
 
 ``ExtractMetadata`` is the chunk stage and the extraction in one composite::
 
-    Detected -> ExtractFile (header unit; small files done here)
+    FileInfo -> ExtractFile (detection and header unit; small files done here)
              -> large files: SpreadUnits (Reshuffle) -> RunUnit -> MergePerFile (CombinePerKey)
              -> CompleteFiles (CoGroupByKey with the pending rows) -> rows per table
 
@@ -23,9 +23,13 @@ import apache_beam as beam
 
 from transforms import child, work
 from transforms.detect import detect
+from transforms.formats.base import FileInfo
 from transforms.work import FILES_TABLE, Detected, FileWork, Partial, Settings, Unit
 
-__all__ = ["FILES_TABLE", "ExtractMetadata", "ExtractOptions", "catalog_rows"]
+__all__ = ["FILES_TABLE", "DetectFormat", "ExtractMetadata", "ExtractOptions", "catalog_rows"]
+
+#: Time limit of the detection that names the format of a file whose reading timed out or crashed.
+DETECT_AFTER_FAILURE_S = 10.0
 
 #: Reserved key of a file's rows dict: memory governor figures for the manifest, not a table.
 GOVERNOR_KEY = "_governor"
@@ -119,30 +123,37 @@ class _Reader:
             attempt, max_retries=self._options.max_retries, remote=is_remote(path), transient_result=transient_result
         )
 
-    def read(self, detected: Detected):
-        """(FileWork, governor stats) for one file; a hang or crash becomes an error row."""
-        from transforms.faults import is_remote, retry
+    def read(self, item: FileInfo | Detected):
+        """(FileWork, governor stats) for one listed (or already detected) file; detection and
+        extraction run in the extraction process; a hang or crash becomes an error row."""
+        from transforms.faults import is_remote
 
-        remote = is_remote(detected.info.path)
-        attempts = 1
-        if detected.error is not None and detected.error_kind == "transient":  # e.g. throttled
-            detected, attempts = retry(
-                lambda: detect(detected.info, self._settings.storage_options),
-                max_retries=self._options.max_retries,
-                remote=remote,
-                transient_result=lambda d: d.error_kind == "transient",
-            )
-        args = (detected, self._settings, self._budget, self._options.memory_thresholds, os.getpid())
+        info = item.info if isinstance(item, Detected) else item
+        args = (item, self._settings, self._budget, self._options.memory_thresholds, os.getpid())
         start = time.perf_counter()
         try:
             (result, governor), tries = self._call(
-                child.read, args, self._options.file_timeout_s, detected.info.path,
+                child.read, args, self._options.file_timeout_s, info.path,
                 lambda r: r[0].rows[FILES_TABLE][0]["error_kind"] == "transient",
             )
         except Exception as exc:
-            return self._failed(detected, exc, remote, time.perf_counter() - start), {}
-        result.rows[FILES_TABLE][0]["attempts"] = max(attempts, tries)
+            seconds = time.perf_counter() - start
+            detected = item if isinstance(item, Detected) else self._detect_after_failure(info)
+            return self._failed(detected, exc, is_remote(info.path), seconds), {}
+        result.rows[FILES_TABLE][0]["attempts"] = tries
         return result, governor
+
+    def _detect_after_failure(self, info: FileInfo) -> Detected:
+        """The format of a file whose reading timed out or crashed, for its error row: detected
+        alone, in the extraction process, within a short time limit; ``unknown`` if that fails too."""
+        limit = min(self._options.file_timeout_s, DETECT_AFTER_FAILURE_S)
+        try:
+            detected, _ = self._call(
+                detect, (info, self._settings.storage_options), limit, info.path, lambda d: False
+            )
+            return dataclasses.replace(detected, error=None, error_kind=None)
+        except Exception:
+            return Detected(info, "unknown")
 
     def run_unit(self, unit: Unit) -> tuple[Partial, dict]:
         from transforms.faults import is_remote
@@ -203,9 +214,9 @@ class ExtractFileFn(beam.DoFn):
         self._progress = ProgressReporter(self._progress_dir) if self._progress_dir else None
         self._reader = _Reader(self._settings, self._options)
 
-    def process(self, detected: Detected):
+    def process(self, item: FileInfo | Detected):
         start = time.perf_counter()
-        result, governor = self._reader.read(detected)
+        result, governor = self._reader.read(item)
         row = result.rows[FILES_TABLE][0]
         if governor:
             self._governor_metrics.record_figures(governor)
@@ -276,12 +287,42 @@ class MergePartialsFn(beam.CombineFn):
         return acc
 
 
-def _complete(element, settings: Settings):
-    path, grouped = element
-    (rows,) = grouped["rows"]
-    partials = list(grouped["partial"])
-    partial = partials[0] if partials else Partial(error="RuntimeError: no data unit finished", error_kind="transient")
-    return work.complete_rows(rows, partial, settings)
+class CompleteLargeFileFn(beam.DoFn):
+    """A large file's pending rows and its merged data units -> its complete rows (and the
+    file counts in the metrics and the progress, as small files count in ExtractFile)."""
+
+    def __init__(self, settings: Settings, progress_dir: str | None = None):
+        self._settings = settings
+        self._progress_dir = progress_dir
+
+    def setup(self):
+        from pipelines.progress import ProgressReporter
+        from transforms.metrics import ExtractMetrics
+
+        self._metrics = ExtractMetrics()
+        self._progress = ProgressReporter(self._progress_dir) if self._progress_dir else None
+
+    def process(self, element):
+        path, grouped = element
+        (rows,) = grouped["rows"]
+        partials = list(grouped["partial"])
+        partial = partials[0] if partials else Partial(
+            error="RuntimeError: no data unit finished", error_kind="transient"
+        )
+        rows = work.complete_rows(rows, partial, self._settings)
+        row = rows[FILES_TABLE][0]
+        self._metrics.record(row, row.get("extract_seconds") or 0.0)
+        if self._progress is not None:
+            self._progress.add(1, row["size_bytes"])
+        yield rows
+
+    def finish_bundle(self):
+        if self._progress is not None:
+            self._progress.flush()
+
+    def teardown(self):
+        if getattr(self, "_progress", None) is not None:
+            self._progress.flush()
 
 
 def _tagged(element, tag: str):
@@ -291,7 +332,8 @@ def _tagged(element, tag: str):
 
 @dataclasses.dataclass
 class ExtractMetadata(beam.PTransform):
-    """:class:`Detected` files -> a dict of PCollections of rows, one per catalog table.
+    """Listed files (:class:`FileInfo`, detected in the extraction process) or :class:`Detected`
+    files -> a dict of PCollections of rows, one per catalog table.
 
     Args:
       tables: the table names to output (``files`` plus every registered format's tables).
@@ -329,7 +371,7 @@ class ExtractMetadata(beam.PTransform):
         completed = (
             {"rows": pending, "partial": merged}
             | "JoinUnitsToFile" >> beam.CoGroupByKey()
-            | "CompleteLargeFiles" >> beam.Map(_complete, self.settings)
+            | "CompleteLargeFiles" >> beam.ParDo(CompleteLargeFileFn(self.settings, self.progress_dir))
         )
         governor_units = partials | "UnitGovernor" >> beam.FlatMap(
             lambda kv: [kv[1].governor] if kv[1].governor else []
@@ -344,6 +386,26 @@ class ExtractMetadata(beam.PTransform):
             governor_units,
         ) | "GovernorFigures" >> beam.Flatten()
         return out
+
+
+@dataclasses.dataclass
+class DetectFormat(beam.PTransform):
+    """:class:`FileInfo` -> :class:`Detected`, from each file's first bytes, in this process.
+
+    The catalog pipeline does not use it: :class:`ExtractMetadata` detects each file in the
+    extraction process, where a parser that hangs or crashes is contained.
+
+    Args:
+      storage_options: passed to fsspec when a file is opened.
+    """
+
+    storage_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        super().__init__()
+
+    def expand(self, files):
+        return files | "ReadHeadAndClassify" >> beam.Map(detect, self.storage_options)
 
 
 def _rows_of(rows_by_table: dict[str, list[dict[str, Any]]], table: str):

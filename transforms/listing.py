@@ -28,7 +28,7 @@ import fsspec
 from fsspec.core import url_to_fs
 from fsspec.utils import glob_translate
 
-from transforms.formats.base import FileInfo, format_error, openable
+from transforms.formats.base import FileInfo, format_error
 from transforms.redact import printable, redact_text, secret_values
 
 GLOB_CHARS = frozenset("*?[")
@@ -57,15 +57,6 @@ class Skipped:
 
     path: str
     reason: str
-
-
-def not_regular_error(info: FileInfo) -> str | None:
-    """The error row text for a listed entry that must not be opened, else None."""
-    if info.kind == "file":
-        return None
-    if info.kind == "broken symlink":
-        return "FileNotFoundError: broken symbolic link (its target does not exist)"
-    return f"NotARegularFileError: {info.kind}, not a regular file (never opened)"
 
 
 def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
