@@ -458,3 +458,21 @@ def test_keys_match_the_extracted_rows(tmp_path):
     assert {ref.key for ref in refs} == numeric
     assert [r.shape for r in refs] == [tuple(r["shape"]) for r in rows
                                        if r["dtype"] not in ("|S1", "str")]
+
+
+def test_unreadable_pixels_leave_stats_null_and_the_file_ok(tmp_path):
+    """--stats on a DICOM whose pixels need a decoder not installed here: the file stays ok."""
+    from pydicom.encaps import encapsulate
+
+    from transforms.detect import detect
+    from transforms.extract import catalog_rows
+    from transforms.formats.base import FileInfo
+    from transforms.work import Settings
+
+    path = tmp_path / "a.dcm"
+    write_dicom(path, np.zeros((1, 4, 4), np.uint8), "1.2.840.10008.1.2.4.100",
+                encapsulated=encapsulate([b"ab"]))
+    rows = catalog_rows(detect(FileInfo(str(path), path.stat().st_size)), settings=Settings(stats=True))
+    assert rows["files"][0]["status"] == "ok", rows["files"][0]["error"]
+    assert rows["files"][0]["checksum"].startswith("blake3:")
+    assert rows["dicom"][0].get("stat_count") is None

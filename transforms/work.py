@@ -123,6 +123,8 @@ class Partial:
     digest: str | None = None
     crc_parts: list[tuple[int, int, int]] = dataclasses.field(default_factory=list)  # start, length, crc
     moments: dict[tuple[str, tuple], stats.Moments] = dataclasses.field(default_factory=dict)
+    #: Arrays that exist but cannot be read here (no decoder or filter): their stats stay null.
+    unreadable: frozenset = frozenset()
     bytes_read: int = 0
     read_requests: int = 0
     seconds: float = 0.0
@@ -136,10 +138,12 @@ class Partial:
         moments = dict(self.moments)
         for key, m in other.moments.items():
             moments[key] = moments[key].merge(m) if key in moments else m
+        unreadable = self.unreadable | other.unreadable
         return Partial(
             digest=self.digest or other.digest,
             crc_parts=self.crc_parts + other.crc_parts,
-            moments=moments,
+            moments={k: m for k, m in moments.items() if k not in unreadable},
+            unreadable=unreadable,
             bytes_read=self.bytes_read + other.bytes_read,
             read_requests=self.read_requests + other.read_requests,
             seconds=self.seconds + other.seconds,
@@ -365,7 +369,7 @@ def run_unit(unit: Unit, settings: Settings, *, governor: Any = None, source: So
     partial = Partial(units=1)
     try:
         if unit.kind == "stats":
-            partial.moments = _unit_moments(unit, source, chunk, before_read)
+            partial.moments, partial.unreadable = _unit_moments(unit, source, chunk, before_read)
         else:
             with source.open(block_size=max(chunk(), 2 * MiB)) as f:
                 if unit.kind == "digest":
@@ -385,9 +389,13 @@ def run_unit(unit: Unit, settings: Settings, *, governor: Any = None, source: So
     return partial
 
 
-def _unit_moments(unit: Unit, source: Source, chunk: Callable[[], int], before_read) -> dict:
+def _unit_moments(unit: Unit, source: Source, chunk: Callable[[], int], before_read) -> tuple[dict, frozenset]:
+    """The unit's moments per array, and the arrays it could not read (no decoder or filter)."""
+    from transforms.formats.arrays import ArrayUnreadable
+
     extractor = registry()[unit.format]
     out: dict[tuple[str, tuple], stats.Moments] = {}
+    unreadable: set[tuple[str, tuple]] = set()
 
     def slab_bytes() -> int:
         return min(chunk(), MAX_STATS_SLAB_BYTES)
@@ -396,9 +404,16 @@ def _unit_moments(unit: Unit, source: Source, chunk: Callable[[], int], before_r
         reader.arrays()  # readers know only the arrays they listed
         for ref, slab in unit.pieces:
             key = (ref.table, ref.key)
-            m = slab_moments(reader, ref, slab, slab_bytes, before_read)
+            if key in unreadable:
+                continue
+            try:
+                m = slab_moments(reader, ref, slab, slab_bytes, before_read)
+            except ArrayUnreadable:
+                unreadable.add(key)
+                out.pop(key, None)
+                continue
             out[key] = out[key].merge(m) if key in out else m
-    return out
+    return out, frozenset(unreadable)
 
 
 def slab_moments(reader, ref: ArrayRef, slab: Slab, slab_bytes: Callable[[], int], before_read=None):
