@@ -290,3 +290,28 @@ def test_exec_child_imports_only_what_its_tasks_need():
     with IsolatedRunner(TIMEOUT_S) as runner:
         assert runner.call(has_module, "apache_beam") is False
         assert runner.call(has_module, "tests.test_isolation") is True
+
+
+def sleep_and_pid(seconds):
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def test_extraction_pool_runs_threads_in_separate_processes_up_to_its_size():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from transforms.extract import ExtractionPool
+
+    pool = ExtractionPool(TIMEOUT_S, size=2)
+
+    def work(_):
+        with pool.borrow() as runner:
+            return runner.call(sleep_and_pid, 0.5)
+
+    try:
+        with ThreadPoolExecutor(4) as threads:
+            pids = list(threads.map(work, range(8)))
+    finally:
+        pool.close()
+    assert len(set(pids)) == 2  # two processes served eight calls from four threads
+    assert os.getpid() not in pids

@@ -12,6 +12,7 @@ time limit per file: a parser that hangs or crashes costs one error row, not the
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import threading
@@ -68,32 +69,78 @@ def catalog_rows(
 # --- the Beam side -----------------------------------------------------------------------------
 
 
-_RUNNERS: dict[float, list] = {}  # time limit -> [IsolatedRunner, users]
-_RUNNERS_LOCK = threading.Lock()
+class ExtractionPool:
+    """A worker process's extraction processes: started on demand, at most ``size``, each
+    serving one call at a time; a thread that finds them all busy waits for one.
+
+    Beam runs several bundles of a worker process at once on threads (the DirectRunner's
+    ``multi_threading`` mode, Dataflow's SDK harness): each thread's file work then runs in an
+    extraction process of its own, on a core of its own.
+    """
+
+    def __init__(self, timeout_s: float, size: int):
+        self.timeout_s = timeout_s
+        self.size = max(1, size)
+        self._idle: list = []
+        self._started = 0
+        self._cond = threading.Condition()
+
+    @contextlib.contextmanager
+    def borrow(self):
+        from transforms.isolation import IsolatedRunner
+
+        with self._cond:
+            while not self._idle and self._started >= self.size:
+                self._cond.wait()
+            if self._idle:
+                runner = self._idle.pop()
+            else:
+                runner = IsolatedRunner(self.timeout_s, initializer=child.start, initargs=(dict(os.environ),))
+                self._started += 1
+        try:
+            yield runner
+        finally:
+            with self._cond:
+                self._idle.append(runner)
+                self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            for runner in self._idle:
+                runner.close()
 
 
-def _acquire_runner(timeout_s: float):
-    """The worker process's one extraction process (shared by every DoFn instance in it)."""
-    from transforms.isolation import IsolatedRunner
+def default_pool_size() -> int:
+    """One extraction process per core this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
-    with _RUNNERS_LOCK:
-        entry = _RUNNERS.get(timeout_s)
+
+_POOLS: dict[float, list] = {}  # time limit -> [ExtractionPool, users]
+_POOLS_LOCK = threading.Lock()
+
+
+def _acquire_pool(timeout_s: float) -> ExtractionPool:
+    """The worker process's extraction pool (shared by every DoFn instance in it)."""
+    with _POOLS_LOCK:
+        entry = _POOLS.get(timeout_s)
         if entry is None:
-            runner = IsolatedRunner(timeout_s, initializer=child.start, initargs=(dict(os.environ),))
-            entry = _RUNNERS[timeout_s] = [runner, 0]
+            entry = _POOLS[timeout_s] = [ExtractionPool(timeout_s, default_pool_size()), 0]
         entry[1] += 1
         return entry[0]
 
 
-def _release_runner(timeout_s: float) -> None:
-    with _RUNNERS_LOCK:
-        entry = _RUNNERS.get(timeout_s)
+def _release_pool(timeout_s: float) -> None:
+    with _POOLS_LOCK:
+        entry = _POOLS.get(timeout_s)
         if entry is None:
             return
         entry[1] -= 1
         if entry[1] <= 0:
             entry[0].close()
-            del _RUNNERS[timeout_s]
+            del _POOLS[timeout_s]
 
 
 class _Reader:
@@ -107,7 +154,7 @@ class _Reader:
         self._settings = settings
         self._options = options
         self._budget = options.max_memory_per_worker_mb * (1 << 20)
-        self._runner = None
+        self._pool = None
 
     def _call(self, fn, args, timeout_s: float, path: str, transient_result):
         from transforms.faults import is_remote, retry
@@ -115,9 +162,10 @@ class _Reader:
         def attempt():
             if self._options.file_timeout_s <= 0 or path.startswith("memory://"):
                 return fn(*args)
-            if self._runner is None:
-                self._runner = _acquire_runner(self._options.file_timeout_s)
-            return self._runner.call_within(timeout_s, fn, *args)
+            if self._pool is None:
+                self._pool = _acquire_pool(self._options.file_timeout_s)
+            with self._pool.borrow() as runner:
+                return runner.call_within(timeout_s, fn, *args)
 
         return retry(
             attempt, max_retries=self._options.max_retries, remote=is_remote(path), transient_result=transient_result
@@ -191,9 +239,9 @@ class _Reader:
         return FileWork({FILES_TABLE: [row]})
 
     def close(self):
-        if self._runner is not None:
-            self._runner = None
-            _release_runner(self._options.file_timeout_s)
+        if self._pool is not None:
+            self._pool = None
+            _release_pool(self._options.file_timeout_s)
 
 
 class ExtractFileFn(beam.DoFn):
