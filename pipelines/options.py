@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import weakref
 from typing import Any, NoReturn
 
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
@@ -245,8 +246,31 @@ def parse_flags(argv: list[str]) -> tuple[MetaextractOptions, PipelineOptions]:
     _, unknown = parser.parse_known_args(argv)
     if unknown:
         raise UsageError(f"unrecognized argument{'s' if len(unknown) > 1 else ''}: {' '.join(unknown)}")
-    options = PipelineOptions(argv)
+    options = ViewCachingOptions(argv)
     return options.view_as(MetaextractOptions), options
+
+
+_VIEWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class ViewCachingOptions(PipelineOptions):
+    """``PipelineOptions`` whose ``view_as(cls)`` makes each view once.
+
+    Beam calls ``options.view_as(...)`` over a thousand times while it builds and translates a
+    pipeline of this size (several per transform), and each call builds an argparse parser and
+    parses the flags again: about a second of every run. A view holds no state of its own (it
+    reads and writes the options it views), so the same view object serves every call; a view
+    is made again should the options' flags or values be replaced. Defines no options.
+    """
+
+    def view_as(self, cls):
+        views = _VIEWS.get(self)
+        if views is None:
+            views = _VIEWS[self] = {}
+        view = views.get(cls)
+        if view is None or view._all_options is not self._all_options or view._flags is not self._flags:
+            view = views[cls] = super().view_as(cls)
+        return view
 
 
 def public_options(options: PipelineOptions) -> dict[str, Any]:
