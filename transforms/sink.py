@@ -313,12 +313,142 @@ def _carried_changes(shard: dict):
         yield UNCHANGED, shard["rows"]
 
 
+class CatalogWriterFn(beam.CombineFn):
+    """Every table's rows -> their Parquet shards, and the figures of the manifest, in one combine.
+
+    Input: ``(table, row)`` pairs for the tables, ``(CARRIED, shard record)``, ``(GOVERNOR,
+    figures)`` and ``(CACHE_SIZE, n)``. Output: a :class:`CatalogFigures`-like dict with the
+    shard records of every table and what :func:`build_manifest` needs.
+
+    One combine rather than one per table and one per figure: each is a dozen Beam transforms
+    and a few stages, which on the DirectRunner cost more than a small run's work. Shards are
+    written as :class:`ParquetShardWriter` writes them: whenever a table has ``max_rows`` rows
+    pending, and in ``compact`` (before a shuffle), so that only shard records and sums cross
+    the network; a shard written by a retried attempt is in no surviving accumulator.
+    """
+
+    def __init__(self, tables: Mapping[str, pa.Schema], staging: str, storage_options=None, max_rows: int = MAX_ROWS_PER_SHARD):
+        self._tables = dict(tables)
+        self._staging = staging
+        self._storage_options = dict(storage_options or {})
+        self._max_rows = max_rows
+
+    def create_accumulator(self):
+        return {
+            "shards": [],
+            "pending": {},  # table -> rows not yet written
+            "outcomes": {},  # (format, status) -> [files, bytes]
+            "changes": {},  # change -> files
+            "extracted": {},  # status -> files read in this run
+            "reads": [0, 0],  # bytes read, read requests
+            "slowest": None,  # (extract seconds, path)
+            "governor": None,  # merged figures
+            "cache_size": 0,
+        }
+
+    def _flush(self, acc, table: str):
+        rows = acc["pending"].pop(table, None)
+        if rows:
+            acc["shards"].append(write_shard(self._staging, table, self._tables[table], rows, self._storage_options))
+
+    def _count_file(self, acc, row: dict) -> None:
+        (key, (files, nbytes)) = _outcome(row)
+        _add_outcome(acc, key, files, nbytes)
+        acc["changes"][row["change"]] = acc["changes"].get(row["change"], 0) + 1
+        acc["extracted"][row["status"]] = acc["extracted"].get(row["status"], 0) + 1
+        _, (nread, requests) = _reads(row)
+        acc["reads"][0] += nread
+        acc["reads"][1] += requests
+        _, seconds = _seconds(row)
+        acc["slowest"] = seconds if acc["slowest"] is None else max(acc["slowest"], seconds)
+
+    def add_input(self, acc, item: tuple[str, Any]):
+        kind, value = item
+        if kind == CARRIED:
+            acc["shards"].append(value)
+            for key, (files, nbytes) in _carried_outcomes(value):
+                _add_outcome(acc, key, files, nbytes)
+            for change, n in _carried_changes(value):
+                acc["changes"][change] = acc["changes"].get(change, 0) + n
+        elif kind == GOVERNOR:
+            acc["governor"] = value if acc["governor"] is None else merge_governor([acc["governor"], value])
+        elif kind == CACHE_SIZE:
+            acc["cache_size"] += value
+        else:
+            if kind == FILES_TABLE:
+                self._count_file(acc, value)
+            pending = acc["pending"].setdefault(kind, [])
+            pending.append(value)
+            if len(pending) >= self._max_rows:
+                self._flush(acc, kind)
+        return acc
+
+    def merge_accumulators(self, accumulators):
+        accumulators = iter(accumulators)
+        acc = next(accumulators)
+        for other in accumulators:
+            acc["shards"].extend(other["shards"])
+            for table, rows in other["pending"].items():
+                pending = acc["pending"].setdefault(table, [])
+                pending.extend(rows)
+                if len(pending) >= self._max_rows:
+                    self._flush(acc, table)
+            for key, (files, nbytes) in other["outcomes"].items():
+                _add_outcome(acc, key, files, nbytes)
+            for name in ("changes", "extracted"):
+                for key, n in other[name].items():
+                    acc[name][key] = acc[name].get(key, 0) + n
+            acc["reads"][0] += other["reads"][0]
+            acc["reads"][1] += other["reads"][1]
+            if other["slowest"] is not None:
+                acc["slowest"] = other["slowest"] if acc["slowest"] is None else max(acc["slowest"], other["slowest"])
+            if other["governor"] is not None:
+                acc["governor"] = (
+                    other["governor"] if acc["governor"] is None else merge_governor([acc["governor"], other["governor"]])
+                )
+            acc["cache_size"] += other["cache_size"]
+        return acc
+
+    def compact(self, acc):
+        for table in list(acc["pending"]):
+            self._flush(acc, table)
+        return acc
+
+    def extract_output(self, acc) -> dict[str, Any]:
+        acc = self.compact(acc)
+        return {
+            "shards": acc["shards"],
+            "outcomes": [(key, tuple(pair)) for key, pair in acc["outcomes"].items()],
+            "changes": list(acc["changes"].items()),
+            "extracted": list(acc["extracted"].items()),
+            "cache_size": acc["cache_size"],
+            "reads": [("reads", tuple(acc["reads"]))] if acc["extracted"] else [],
+            "slowest": [("slowest", acc["slowest"])] if acc["slowest"] is not None else [],
+            "governor": [acc["governor"]] if acc["governor"] is not None else [],
+        }
+
+
+def _add_outcome(acc, key, files: int, nbytes: int) -> None:
+    pair = acc["outcomes"].setdefault(key, [0, 0])
+    pair[0] += files
+    pair[1] += nbytes
+
+
+def _tagged(value, kind: str):
+    return kind, value
+
+
+def publish_figures(figures: Mapping[str, Any], **kwargs) -> dict[str, Any]:
+    """:func:`publish` with what :class:`CatalogWriterFn` gathered."""
+    return publish(**figures, **kwargs)
+
+
 @dataclasses.dataclass
 class WriteCatalog(beam.PTransform):
     """Dict of table name -> PCollection of rows  ->  the published catalog's manifest.
 
     The input dict may also hold ``CARRIED`` (shard records of rows carried forward from the
-    previous catalog) and ``CACHE_SIZE`` (one int: paths in that catalog).
+    previous catalog), ``CACHE_SIZE`` (one int: paths in that catalog) and ``GOVERNOR``.
 
     Args:
       output: the catalog folder (local path or fsspec URL).
@@ -339,56 +469,19 @@ class WriteCatalog(beam.PTransform):
         self.staging = staging_folder(self.output, self.run_id)
 
     def expand(self, inputs: dict):
-        pipeline = inputs[FILES_TABLE].pipeline
-        carried = inputs.get(CARRIED) or (pipeline | "NoCarriedShards" >> beam.Create([]))
-        cache_size = inputs.get(CACHE_SIZE) or (pipeline | "NoCache" >> beam.Create([0]))
-        governor = inputs.get(GOVERNOR) or (pipeline | "NoGovernor" >> beam.Create([]))
-        shard_lists = [carried]
-        for name, schema in self.tables.items():
-            shard_lists.append(
-                inputs[name]
-                | f"Write{name.title()}Shards"
-                >> WriteParquetShards(name, schema, self.staging, self.storage_options)
-            )
-        files = inputs[FILES_TABLE]
-        outcomes = (
-            (
-                files | "FileOutcome" >> beam.Map(_outcome),
-                carried | "CarriedOutcomes" >> beam.FlatMap(_carried_outcomes),
-            )
-            | "AllOutcomes" >> beam.Flatten()
-            | "SumByFormatAndStatus" >> beam.CombinePerKey(_sum_pairs)
-        )
-        changes = (
-            (
-                files | "FileChange" >> beam.Map(lambda row: (row["change"], 1)),
-                carried | "CarriedChanges" >> beam.FlatMap(_carried_changes),
-            )
-            | "AllChanges" >> beam.Flatten()
-            | "SumByChange" >> beam.CombinePerKey(sum)
-        )
-        extracted = (
-            files
-            | "ExtractedStatus" >> beam.Map(lambda row: (row["status"], 1))
-            | "SumByStatus" >> beam.CombinePerKey(sum)
-        )
-        reads = files | "BytesRead" >> beam.Map(_reads) | "SumReads" >> beam.CombinePerKey(_sum_pairs)
-        slowest = files | "FileSeconds" >> beam.Map(_seconds) | "SlowestFile" >> beam.CombinePerKey(max)
-        governor = governor | "MergeGovernorFigures" >> beam.CombineGlobally(merge_governor).without_defaults()
+        tagged = [
+            inputs[name] | f"Tag{name.title().replace('_', '')}" >> beam.Map(_tagged, name)
+            for name in (*self.tables, CARRIED, GOVERNOR, CACHE_SIZE)
+            if inputs.get(name) is not None
+        ]
         return (
-            shard_lists
-            | "FlattenShards" >> beam.Flatten()
-            | "CollectShards" >> beam.combiners.ToList()
+            tagged
+            | "AllRowsAndFigures" >> beam.Flatten()
+            | "WriteShardsAndCount"
+            >> beam.CombineGlobally(CatalogWriterFn(self.tables, self.staging, self.storage_options))
             | "PublishCatalog"
             >> beam.Map(
-                publish,
-                outcomes=beam.pvalue.AsList(outcomes),
-                changes=beam.pvalue.AsList(changes),
-                extracted=beam.pvalue.AsList(extracted),
-                cache_size=beam.pvalue.AsSingleton(cache_size),
-                reads=beam.pvalue.AsList(reads),
-                slowest=beam.pvalue.AsList(slowest),
-                governor=beam.pvalue.AsList(governor),
+                publish_figures,
                 output=self.output,
                 staging=self.staging,
                 run_id=self.run_id,
