@@ -392,16 +392,48 @@ class VariableRollupFn(beam.CombineFn):
 
 # --- joins -------------------------------------------------------------------------------
 
+#: Formats whose files' sizes the roll-ups join onto rows: DICOM for the series and studies,
+#: NetCDF and HDF5 for the variables.
+DICOM_FORMATS = ("dicom",)
+VARIABLE_FORMATS = ("netcdf", "hdf5")
+
 
 def file_size(row: Mapping[str, Any]) -> tuple[str, int]:
     return row["path"], int(row["size_bytes"] or 0)
 
 
-def _sized(joined_rows: tuple[str, dict[str, list]], values: str) -> Iterable[tuple[Any, int]]:
+def rolled_up_file_size(row: Mapping[str, Any]) -> list[tuple[str, tuple[str, int]]]:
+    """``files`` row -> ``[(path, (format, size))]`` for a format the roll-ups read, else []."""
+    if row["format"] not in DICOM_FORMATS + VARIABLE_FORMATS:
+        return []
+    path, size = file_size(row)
+    return [(path, (row["format"], size))]
+
+
+def _size(sizes: Iterable[tuple[str, int]], formats: tuple[str, ...]) -> int:
+    """The size of the first ``files`` row of one of ``formats``; 0 when there is none."""
+    return next((size for fmt, size in sizes if fmt in formats), 0)
+
+
+def dicom_entries(joined_rows: tuple[str, Mapping[str, list]]) -> Iterable[tuple[tuple[str, str], dict]]:
+    """One path's joined rows -> ``((study, series), instance summary)`` per ``dicom`` row."""
     _, grouped = joined_rows
-    size = grouped["size"][0] if grouped["size"] else 0
-    for value in grouped[values]:
-        yield value, size
+    if not grouped["dicom"]:
+        return
+    size = _size(grouped["size"], DICOM_FORMATS)
+    for row in grouped["dicom"]:
+        yield from dicom_series_entries((row, size))
+
+
+def variable_entries(joined_rows: tuple[str, Mapping[str, list]]) -> Iterable[tuple[str, tuple[int, str]]]:
+    """One path's joined rows -> ``(variable key, (file size, path))`` once per distinct key."""
+    path, grouped = joined_rows
+    keys = set(grouped["netcdf"]) | set(grouped["hdf5"])
+    if not keys:
+        return
+    size = _size(grouped["size"], VARIABLE_FORMATS)
+    for key in sorted(keys):
+        yield key, (size, path)
 
 
 def dicom_series_entries(summary_and_size):
@@ -449,25 +481,18 @@ class RollUps(beam.PTransform):
         netcdf = self._table(rows_by_table, "netcdf", pipeline)
         hdf5 = self._table(rows_by_table, "hdf5", pipeline)
 
-        dicom_sizes = (
-            files
-            | "DicomFiles" >> beam.Filter(lambda r: r["format"] == "dicom")
-            | "DicomFileSizes" >> beam.Map(file_size).with_output_types(tuple[str, int])
-        )
-        variable_sizes = (
-            files
-            | "VariableFiles" >> beam.Filter(lambda r: r["format"] in ("netcdf", "hdf5"))
-            | "VariableFileSizes" >> beam.Map(file_size).with_output_types(tuple[str, int])
-        )
+        # One join by path brings each file's size to its DICOM rows and its variables.
+        by_path = {
+            "size": files
+            | "FileSizes" >> beam.FlatMap(rolled_up_file_size).with_output_types(tuple[str, tuple[str, int]]),
+            "dicom": dicom | "KeyDicomByPath" >> beam.Map(lambda r: (r["path"], r)).with_output_types(tuple[str, Any]),
+            "netcdf": netcdf | "NetcdfVariables" >> beam.Map(netcdf_variable).with_output_types(tuple[str, str]),
+            "hdf5": hdf5 | "Hdf5Variables" >> beam.FlatMap(hdf5_variables).with_output_types(tuple[str, str]),
+        } | "JoinSizesByPath" >> beam.CoGroupByKey()
 
         series = (
-            {
-                "dicom": dicom | "KeyDicomByPath" >> beam.Map(lambda r: (r["path"], r)).with_output_types(tuple[str, Any]),
-                "size": dicom_sizes,
-            }
-            | "JoinDicomSizes" >> beam.CoGroupByKey()
-            | "DicomWithSize" >> beam.FlatMap(_sized, "dicom")
-            | "KeyBySeries" >> beam.FlatMap(dicom_series_entries).with_output_types(tuple[tuple[str, str], Any])
+            by_path
+            | "KeyBySeries" >> beam.FlatMap(dicom_entries).with_output_types(tuple[tuple[str, str], Any])
             | "RollUpSeries" >> beam.CombinePerKey(DicomRollupFn())
         )
         series_rows = series | "SeriesRows" >> beam.MapTuple(series_row)
@@ -477,28 +502,10 @@ class RollUps(beam.PTransform):
             | "RollUpStudies" >> beam.CombinePerKey(MergeDicomAccumulatorsFn())
             | "StudyRows" >> beam.MapTuple(study_row)
         )
-
-        variables = (
-            (
-                netcdf | "NetcdfVariables" >> beam.Map(netcdf_variable).with_output_types(tuple[str, str]),
-                hdf5 | "Hdf5Variables" >> beam.FlatMap(hdf5_variables).with_output_types(tuple[str, str]),
-            )
-            | "FlattenVariables" >> beam.Flatten()
-            | "OncePerFile" >> beam.Distinct()
-        )
         variable_rows = (
-            {"variable": variables, "size": variable_sizes}
-            | "JoinVariableSizes" >> beam.CoGroupByKey()
-            | "VariableWithSize" >> beam.FlatMap(_variables_with_size).with_output_types(tuple[str, tuple[int, str]])
+            by_path
+            | "VariableWithSize" >> beam.FlatMap(variable_entries).with_output_types(tuple[str, tuple[int, str]])
             | "RollUpVariables" >> beam.CombinePerKey(VariableRollupFn())
             | "VariableRows" >> beam.MapTuple(variable_row)
         )
         return {DICOM_SERIES: series_rows, DICOM_STUDIES: study_rows, VARIABLES: variable_rows}
-
-
-def _variables_with_size(joined_rows: tuple[str, dict[str, list]]) -> Iterable[tuple[str, tuple[int, str]]]:
-    path, grouped = joined_rows
-    size = grouped["size"][0] if grouped["size"] else 0
-    for key in grouped["variable"]:
-        yield key, (size, path)
-
