@@ -7,6 +7,7 @@ With no ``--input`` it catalogs the sample corpus that ships with the package.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -20,7 +21,7 @@ from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineRunner
 from fsspec.core import url_to_fs
 
@@ -28,7 +29,7 @@ from pipelines import __version__
 from pipelines.options import MetaextractOptions, UsageError, die, parse_flags, public_options
 from pipelines.progress import ProgressDisplay, human_bytes
 from transforms import schemas
-from transforms.extract import FILES_TABLE, GOVERNOR_KEY, ExtractMetadata, ExtractOptions
+from transforms.extract import FILES_TABLE, GOVERNOR_KEY, ExtractMetadata, ExtractOptions, extraction_started
 from transforms.formats import registry
 from transforms.listing import InputError, ListFiles, list_inputs, skipped_summary
 from transforms.redact import install_log_redaction, redact_text, redact_url, secret_values
@@ -230,7 +231,12 @@ def run(
     if result is not None:
         return _finish(result, opts, output, storage_options, time.monotonic() - start, stdout, stderr)
     show_progress = wait and local and (opts.progress == "on" or (opts.progress == "auto" and stderr.isatty()))
-    with tempfile.TemporaryDirectory(prefix="metaextract-progress-") as progress_dir:
+    direct = pipeline_options.view_as(DirectOptions)
+    in_this_process = wait and local and direct.direct_running_mode != "multi_processing" and opts.file_timeout_s > 0
+    with (
+        extraction_started(opts.file_timeout_s) if in_this_process else contextlib.nullcontext(),
+        tempfile.TemporaryDirectory(prefix="metaextract-progress-") as progress_dir,
+    ):
         recipe = CatalogFiles(
             inputs,
             output,

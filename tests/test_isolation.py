@@ -315,3 +315,21 @@ def test_extraction_pool_runs_threads_in_separate_processes_up_to_its_size():
         pool.close()
     assert len(set(pids)) == 2  # two processes served eight calls from four threads
     assert os.getpid() not in pids
+
+
+def test_extraction_started_warms_one_process_and_stops_it_after():
+    from transforms.extract import _acquire_pool, _release_pool, extraction_started
+
+    before = descendants()
+    with extraction_started(TIMEOUT_S):
+        pool = _acquire_pool(TIMEOUT_S)  # the same pool, as a DoFn would get it
+        try:
+            with pool.borrow() as runner:  # waits for the warming process instead of starting another
+                pid = runner.call(os.getpid)
+            assert pool._started == 1 and pid in descendants()
+        finally:
+            _release_pool(TIMEOUT_S)
+    deadline = time.monotonic() + 10
+    while descendants() - before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not descendants() - before

@@ -83,14 +83,32 @@ class ExtractionPool:
         self.size = max(1, size)
         self._idle: list = []
         self._started = 0
+        self._warming = False
         self._cond = threading.Condition()
 
+    def warm(self) -> None:
+        """Start one extraction process now, in the background (it takes about a second), so
+        that it is ready when the first file comes; a borrower meanwhile waits for it."""
+        with self._cond:
+            if self._started or self._warming:
+                return
+            self._warming = True
+
+        def start() -> None:
+            try:
+                with self.borrow(warming=True) as runner:
+                    runner.call(os.getpid)
+            except Exception:  # the first real call reports a process that cannot start
+                pass
+
+        threading.Thread(target=start, name="metaextract-warm", daemon=True).start()
+
     @contextlib.contextmanager
-    def borrow(self):
+    def borrow(self, *, warming: bool = False):
         from transforms.isolation import IsolatedRunner
 
         with self._cond:
-            while not self._idle and self._started >= self.size:
+            while not self._idle and (self._started >= self.size or (self._warming and not warming)):
                 self._cond.wait()
             if self._idle:
                 runner = self._idle.pop()
@@ -102,7 +120,9 @@ class ExtractionPool:
         finally:
             with self._cond:
                 self._idle.append(runner)
-                self._cond.notify()
+                if warming:
+                    self._warming = False
+                self._cond.notify_all()
 
     def close(self) -> None:
         with self._cond:
@@ -130,6 +150,17 @@ def _acquire_pool(timeout_s: float) -> ExtractionPool:
             entry = _POOLS[timeout_s] = [ExtractionPool(timeout_s, default_pool_size()), 0]
         entry[1] += 1
         return entry[0]
+
+
+@contextlib.contextmanager
+def extraction_started(timeout_s: float):
+    """Within the block, this process's extraction pool exists and starts its first process in
+    the background: a local run overlaps that start with building and translating the pipeline."""
+    _acquire_pool(timeout_s).warm()
+    try:
+        yield
+    finally:
+        _release_pool(timeout_s)
 
 
 def _release_pool(timeout_s: float) -> None:
