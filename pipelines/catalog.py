@@ -148,7 +148,7 @@ class CatalogFiles(beam.PTransform):
             **rollups,
             CARRIED: carried,
             GOVERNOR: governor,
-            CACHE_SIZE: cache | "PathsPerCachePart" >> beam.Map(len) | "CountCache" >> beam.CombineGlobally(sum),
+            CACHE_SIZE: cache | "PathsPerCachePart" >> beam.Map(len),  # summed by the writer
         } | "WriteCatalog" >> writer
 
 

@@ -448,7 +448,7 @@ class WriteCatalog(beam.PTransform):
     """Dict of table name -> PCollection of rows  ->  the published catalog's manifest.
 
     The input dict may also hold ``CARRIED`` (shard records of rows carried forward from the
-    previous catalog), ``CACHE_SIZE`` (one int: paths in that catalog) and ``GOVERNOR``.
+    previous catalog), ``CACHE_SIZE`` (ints that sum to the paths in that catalog) and ``GOVERNOR``.
 
     Args:
       output: the catalog folder (local path or fsspec URL).
