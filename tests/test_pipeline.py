@@ -236,3 +236,16 @@ def test_s3_via_local_server(catalog, mixed_corpus, s3_server, tmp_path):
         ), table
     manifest = json.loads((local / "manifest.json").read_text())
     assert endpoint not in json.dumps(manifest["options"].get("storage_options", {}))
+
+
+def test_catalog_writer_writes_a_shard_when_pending_rows_hold_too_much_text(tmp_path):
+    """Rows with huge JSON (files with 100,000 attributes) do not pile up until 50,000 rows."""
+    from transforms import sink
+
+    writer = sink.CatalogWriterFn({"hdf5": schemas.TABLES["hdf5"]}, str(tmp_path), max_rows=50_000)
+    acc = writer.create_accumulator()
+    big = "x" * (sink.MAX_PENDING_BYTES // 4 + 1)
+    for i in range(9):
+        writer.add_input(acc, ("hdf5", {"path": f"/f{i}", "object_path": "/", "kind": "group", "attributes": big}))
+    assert len(acc["shards"]) == 2  # after rows 4 and 8
+    assert len(acc["pending"]["hdf5"]) == 1

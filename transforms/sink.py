@@ -313,6 +313,16 @@ def _carried_changes(shard: dict):
         yield UNCHANGED, shard["rows"]
 
 
+#: A table's pending rows are written as a shard once they hold about this much text (a
+#: catalog of files with 100,000 attributes each would otherwise sit in memory up to 50,000 rows).
+MAX_PENDING_BYTES = 32 << 20
+
+
+def _row_bytes(row: Mapping[str, Any]) -> int:
+    """About how much memory a row holds: its strings and bytes, plus a little per value."""
+    return sum(len(v) for v in row.values() if isinstance(v, (str, bytes))) + 64 * len(row)
+
+
 class CatalogWriterFn(beam.CombineFn):
     """Every table's rows -> their Parquet shards, and the figures of the manifest, in one combine.
 
@@ -323,7 +333,7 @@ class CatalogWriterFn(beam.CombineFn):
     One combine rather than one per table and one per figure: each is a dozen Beam transforms
     and a few stages, which on the DirectRunner cost more than a small run's work. Shards are
     written as :class:`ParquetShardWriter` writes them: whenever a table has ``max_rows`` rows
-    pending, and in ``compact`` (before a shuffle), so that only shard records and sums cross
+    pending (or :data:`MAX_PENDING_BYTES` of text), and in ``compact`` (before a shuffle), so that only shard records and sums cross
     the network; a shard written by a retried attempt is in no surviving accumulator.
     """
 
@@ -337,6 +347,7 @@ class CatalogWriterFn(beam.CombineFn):
         return {
             "shards": [],
             "pending": {},  # table -> rows not yet written
+            "pending_bytes": {},  # table -> about how much memory they hold
             "outcomes": {},  # (format, status) -> [files, bytes]
             "changes": {},  # change -> files
             "extracted": {},  # status -> files read in this run
@@ -347,6 +358,7 @@ class CatalogWriterFn(beam.CombineFn):
         }
 
     def _flush(self, acc, table: str):
+        acc["pending_bytes"].pop(table, None)
         rows = acc["pending"].pop(table, None)
         if rows:
             acc["shards"].append(write_shard(self._staging, table, self._tables[table], rows, self._storage_options))
@@ -379,7 +391,8 @@ class CatalogWriterFn(beam.CombineFn):
                 self._count_file(acc, value)
             pending = acc["pending"].setdefault(kind, [])
             pending.append(value)
-            if len(pending) >= self._max_rows:
+            held = acc["pending_bytes"][kind] = acc["pending_bytes"].get(kind, 0) + _row_bytes(value)
+            if len(pending) >= self._max_rows or held >= MAX_PENDING_BYTES:
                 self._flush(acc, kind)
         return acc
 
@@ -391,7 +404,9 @@ class CatalogWriterFn(beam.CombineFn):
             for table, rows in other["pending"].items():
                 pending = acc["pending"].setdefault(table, [])
                 pending.extend(rows)
-                if len(pending) >= self._max_rows:
+                held = acc["pending_bytes"].get(table, 0) + other.get("pending_bytes", {}).get(table, 0)
+                acc["pending_bytes"][table] = held
+                if len(pending) >= self._max_rows or held >= MAX_PENDING_BYTES:
                     self._flush(acc, table)
             for key, (files, nbytes) in other["outcomes"].items():
                 _add_outcome(acc, key, files, nbytes)
