@@ -275,6 +275,26 @@ class _Reader:
             _release_pool(self._options.file_timeout_s)
 
 
+class _FileCounter:
+    """Counts finished files in the Beam metrics and, on a local run, in the progress display."""
+
+    def __init__(self, progress_dir: str | None):
+        from pipelines.progress import ProgressReporter
+        from transforms.metrics import ExtractMetrics
+
+        self._metrics = ExtractMetrics()
+        self._progress = ProgressReporter(progress_dir) if progress_dir else None
+
+    def count(self, file_row: dict[str, Any], seconds: float) -> None:
+        self._metrics.record(file_row, seconds)
+        if self._progress is not None:
+            self._progress.add(1, file_row["size_bytes"])
+
+    def flush(self) -> None:
+        if self._progress is not None:
+            self._progress.flush()
+
+
 class ExtractFileFn(beam.DoFn):
     """Header unit of one file: emits ``("done", rows)`` for a complete file, or
     ``("pending", (path, rows))`` plus one ``("unit", unit)`` per data unit of a large file."""
@@ -285,12 +305,10 @@ class ExtractFileFn(beam.DoFn):
         self._progress_dir = progress_dir
 
     def setup(self):
-        from pipelines.progress import ProgressReporter
-        from transforms.metrics import ExtractMetrics, BeamGovernorMetrics
+        from transforms.metrics import BeamGovernorMetrics
 
-        self._metrics = ExtractMetrics()
+        self._counter = _FileCounter(self._progress_dir)
         self._governor_metrics = BeamGovernorMetrics()
-        self._progress = ProgressReporter(self._progress_dir) if self._progress_dir else None
         self._reader = _Reader(self._settings, self._options)
 
     def process(self, item: FileInfo | Detected):
@@ -305,18 +323,15 @@ class ExtractFileFn(beam.DoFn):
             for unit in result.units:
                 yield "unit", unit
         else:
-            self._metrics.record(row, time.perf_counter() - start)
-            if self._progress is not None:
-                self._progress.add(1, row["size_bytes"])
+            self._counter.count(row, time.perf_counter() - start)
             yield "done", result.rows
 
     def finish_bundle(self):
-        if self._progress is not None:
-            self._progress.flush()
+        self._counter.flush()
 
     def teardown(self):
-        if getattr(self, "_progress", None) is not None:
-            self._progress.flush()
+        if getattr(self, "_counter", None) is not None:
+            self._counter.flush()
         if getattr(self, "_reader", None) is not None:
             self._reader.close()
 
@@ -375,11 +390,7 @@ class CompleteLargeFileFn(beam.DoFn):
         self._progress_dir = progress_dir
 
     def setup(self):
-        from pipelines.progress import ProgressReporter
-        from transforms.metrics import ExtractMetrics
-
-        self._metrics = ExtractMetrics()
-        self._progress = ProgressReporter(self._progress_dir) if self._progress_dir else None
+        self._counter = _FileCounter(self._progress_dir)
 
     def process(self, element):
         path, grouped = element
@@ -390,18 +401,15 @@ class CompleteLargeFileFn(beam.DoFn):
         )
         rows = work.complete_rows(rows, partial, self._settings)
         row = rows[FILES_TABLE][0]
-        self._metrics.record(row, row.get("extract_seconds") or 0.0)
-        if self._progress is not None:
-            self._progress.add(1, row["size_bytes"])
+        self._counter.count(row, row.get("extract_seconds") or 0.0)
         yield rows
 
     def finish_bundle(self):
-        if self._progress is not None:
-            self._progress.flush()
+        self._counter.flush()
 
     def teardown(self):
-        if getattr(self, "_progress", None) is not None:
-            self._progress.flush()
+        if getattr(self, "_counter", None) is not None:
+            self._counter.flush()
 
 
 def _tagged(element, tag: str):
