@@ -30,20 +30,26 @@ PLUGIN = textwrap.dedent(
 )
 
 
-@pytest.fixture
-def toy_plugin(tmp_path, monkeypatch):
+def install_plugin(tmp_path, monkeypatch, package: str, source: str, entry: str):
+    """Install ``package`` (one module of ``source``) with the metaextract entry point ``entry``
+    on sys.path for one test (the extraction process inherits sys.path), then remove it."""
     site = tmp_path / "site"
-    (site / "toy_format").mkdir(parents=True)
-    (site / "toy_format" / "__init__.py").write_text(PLUGIN)
-    dist = site / "toy_format-1.0.dist-info"
+    (site / package).mkdir(parents=True)
+    (site / package / "__init__.py").write_text(source)
+    dist = site / f"{package}-1.0.dist-info"
     dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-format\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[metaextract.extractors]\ntoy = toy_format:EXTRACTOR\n")
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package.replace('_', '-')}\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(f"[metaextract.extractors]\n{entry} = {package}:EXTRACTOR\n")
     monkeypatch.syspath_prepend(str(site))
     formats.registry.cache_clear()
     yield
     formats.registry.cache_clear()
-    sys.modules.pop("toy_format", None)
+    sys.modules.pop(package, None)
+
+
+@pytest.fixture
+def toy_plugin(tmp_path, monkeypatch):
+    yield from install_plugin(tmp_path, monkeypatch, "toy_format", PLUGIN, "toy")
 
 
 def test_builtins_are_registered():
@@ -89,18 +95,7 @@ HOSTILE_PLUGIN = textwrap.dedent(
 
 @pytest.fixture
 def hostile_plugin(tmp_path, monkeypatch):
-    site = tmp_path / "site"
-    (site / "hostile_format").mkdir(parents=True)
-    (site / "hostile_format" / "__init__.py").write_text(HOSTILE_PLUGIN)
-    dist = site / "hostile_format-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: hostile-format\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[metaextract.extractors]\nnice = hostile_format:EXTRACTOR\n")
-    monkeypatch.syspath_prepend(str(site))
-    formats.registry.cache_clear()
-    yield
-    formats.registry.cache_clear()
-    sys.modules.pop("hostile_format", None)
+    yield from install_plugin(tmp_path, monkeypatch, "hostile_format", HOSTILE_PLUGIN, "nice")
 
 
 def test_detection_that_hangs_or_crashes_costs_one_row(hostile_plugin, tmp_path):
