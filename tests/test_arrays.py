@@ -476,3 +476,48 @@ def test_unreadable_pixels_leave_stats_null_and_the_file_ok(tmp_path):
     assert rows["files"][0]["status"] == "ok", rows["files"][0]["error"]
     assert rows["files"][0]["checksum"].startswith("blake3:")
     assert rows["dicom"][0].get("stat_count") is None
+
+
+def test_hdf5_values_read_from_the_stored_bytes_equal_h5py(tmp_path):
+    """Unfiltered datasets are read straight from their stored chunks and runs (one copy, not
+    h5py's two): edge chunks cut to the shape, chunks never written (the fill value), big-endian
+    and half floats, a contiguous dataset never written, all equal numpy on h5py's read."""
+    path = tmp_path / "stored.h5"
+    rng = np.random.default_rng(11)
+    edge = rng.standard_normal((53, 29, 7)).astype(np.float32)
+    edge[::5, ::3] = np.nan
+    with h5py.File(path, "w") as f:
+        f.create_dataset("edge", data=edge, chunks=(10, 8, 3))
+        sparse = f.create_dataset("sparse", shape=(40, 40), dtype="i4", chunks=(8, 8), fillvalue=-7)
+        sparse[3:11, 20:33] = rng.integers(0, 100, (8, 13))
+        f.create_dataset("big_endian", data=rng.integers(-9000, 9000, (31, 17)).astype(">i4"), chunks=(4, 16))
+        f.create_dataset("half", data=rng.standard_normal(1000).astype(np.float16))
+        f.create_dataset("unwritten", shape=(6, 5), dtype="f8", fillvalue=2.5)
+    with h5py.File(path, "r") as f:
+        names = ("/edge", "/sparse", "/big_endian", "/half", "/unwritten")
+        expected = {(("object_path", p),): ref_stats(f[p][()]) for p in names}
+        stored = {p: arrays._H5Stored.of(f[p], None) is not None for p in names}
+    assert stored == {"/edge": True, "/sparse": True, "/big_endian": True, "/half": True, "/unwritten": False}
+    check(arrays.open_hdf5_arrays, path, expected)
+    for slab_bytes in (1, 333, 4000):
+        got, _, _, _ = file_stats(arrays.open_hdf5_arrays, path, slab_bytes)
+        for key, want in expected.items():
+            assert_close(got[key], want, 1e6)
+
+
+def test_netcdf4_values_read_from_the_stored_bytes_are_masked_and_scaled(tmp_path):
+    path = tmp_path / "stored.nc"
+    rng = np.random.default_rng(12)
+    with netCDF4.Dataset(path, "w", format="NETCDF4") as ds:
+        ds.createDimension("t", None)
+        ds.createDimension("x", 37)
+        packed = ds.createVariable("packed", "i2", ("t", "x"), chunksizes=(4, 10), fill_value=-999)
+        packed.scale_factor, packed.add_offset = np.float32(0.01), np.float32(250.0)
+        packed.set_auto_maskandscale(False)
+        raw = rng.integers(-3000, 3000, (23, 37)).astype(np.int16)
+        raw[::4, ::6] = -999
+        packed[:23] = raw
+        short = ds.createVariable("short", "f4", ("t", "x"), chunksizes=(5, 37))
+        short[:9] = rng.standard_normal((9, 37))  # shorter than t: fill values beyond
+    expected = netcdf_reference(path)
+    check(arrays.open_netcdf_arrays, path, expected)

@@ -103,20 +103,12 @@ class Moments:
         x = x.reshape(-1)
         if x.dtype.kind == "b":
             x = x.view(np.uint8)
-        if x.dtype.byteorder not in "=|" and x.dtype.itemsize > 1:
+        if not x.dtype.isnative:
             x = x.astype(x.dtype.newbyteorder("="))
         if not x.size:
             return cls()
         with np.errstate(invalid="ignore", over="ignore"):  # inf values: mean inf, std NaN
-            if mask is None:
-                lo, hi = x.min(), x.max()
-                if x.dtype.kind != "f" or not (np.isnan(lo) or np.isnan(hi)):
-                    mean, m2 = _moments(x)
-                    lo, hi = lo.item(), hi.item()
-                    if x.dtype.kind == "f":
-                        lo, hi = float(lo), float(hi)
-                    return cls(int(x.size), 0, lo, hi, mean, m2)
-            return _moments_with_missing(x, mask)
+            return _flat_moments(x, mask)
 
     def columns(self) -> dict[str, Any]:
         """The ``stat_*`` columns: counts as ints, the rest float64 (None without values)."""
@@ -148,93 +140,81 @@ def _row_dots(rows: np.ndarray, other: np.ndarray) -> float:
     return float(sum(np.dot(row, row) for row in rows))
 
 
-def _moments(x: np.ndarray) -> tuple[float, float]:
-    """Mean and M2 of a non-empty 1-D array without NaN.
+def _flat_moments(x: np.ndarray, mask: np.ndarray | None) -> Moments:
+    """The moments of a non-empty 1-D numeric array (``mask``: True where missing).
 
-    Per block of :data:`BLOCK_ELEMENTS`: convert to float64 (scratch that stays in cache),
-    sum, subtract the block mean, sum of squares; blocks merged with Chan's formula. Sums are
-    BLAS dot products of rows of :data:`ROW_ELEMENTS` (OpenBLAS runs a longer dot product on
-    all its threads, which on a busy worker is many times slower).
-    """
-    buf = _buffer()
-    n = 0
-    mean = m2 = 0.0
-    for start in range(0, x.size, BLOCK_ELEMENTS):
-        block = x[start:start + BLOCK_ELEMENTS]
-        nb = block.size
-        d = buf[:nb]
-        np.copyto(d, block, casting="unsafe")
-        full = nb - nb % ROW_ELEMENTS
-        rows, tail = d[:full].reshape(-1, ROW_ELEMENTS), d[full:]
-        mean_b = (_row_dots(rows, _ONES[:ROW_ELEMENTS]) + float(tail.sum())) / nb
-        d -= mean_b
-        m2_b = _row_dots(rows, rows) + float(np.dot(tail, tail))
-        if not n:
-            n, mean, m2 = nb, mean_b, m2_b
-            continue
-        total = n + nb
-        delta = mean_b - mean
-        mean += delta * (nb / total)
-        m2 += m2_b + delta * delta * (n * (nb / total))
-        n = total
-    return mean, m2
-
-
-def _moments_with_missing(x: np.ndarray, mask: np.ndarray | None) -> Moments:
-    """:func:`_moments` of a 1-D array with NaN and/or masked values, block by block.
-
-    Missing values are left out of counts, min and max. In the float64 block they are set to
-    ``c``, the mean so far, and taken back out of the sum (``absent * c``) and of the sum of
-    squares (``absent * (c - mean)**2``, small next to it when ``c`` is near the mean); when
-    that correction is not small, the block is summed again with the missing values at 0.
+    One pass over the data per block of :data:`BLOCK_ELEMENTS`: the block is copied to float64
+    scratch (that stays in cache) minus a shift ``c``, missing values (NaN, masked) are set to 0
+    there, and two BLAS sums give ``S1 = sum(x - c)`` and ``S2 = sum((x - c)**2)``; then
+    ``mean = c + S1 / n`` and ``M2 = S2 - S1**2 / n``. ``c`` is the mean so far (the first
+    block's midrange), so ``S1`` is small and the subtraction loses nothing that matters; a block
+    whose mean lies far from ``c`` (relative to its spread) is summed again around its own mean
+    (two-pass). Blocks merge with Chan's formula. Min and max come from the values as stored
+    (exact: Python ints for integer arrays).
     """
     buf = _buffer()
     flags = _scratch.flags
     is_float = x.dtype.kind == "f"
+    exact_in_float64 = is_float or x.dtype.itemsize < 8
     limits = None if is_float else np.iinfo(x.dtype)
     ones = _ONES[:ROW_ELEMENTS]
     total = Moments()
     for start in range(0, x.size, BLOCK_ELEMENTS):
         block = x[start:start + BLOCK_ELEMENTS]
         nb = block.size
-        d = buf[:nb]
-        np.copyto(d, block, casting="unsafe")
-        missing = flags[:nb]
+        missing = None
         if is_float:
-            np.isnan(d, out=missing)
+            missing = np.isnan(block, out=flags[:nb])
             if mask is not None:
                 missing |= mask[start:start + nb]
-        else:
-            np.copyto(missing, mask[start:start + nb])
-        absent = int(np.count_nonzero(missing))
+        elif mask is not None:
+            missing = mask[start:start + nb]
+        absent = int(np.count_nonzero(missing)) if missing is not None else 0
         count = nb - absent
         if not count:
             total = total.merge(Moments(nan_count=absent))
             continue
-        if is_float and mask is None:
-            lo, hi = float(np.fmin.reduce(block)), float(np.fmax.reduce(block))  # skip NaN
-        elif is_float:
-            np.copyto(d, np.nan, where=missing)
-            lo, hi = float(np.fmin.reduce(d)), float(np.fmax.reduce(d))
+        d = buf[:nb]
+        np.copyto(d, block, casting="unsafe")
+        where = np.flatnonzero(missing) if absent else None
+        if not absent:
+            lo, hi = block.min(), block.max()
+        elif is_float and mask is None:
+            lo, hi = np.fmin.reduce(block), np.fmax.reduce(block)  # skip NaN
+        elif exact_in_float64:
+            d[where] = np.nan
+            lo, hi = np.fmin.reduce(d), np.fmax.reduce(d)
+        else:  # 64-bit integers with masked values: compare the stored values
+            present = np.logical_not(missing)
+            lo = np.minimum.reduce(block, where=present, initial=limits.max)
+            hi = np.maximum.reduce(block, where=present, initial=limits.min)
+        lo, hi = (float(lo), float(hi)) if is_float else (int(lo), int(hi))
+        if total.count and math.isfinite(total.mean):
+            c = total.mean
         else:
-            present = np.logical_not(missing, out=missing)
-            lo = np.minimum.reduce(block, where=present, initial=limits.max).item()
-            hi = np.maximum.reduce(block, where=present, initial=limits.min).item()
-            np.logical_not(present, out=missing)
-        c = total.mean if total.count and math.isfinite(total.mean) else 0.0
-        np.copyto(d, c, where=missing)
+            c = (lo + hi) / 2 if math.isfinite(lo) and math.isfinite(hi) else 0.0
+        d -= c
+        if absent:
+            d[where] = 0.0
         full = nb - nb % ROW_ELEMENTS
         rows, tail = d[:full].reshape(-1, ROW_ELEMENTS), d[full:]
-        mean = (_row_dots(rows, ones) + float(tail.sum()) - absent * c) / count
-        d -= mean
-        squares = _row_dots(rows, rows) + float(np.dot(tail, tail))
-        correction = absent * (c - mean) ** 2
-        if correction > 1e-6 * squares:
-            np.copyto(d, 0.0, where=missing)
-            squares, correction = _row_dots(rows, rows) + float(np.dot(tail, tail)), 0.0
-        m2 = squares - correction
-        total = total.merge(Moments(count, absent, lo, hi, mean, 0.0 if m2 < 0 else m2))
+        s1 = _row_sums(rows, ones) + float(tail.sum())
+        s2 = _row_dots(rows, rows) + float(np.dot(tail, tail))
+        shift = s1 * s1 / count
+        m2 = s2 - shift
+        if shift > 1e4 * m2 or m2 < 0:  # c far from this block's mean: sum around that mean
+            mean_d = s1 / count
+            d -= mean_d
+            if absent:
+                d[where] = 0.0
+            m2, c, s1 = _row_dots(rows, rows) + float(np.dot(tail, tail)), c + mean_d, 0.0
+        total = total.merge(Moments(count, absent, lo, hi, c + s1 / count, m2))
     return total
+
+
+def _row_sums(rows: np.ndarray, ones: np.ndarray) -> float:
+    """Sum of all elements of ``rows`` (a BLAS matrix-vector product with ones)."""
+    return float((rows @ ones).sum()) if rows.size else 0.0
 
 
 # --- slab planning ---------------------------------------------------------------------------
@@ -316,5 +296,12 @@ def array_stats(reader: ArrayReader, ref: ArrayRef, slab_bytes: int | Callable[[
 
     total = Moments()
     for slab in iter_slabs(ref.shape, ref.itemsize, ref.chunks, size):
-        total = total.merge(Moments.of(reader.read(ref, slab)))
+        for values in slab_values(reader, ref, slab):
+            total = total.merge(Moments.of(values))
     return total
+
+
+def slab_values(reader: ArrayReader, ref: ArrayRef, slab: Slab) -> Iterator[Any]:
+    """The values of one slab: the reader's ``pieces`` where it has them, else one ``read``."""
+    pieces = getattr(reader, "pieces", None)
+    return pieces(ref, slab) if pieces is not None else iter((reader.read(ref, slab),))

@@ -427,7 +427,8 @@ def slab_moments(reader, ref: ArrayRef, slab: Slab, slab_bytes: Callable[[], int
         if before_read is not None:
             before_read()
         absolute = tuple((o + lo, o + hi) for o, (lo, hi) in zip(offset, sub))
-        total = total.merge(stats.Moments.of(reader.read(ref, absolute)))
+        for values in stats.slab_values(reader, ref, absolute):
+            total = total.merge(stats.Moments.of(values))
     return total
 
 

@@ -129,10 +129,94 @@ def _h5_identity(obj: Any) -> tuple[int, ...]:
     return tuple(h5g.get_objinfo(obj.id).objno)
 
 
+#: Largest piece :class:`_H5Stored` reads at once (a chunk is read whole whatever its size).
+MAX_PIECE_BYTES = 8 << 20
+
+
+class _H5Stored:
+    """The values of an HDF5 dataset stored without filters, read straight from the file.
+
+    h5py reads through the file-object driver into HDF5's own buffer, then copies into the
+    result. Without filters the stored bytes are the values, so :meth:`pieces` reads each
+    stored chunk (or run of a contiguous dataset) with one ``readinto`` into one reused buffer:
+    one copy instead of two. Statistics need every value once, in any order, so a slab comes
+    back as pieces (a chunk's part inside the slab) rather than assembled.
+    """
+
+    def __init__(self, ds: Any, fileobj: IO[bytes], dtype: np.dtype, chunks: tuple[int, ...] | None,
+                 offset: int | None) -> None:
+        self._ds, self._f, self.dtype = ds, fileobj, dtype
+        self._chunks, self._offset = chunks, offset
+        self._buffer = np.empty(0, np.uint8)
+
+    @classmethod
+    def of(cls, ds: Any, fileobj: IO[bytes]) -> _H5Stored | None:
+        """The direct reader of ``ds``, or None where h5py must read (filters, compact or
+        virtual layout, types whose stored bytes numpy cannot view as they are)."""
+        from h5py import h5d
+
+        dtype = ds.dtype
+        if dtype.kind not in "iuf" or dtype.itemsize > 8 or dtype.names or dtype.subdtype or not ds.shape:
+            return None
+        dcpl = ds.id.get_create_plist()
+        if dcpl.get_nfilters() or dcpl.get_external_count():
+            return None
+        layout = dcpl.get_layout()
+        if layout == h5d.CHUNKED:
+            return cls(ds, fileobj, dtype, tuple(ds.chunks), None)
+        if layout == h5d.CONTIGUOUS:
+            offset = ds.id.get_offset()  # None: never written (h5py returns the fill value)
+            return None if offset is None else cls(ds, fileobj, dtype, None, offset)
+        return None
+
+    def _read(self, offset: int, nbytes: int) -> np.ndarray:
+        if self._buffer.size < nbytes:
+            self._buffer = np.empty(nbytes, np.uint8)
+        view = self._buffer[:nbytes]
+        _read_into(self._f, offset, memoryview(view))
+        return view.view(self.dtype)
+
+    def pieces(self, slab: Slab) -> Iterator[np.ndarray]:
+        """Every value of ``slab`` exactly once, in pieces; each piece is valid only until
+        the next one is asked for (they share one buffer)."""
+        if self._chunks is None:
+            yield from self._runs(slab)
+            return
+        chunks, itemsize = self._chunks, self.dtype.itemsize
+        nbytes = math.prod(chunks) * itemsize
+        grid = [range(lo // c, -(-hi // c)) for (lo, hi), c in zip(slab, chunks, strict=True)]
+        for index in itertools.product(*grid):
+            origin = tuple(i * c for i, c in zip(index, chunks, strict=True))
+            inside = tuple(slice(max(lo, o) - o, min(hi, o + c) - o)
+                           for (lo, hi), o, c in zip(slab, origin, chunks, strict=True))
+            info = self._ds.id.get_chunk_info_by_coord(origin)
+            if info.byte_offset is None or info.size != nbytes:  # unwritten: the fill value
+                yield self._ds[tuple(slice(o + s.start, o + s.stop) for o, s in zip(origin, inside, strict=True))]
+                continue
+            yield self._read(info.byte_offset, nbytes).reshape(chunks)[inside]
+
+    def _runs(self, slab: Slab) -> Iterator[np.ndarray]:
+        """A contiguous dataset: each run of consecutive elements, in pieces of at most
+        MAX_PIECE_BYTES."""
+        shape, itemsize = self._ds.shape, self.dtype.itemsize
+        partial = [i for i, ((lo, hi), n) in enumerate(zip(slab, shape, strict=True)) if hi - lo != n]
+        k = max(partial, default=0)
+        strides = [math.prod(shape[i + 1:]) for i in range(len(shape))]
+        run = (slab[k][1] - slab[k][0]) * strides[k]
+        step = max(1, MAX_PIECE_BYTES // itemsize)
+        for index in itertools.product(*(range(lo, hi) for lo, hi in slab[:k])):
+            first = sum(i * s for i, s in zip(index, strides, strict=False)) + slab[k][0] * strides[k]
+            for lo in range(first, first + run, step):
+                n = min(step, first + run - lo)
+                yield self._read(self._offset + lo * itemsize, n * itemsize)
+
+
 class _HDF5Reader:
-    def __init__(self, f: Any) -> None:
+    def __init__(self, f: Any, fileobj: IO[bytes] | None = None) -> None:
         self._f = f
+        self._fileobj = fileobj
         self._datasets: dict[str, Any] = {}
+        self._stored: dict[str, _H5Stored | None] = {}
         self._unreadable: dict[str, str] = {}
 
     def arrays(self) -> list[ArrayRef]:
@@ -150,6 +234,7 @@ class _HDF5Reader:
             if reason:
                 self._unreadable[path] = reason
             self._datasets[path] = ds
+            self._stored[path] = _H5Stored.of(ds, self._fileobj) if self._fileobj is not None else None
             # the row's object_path: invalid UTF-8 backslash-escaped (h5py gives surrogates)
             name = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
             refs.append(ArrayRef(table="hdf5", key=(("object_path", name),), shape=ds.shape,
@@ -161,6 +246,14 @@ class _HDF5Reader:
             raise ArrayUnreadable(self._unreadable[ref.locator])
         return np.asarray(self._datasets[ref.locator][_slices(slab)])
 
+    def pieces(self, ref: ArrayRef, slab: Slab) -> Iterator[np.ndarray]:
+        """The values of ``slab`` in pieces (see :class:`_H5Stored`), for statistics."""
+        stored = self._stored.get(ref.locator)
+        if stored is None or ref.locator in self._unreadable or not slab:
+            yield self.read(ref, slab)
+            return
+        yield from stored.pieces(slab)
+
 
 @contextlib.contextmanager
 def open_hdf5_arrays(source: Source, fileobj: IO[bytes]) -> Iterator[_HDF5Reader]:
@@ -168,7 +261,7 @@ def open_hdf5_arrays(source: Source, fileobj: IO[bytes]) -> Iterator[_HDF5Reader
     import h5py
 
     with h5py.File(fileobj, "r", locking=False) as f:
-        yield _HDF5Reader(f)
+        yield _HDF5Reader(f, fileobj)
 
 
 # --- NetCDF: masking and scaling as netCDF4-python -----------------------------------------------
@@ -333,10 +426,12 @@ def _pad_unwritten(cf: _CFValues, slab: Slab, extent: tuple[int, ...],
 
 
 class _NetCDF4Reader:
-    def __init__(self, f: Any, size: int) -> None:
+    def __init__(self, f: Any, size: int, fileobj: IO[bytes] | None = None) -> None:
         self._f = f
         self._size = size
+        self._fileobj = fileobj
         self._vars: dict[tuple[str, str], tuple[Any, _CFValues, tuple[int, ...]]] = {}
+        self._stored: dict[tuple[str, str], _H5Stored | None] = {}
 
     def arrays(self) -> list[ArrayRef]:
         from h5py import h5d
@@ -360,6 +455,7 @@ class _NetCDF4Reader:
                 shape = tuple(d.size for d in var.dims)
                 key = (group.path, var.name)
                 self._vars[key] = (ds, cf, tuple(ds.shape))
+                self._stored[key] = _H5Stored.of(ds, self._fileobj) if self._fileobj is not None else None
                 refs.append(ArrayRef(table="netcdf", key=(("group", group.path),
                                                           ("variable", var.name)),
                                      shape=shape, itemsize=cf.dtype.itemsize, chunks=ds.chunks,
@@ -371,6 +467,16 @@ class _NetCDF4Reader:
         if not slab:
             return cf.apply(ds[()])
         return cf.apply(_pad_unwritten(cf, slab, extent, lambda part: ds[_slices(part)]))
+
+    def pieces(self, ref: ArrayRef, slab: Slab) -> Iterator[Any]:
+        """The values of ``slab`` in pieces, masked and scaled (see :class:`_H5Stored`)."""
+        _, cf, extent = self._vars[ref.locator]
+        stored = self._stored.get(ref.locator)
+        if stored is None or not slab or any(hi > n for (_, hi), n in zip(slab, extent, strict=True)):
+            yield self.read(ref, slab)
+            return
+        for piece in stored.pieces(slab):
+            yield cf.apply(piece)
 
 
 class _ClassicReader:
@@ -474,7 +580,7 @@ def open_netcdf_arrays(source: Source, fileobj: IO[bytes]) -> Iterator[Any]:
     import h5py
 
     with h5py.File(fileobj, "r", locking=False) as f:
-        yield _NetCDF4Reader(f, source.size)
+        yield _NetCDF4Reader(f, source.size, fileobj)
 
 
 # --- FITS ----------------------------------------------------------------------------------------

@@ -220,6 +220,10 @@ class ArrayReader(Protocol):
         """The values of ``slab`` as a numpy array, as the format's library returns them by
         default (scaled); missing values (fill values, BLANK) masked (``numpy.ma``) or NaN."""
 
+    # Optional: ``pieces(ref, slab)`` yields the values of ``slab`` in several arrays (every
+    # value once, any order, each valid until the next is asked for) where that saves a copy;
+    # statistics use it when a reader has it (:func:`transforms.stats.slab_values`).
+
 
 #: ``open_arrays(source, fileobj)``: an ArrayReader over an already open (counted) file.
 OpenArraysFn = Callable[[Source, IO[bytes]], ContextManager[ArrayReader]]
