@@ -207,6 +207,7 @@ def run(
         file_timeout_s=opts.file_timeout_s,
         max_retries=opts.max_retries,
         max_memory_per_worker_mb=opts.max_memory_per_worker_mb,
+        unit_threads=opts.unit_threads,
         memory_thresholds=tuple(opts.memory_thresholds),
     )
     policy = CachePolicy(

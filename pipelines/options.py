@@ -170,6 +170,13 @@ class MetaextractOptions(PipelineOptions):
             help="Files larger than this are split into work units spread over the workers.",
         )
         parser.add_argument(
+            "--unit_threads",
+            type=_non_negative_int,
+            default=0,
+            help="Threads that run a large file's data units in a worker's extraction process, "
+            "so one big file uses several cores (0: one per core the worker may use).",
+        )
+        parser.add_argument(
             "--max_memory_per_worker_mb",
             type=_positive_int,
             default=500,

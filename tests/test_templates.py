@@ -35,6 +35,7 @@ EXAMPLES = {
     "max_error_fraction": ["0", "0.05", "1", "1.0", ".5"],
     "chunk_threshold_mb": ["1", "64", "4096"],
     "max_memory_per_worker_mb": ["256", "500", "16000"],
+    "unit_threads": ["0", "1", "2", "64"],
     "memory_thresholds": ["0.70,0.85,0.95", "0.5,0.6,0.9", "0.8,0.9,1"],
     "file_timeout_s": ["120", "0.5", "3600"],
     "max_retries": ["0", "3", "10"],

@@ -55,6 +55,20 @@ def run_unit(
     return work.run_unit(unit, settings, governor=governor), _figures(governor)
 
 
+def run_units(
+    units: list[Unit],
+    settings: Settings,
+    budget_bytes: int,
+    thresholds: tuple[float, float, float],
+    worker_pid: int,
+    threads: int,
+) -> tuple[list[Partial], dict[str, Any]]:
+    """Data units on up to ``threads`` threads (:func:`work.run_units`); their partials in
+    order and the governor's figures."""
+    governor = _governor(budget_bytes, thresholds, worker_pid)
+    return work.run_units(units, settings, threads=threads, governor=governor), _figures(governor)
+
+
 def _governor(budget_bytes: int, thresholds: tuple[float, float, float], worker_pid: int):
     global _GOVERNOR
     if _GOVERNOR is None:

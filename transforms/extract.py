@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindows
 
 from transforms import child, work
 from transforms.detect import detect
@@ -43,6 +44,8 @@ class ExtractOptions:
     file_timeout_s: float = 120.0  # 0: no isolation (in-process, no time limit)
     max_retries: int = 3
     max_memory_per_worker_mb: int = 500
+    #: Threads that run data units in an extraction process (0: one per core this process may use).
+    unit_threads: int = 0
     memory_thresholds: tuple[float, float, float] = (0.70, 0.85, 0.95)
     #: A data unit's time limit grows with its size at this rate (a slow disk must not time out).
     min_rate_bytes_per_s: float = 50e6
@@ -186,6 +189,7 @@ class _Reader:
         self._options = options
         self._budget = options.max_memory_per_worker_mb * (1 << 20)
         self._pool = None
+        self._pool_lock = threading.Lock()
 
     def _call(self, fn, args, timeout_s: float, path: str, transient_result):
         from transforms.faults import is_remote, retry
@@ -193,8 +197,9 @@ class _Reader:
         def attempt():
             if self._options.file_timeout_s <= 0 or path.startswith("memory://"):
                 return fn(*args)
-            if self._pool is None:
-                self._pool = _acquire_pool(self._options.file_timeout_s)
+            with self._pool_lock:
+                if self._pool is None:
+                    self._pool = _acquire_pool(self._options.file_timeout_s)
             with self._pool.borrow() as runner:
                 return runner.call_within(timeout_s, fn, *args)
 
@@ -250,6 +255,22 @@ class _Reader:
             from transforms.formats.base import format_error
 
             return Partial(error=format_error(exc), error_kind=classify(exc, remote=remote), units=1), {}
+
+    def run_units(self, units: list[Unit]) -> list[tuple[Partial, dict]]:
+        """(Partial, governor figures) of each unit: all of them in one call to the extraction
+        process, on ``unit_threads`` threads there; a unit that failed transiently (or all of
+        them, when the call itself failed) runs again alone, with retries (:meth:`run_unit`)."""
+        if len(units) == 1:
+            return [self.run_unit(units[0])]
+        threads = self._options.unit_threads or default_pool_size()
+        limit = self._options.file_timeout_s + sum(u.nbytes for u in units) / self._options.min_rate_bytes_per_s
+        args = (units, self._settings, self._budget, self._options.memory_thresholds, os.getpid(), threads)
+        try:
+            (partials, governor), _ = self._call(child.run_units, args, limit, units[0].path, lambda r: False)
+        except Exception:
+            return [self.run_unit(u) for u in units]
+        out = [(p, governor if i == 0 else {}) for i, p in enumerate(partials)]
+        return [self.run_unit(u) if p.error_kind == "transient" else (p, g) for u, (p, g) in zip(units, out)]
 
     def _failed(self, detected: Detected, exc: BaseException, remote: bool, seconds: float) -> FileWork:
         from transforms.faults import classify
@@ -336,6 +357,10 @@ class ExtractFileFn(beam.DoFn):
             self._reader.close()
 
 
+#: At most this many data units go to the extraction process in one call.
+MAX_UNITS_PER_CALL = 256
+
+
 class RunUnitFn(beam.DoFn):
     """One data unit of a large file -> ``(path, Partial)``."""
 
@@ -353,12 +378,28 @@ class RunUnitFn(beam.DoFn):
         self._units = Metrics.counter("metaextract", "data_units")
         self._unit_bytes = Metrics.distribution("metaextract", "data_unit_bytes")
 
+    def start_bundle(self):
+        self._pending: list[Unit] = []
+
     def process(self, unit: Unit):
-        partial, partial.governor = self._reader.run_unit(unit)
-        self._governor_metrics.record_figures(partial.governor)
-        self._units.inc()
-        self._unit_bytes.update(unit.nbytes)
-        yield unit.path, partial
+        # Units of a bundle run together at the end of it, on several threads of the
+        # extraction process (the bundle's units are often one big file's).
+        self._pending.append(unit)
+        if len(self._pending) >= MAX_UNITS_PER_CALL:
+            yield from self._run_pending()
+
+    def finish_bundle(self):
+        for element in self._run_pending():
+            yield GlobalWindows.windowed_value(element)
+
+    def _run_pending(self):
+        units, self._pending = self._pending, []
+        for unit, (partial, governor) in zip(units, self._reader.run_units(units) if units else []):
+            partial.governor = governor
+            self._governor_metrics.record_figures(governor)
+            self._units.inc()
+            self._unit_bytes.update(unit.nbytes)
+            yield unit.path, partial
 
     def teardown(self):
         if getattr(self, "_reader", None) is not None:
