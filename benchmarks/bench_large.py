@@ -9,10 +9,10 @@ each, written chunk by chunk with bounded memory. Then, page cache warm, side by
 alternated, median of ``--runs``, for each file:
 
 * ``cat FILE > /dev/null``, ``b3sum FILE`` and ``b3sum --no-mmap FILE`` (one thread, ``read()``);
-* ``metaextract --input FILE --output OUT`` with ``--checksum none``, ``--checksum blake3`` and
-  ``--checksum blake3 --stats`` (in-process DirectRunner);
-* ``--checksum none --stats`` with ``--direct_running_mode=multi_processing`` and 2 workers
-  against 1;
+* ``metaextract --input FILE --output OUT`` with ``--checksum none``, ``--checksum blake3``,
+  ``--checksum blake3 --stats`` and ``--checksum crc32c --stats`` (in-process DirectRunner);
+* ``--checksum none --stats`` with 2 workers against 1: ``--unit_threads 2`` against ``1``, the
+  threads of the extraction process that run the file's data units;
 * every pipeline configuration once more on the tiny file: its start-up cost.
 
 Reported: wall time, GB/s net of start-up (size / (wall - wall on the tiny file)), peak RSS of
@@ -305,6 +305,19 @@ def read_parquet_dir(folder: str):
     return pa.concat_tables([pq.read_table(p) for p in parts], promote_options="permissive")
 
 
+def crc32c_of(meta: dict[str, Any]) -> str:
+    """The file's crc32c (hex) by google_crc32c over 8 MiB reads, computed once per file."""
+    if "crc32c" not in meta:
+        import google_crc32c
+
+        crc = 0
+        with open(meta["path"], "rb") as f:
+            while block := f.read(8 << 20):
+                crc = google_crc32c.extend(crc, block)
+        meta["crc32c"] = f"{crc:08x}"
+    return meta["crc32c"]
+
+
 def check_run(out_dir: str, meta: dict[str, Any], fmt: str, checksum: str, stats: bool) -> dict[str, Any]:
     """The run's read counters, and whether its ``files`` row and statistics are right."""
     found: dict[str, Any] = {"problems": []}
@@ -331,6 +344,11 @@ def check_run(out_dir: str, meta: dict[str, Any], fmt: str, checksum: str, stats
         found["checksum_matches_b3sum"] = row.get("checksum") == expected
         if not found["checksum_matches_b3sum"]:
             problems.append(f"files.checksum {row.get('checksum')!r} != {expected!r} (b3sum)")
+    elif checksum == "crc32c":
+        expected = f"crc32c:{crc32c_of(meta)}"
+        found["checksum_matches_crc32c"] = row.get("checksum") == expected
+        if not found["checksum_matches_crc32c"]:
+            problems.append(f"files.checksum {row.get('checksum')!r} != {expected!r} (google_crc32c)")
     elif row.get("checksum"):
         problems.append(f"--checksum none wrote files.checksum {row['checksum']!r}")
     if stats:
@@ -374,8 +392,9 @@ PIPELINE_CONFIGS = {
     "none": ["--checksum", "none"],
     "blake3": ["--checksum", "blake3"],
     "blake3_stats": ["--checksum", "blake3", "--stats"],
-    "workers1": ["--checksum", "none", "--stats", "--direct_running_mode=multi_processing", "--direct_num_workers=1"],
-    "workers2": ["--checksum", "none", "--stats", "--direct_running_mode=multi_processing", "--direct_num_workers=2"],
+    "crc32c_stats": ["--checksum", "crc32c", "--stats"],
+    "workers1": ["--checksum", "none", "--stats", "--unit_threads", "1"],
+    "workers2": ["--checksum", "none", "--stats", "--unit_threads", "2"],
 }
 LABELS = {
     "cat": "`cat FILE > /dev/null`",
@@ -384,8 +403,9 @@ LABELS = {
     "none": "metaextract `--checksum none`",
     "blake3": "metaextract `--checksum blake3`",
     "blake3_stats": "metaextract `--checksum blake3 --stats`",
-    "workers1": "metaextract `--checksum none --stats`, multi_processing, 1 worker",
-    "workers2": "metaextract `--checksum none --stats`, multi_processing, 2 workers",
+    "crc32c_stats": "metaextract `--checksum crc32c --stats`",
+    "workers1": "metaextract `--checksum none --stats --unit_threads 1`",
+    "workers2": "metaextract `--checksum none --stats --unit_threads 2`",
 }
 
 
@@ -460,7 +480,7 @@ def summarize_file(meta: dict[str, Any], samples: dict[str, list[dict[str, Any]]
             row["gbps_by_extract_seconds"] = size / GB / statistics.median(seconds) if seconds and key != "none" else None
             last = results[-1]
             for field in ("manifest_bytes_read", "manifest_read_requests", "bytes_read", "read_requests", "checksum",
-                          "checksum_matches_b3sum", "stats", "stats_match", "stats_max_relative_error", "extract_seconds"):  # fmt: skip
+                          "checksum_matches_b3sum", "checksum_matches_crc32c", "stats", "stats_match", "stats_max_relative_error", "extract_seconds"):  # fmt: skip
                 if field in last:
                     row[field] = last[field]
         else:
@@ -524,7 +544,7 @@ def report(results: dict[str, Any]) -> str:
                 f"{row['tree_peak_rss_mb']:.0f} ({row['tree_peak_pss_mb']:.0f}; {row['largest_process_rss_mb']:.0f}) | {fmt_int(bytes_read)} | "
                 f"{fmt_int(requests)} | {target} | {result} |"
             )
-        inproc = [rows[k]["tree_peak_rss_mb"] for k in ("none", "blake3", "blake3_stats") if k in rows]
+        inproc = [rows[k]["tree_peak_rss_mb"] for k in PIPELINE_CONFIGS if k in rows]
         if inproc:
             lines.append(
                 f"| peak RSS of the in-process runs (max) | | | | | {max(inproc):.0f} | | | < 250 MB | "
@@ -538,6 +558,10 @@ def report(results: dict[str, Any]) -> str:
             )
         checks = res["correctness"]
         lines.append(f"| `files.checksum` equals `b3sum` | | | | | | | | equal | {verdict(checks['checksum_matches_b3sum'])} |")
+        if checks.get("checksum_matches_crc32c") is not None:
+            lines.append(
+                f"| `--checksum crc32c` equals google_crc32c | | | | | | | | equal | {verdict(checks['checksum_matches_crc32c'])} |"
+            )
         lines.append(
             f"| `stat_*` columns present and equal to the generator's (count, NaN/fill count, min, max exact; "
             f"mean, std to 1e-6) | | | | | | | | equal | {verdict(checks['stats_match'])} |"
@@ -568,9 +592,11 @@ def report(results: dict[str, Any]) -> str:
 def correctness(res: dict[str, Any]) -> dict[str, bool | None]:
     samples = res["samples"]
     checksum = [x.get("checksum_matches_b3sum") for k in ("blake3", "blake3_stats") for x in samples.get(k, [])]
-    stats = [x.get("stats_match") for k in ("blake3_stats", "workers1", "workers2") for x in samples.get(k, [])]
+    crc = [x.get("checksum_matches_crc32c") for x in samples.get("crc32c_stats", [])]
+    stats = [x.get("stats_match") for k in ("blake3_stats", "crc32c_stats", "workers1", "workers2") for x in samples.get(k, [])]
     return {
         "checksum_matches_b3sum": all_pass([bool(c) for c in checksum]) if checksum else None,
+        "checksum_matches_crc32c": all_pass([bool(c) for c in crc]) if crc else None,
         "stats_match": all_pass([bool(s) for s in stats]) if stats else None,
     }
 
@@ -646,7 +672,7 @@ def main(argv: list[str] | None = None) -> int:
         if "blake3_stats" in rows:
             verdicts[f"gbps_{fmt}"] = passes(f"gbps_{fmt}", rows["blake3_stats"].get("gbps_net_of_startup"))
         verdicts[f"header_only_bytes_{fmt}"] = passes("header_only_bytes", res.get("header_only_bytes_read"))
-        inproc = [rows[k]["tree_peak_rss_mb"] for k in ("none", "blake3", "blake3_stats") if k in rows]
+        inproc = [rows[k]["tree_peak_rss_mb"] for k in PIPELINE_CONFIGS if k in rows]
         verdicts[f"peak_rss_mb_{fmt}"] = passes("peak_rss_mb", max(inproc)) if inproc else None
         if "workers_speedup" in res:
             verdicts[f"workers_speedup_{fmt}"] = passes("workers_speedup", res["workers_speedup"])

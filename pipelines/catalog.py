@@ -62,10 +62,7 @@ DIRECT_RUNNERS = {None, "DirectRunner", "direct", "SwitchingDirectRunner"}
 
 def catalog_tables() -> dict[str, pa.Schema]:
     """``files`` plus every table of every registered extractor, in a stable order."""
-    tables = {FILES_TABLE: schemas.FILES}
-    for extractor in registry().values():
-        tables.update(extractor.tables)
-    return tables
+    return {FILES_TABLE: schemas.FILES, **registry().tables()}
 
 
 def normalize_output(output: str) -> str:

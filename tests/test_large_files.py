@@ -215,3 +215,53 @@ def test_in_process_and_isolated_extraction_agree(tmp_path):
         rows.append(sorted(str(r) for r in result.rows["hdf5"]))
     assert rows[0] == rows[2] and rows[1] == rows[3]
     assert rows[0]["checksum"] == "md5:" + hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def test_units_on_several_threads_equal_units_one_by_one(tmp_path):
+    """work.run_units: the same partials, in the order of the units, whatever the threads."""
+    from transforms import work
+
+    h5 = tmp_path / "a.h5"
+    _hdf5(h5, shape=(800, 1000), chunks=(50, 1000))
+    settings = Settings(checksum="blake3", stats=True, chunk_threshold_bytes=MiB, unit_bytes=MiB // 2)
+    fw = work.read_detected(detect(FileInfo(str(h5), h5.stat().st_size)), settings)
+    assert len(fw.units) > 4 and fw.units[0].kind == "digest"
+    one = work.run_units(fw.units, settings, threads=1)
+    three = work.run_units(fw.units, settings, threads=3)
+    assert [p.digest for p in three] == [p.digest for p in one]
+    assert [p.moments for p in three] == [p.moments for p in one]
+    assert [p.bytes_read for p in three] == [p.bytes_read for p in one]
+    assert one[0].digest == f"blake3:{_tool('b3sum', h5)}"
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_pipeline_with_one_or_two_unit_threads(tmp_path, threads):
+    h5 = tmp_path / "in" / "big.h5"
+    h5.parent.mkdir()
+    data = _hdf5(h5, shape=(800, 1000), chunks=(50, 1000))
+    out, manifest = _run(tmp_path, [tmp_path / "in"], "--stats", "--chunk_threshold_mb", "1", "--unit_threads", threads)
+    (file_row,) = _table(out, "files")
+    assert file_row["checksum"] == f"blake3:{_tool('b3sum', h5)}"
+    (row,) = [r for r in _table(out, "hdf5") if r["object_path"] == "/temperature"]
+    _assert_stats(row, data, int(np.isnan(data).sum()))
+    assert manifest["options"]["unit_threads"] == int(threads)
+
+
+def test_a_failed_call_of_many_units_runs_each_unit_again_alone(tmp_path, monkeypatch):
+    from transforms import child, extract, work
+
+    h5 = tmp_path / "a.h5"
+    _hdf5(h5, shape=(800, 1000), chunks=(50, 1000))
+    settings = Settings(checksum="crc32c", stats=True, chunk_threshold_bytes=MiB, unit_bytes=MiB // 2)
+    units = work.read_detected(detect(FileInfo(str(h5), h5.stat().st_size)), settings).units
+
+    def broken(*args):
+        raise ConnectionError("the extraction process went away")
+
+    monkeypatch.setattr(child, "run_units", broken)
+    reader = extract._Reader(settings, ExtractOptions(file_timeout_s=0))
+    results = reader.run_units(units)
+    assert len(results) == len(units) and not any(p.error for p, _ in results)
+    merged = work.merge_partials(p for p, _ in results)
+    expected = work._checksum(work.merge_partials(work.run_units(units, settings)), settings)
+    assert work._checksum(merged, settings) == expected

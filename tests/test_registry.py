@@ -56,6 +56,40 @@ def test_builtins_are_registered():
     assert {"dicom", "fits", "hdf5", "netcdf"} <= set(formats.registry())
 
 
+def test_builtin_tables_are_the_extractors_own():
+    for name, tables in formats.BUILTIN_TABLES.items():
+        assert dict(tables) == dict(formats.registry()[name].tables)
+
+
+def test_a_format_library_loads_only_when_its_format_is_used():
+    """The Beam process knows every table without pydicom, astropy, h5py or netCDF4; the
+    extraction process reading only HDF5 loads h5py, and never pyarrow."""
+    import subprocess
+
+    script = textwrap.dedent(
+        """
+        import sys
+        from pipelines.catalog import catalog_tables
+        assert {"dicom", "fits", "hdf5", "netcdf"} <= set(catalog_tables())
+        heavy = ("pydicom", "astropy", "h5py", "netCDF4")
+        assert not [m for m in heavy if m in sys.modules], sys.modules.keys()
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
+    script = textwrap.dedent(
+        """
+        import sys
+        from transforms import child
+        from transforms.formats import registry
+        child.start({})
+        registry()["hdf5"]
+        assert "h5py" in sys.modules
+        assert not [m for m in ("pydicom", "astropy", "pyarrow") if m in sys.modules]
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
+
+
 def test_plugin_extends_detection_extraction_and_tables(toy_plugin, tmp_path):
     assert "toy" in formats.registry()
     corpus = tmp_path / "corpus"

@@ -1,8 +1,8 @@
 """What runs in the isolated extraction process (:mod:`transforms.isolation`).
 
 Everything that reads a file's content runs here: detection, the header unit, the data units.
-The extraction process is a fresh interpreter: it imports this module, the format libraries and
-nothing of Beam, so it adds only their memory to the worker's. It keeps one memory governor
+The extraction process is a fresh interpreter: it imports this module, the libraries of the
+formats it meets and nothing of Beam (nor pyarrow), so it adds only their memory to the worker's. It keeps one memory governor
 that watches the whole Beam worker (the worker process and its children, this one included).
 """
 
@@ -25,7 +25,9 @@ _COUNTED = ("checks", "level_changes", "pauses", "pauses_timed_out", "pause_seco
 
 def start(environment: dict[str, str]) -> None:
     """Runs first in a new extraction process: the worker's environment as it is now
-    (credentials may have been set after the process started) and the format libraries."""
+    (credentials may have been set after the process started) and the plug-in formats. A
+    built-in format's library is imported when its first file comes (:class:`Registry`), so a
+    run over HDF5 files never loads pydicom or astropy."""
     os.environ.clear()
     os.environ.update(environment)
     from transforms.formats import registry

@@ -82,8 +82,8 @@ def detect_format(source: Source) -> str:
         return "netcdf" if looks_like_netcdf4(source) else "hdf5"
     if looks_like_raw_dicom(head):
         return "dicom"
-    for name, extractor in registry().items():
-        if extractor.sniff is not None and extractor.sniff(head):
+    for name, extractor in registry().sniffers():
+        if extractor.sniff(head):
             return name
     return "unknown"
 

@@ -38,7 +38,6 @@ import os
 from typing import Any
 
 from transforms.formats.base import dumps
-from transforms.formats.dicom import _date, _first, _string
 from transforms.phi_profile import ACTIONS, MASKED
 
 ENV_KEY = "METAEXTRACT_PHI_KEY"
@@ -255,6 +254,8 @@ class PhiPolicy:
 
     def apply_to_dicom_row(self, row: dict[str, Any]) -> None:
         """Rewrite one ``dicom`` row in place: ``tags`` and the typed columns copied from it."""
+        from transforms.formats.dicom import _date, _first, _string
+
         tags = self.dataset(json.loads(row["tags"]))
         row["tags"] = dumps(tags)
         for column, key in _STRING_COLUMNS.items():

@@ -16,9 +16,11 @@ import math
 import os
 from urllib.parse import unquote_to_bytes
 from collections.abc import Callable, Iterator, Mapping
-from typing import IO, Any, ContextManager, Protocol
+from typing import IO, TYPE_CHECKING, Any, ContextManager, Protocol
 
-import pyarrow as pa
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 
 #: How many bytes of a file the detector reads (and hands to the extractor as ``head``).
 HEAD_BYTES = 4096
@@ -227,6 +229,28 @@ class ArrayReader(Protocol):
 
 #: ``open_arrays(source, fileobj)``: an ArrayReader over an already open (counted) file.
 OpenArraysFn = Callable[[Source, IO[bytes]], ContextManager[ArrayReader]]
+
+
+class SchemaTables(Mapping):
+    """Table name -> pyarrow schema of :mod:`transforms.schemas`, looked up when first used:
+    the extraction process never needs the schemas, so it never imports pyarrow (tens of MB)."""
+
+    def __init__(self, **attributes: str) -> None:
+        self._attributes = attributes  # table name -> name in transforms.schemas
+
+    def __getitem__(self, table: str) -> pa.Schema:
+        from transforms import schemas
+
+        return getattr(schemas, self._attributes[table])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._attributes)
+
+    def __len__(self) -> int:
+        return len(self._attributes)
+
+    def __repr__(self) -> str:
+        return f"SchemaTables({self._attributes})"
 
 
 @dataclasses.dataclass(frozen=True)

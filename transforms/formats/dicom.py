@@ -55,9 +55,8 @@ from pydicom.uid import UID
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, TEXT_VR_DELIMS, VR, PersonName
 from pydicom.values import convert_PN
 
-from transforms import schemas
 from transforms.formats.arrays import open_dicom_arrays
-from transforms.formats.base import Extraction, Extractor, Source, dumps
+from transforms.formats.base import Extraction, Extractor, SchemaTables, Source, dumps
 
 #: Binary values (OB OD OF OL OV OW UN) longer than this many bytes are left out of ``tags``
 #: (and, at the top level, never read). Read at each call of :func:`extract`: set
@@ -956,5 +955,5 @@ def _extract(source: Source, out: Extraction) -> None:
     )
 
 
-EXTRACTOR = Extractor(format="dicom", extract=extract, tables={"dicom": schemas.DICOM},
+EXTRACTOR = Extractor(format="dicom", extract=extract, tables=SchemaTables(dicom="DICOM"),
                       open_arrays=open_dicom_arrays)

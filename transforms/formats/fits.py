@@ -39,9 +39,8 @@ import math
 import re
 from typing import IO, Any
 
-from transforms import schemas
 from transforms.formats.arrays import open_fits_arrays
-from transforms.formats.base import Extraction, Extractor, Source, dumps
+from transforms.formats.base import Extraction, Extractor, SchemaTables, Source, dumps
 
 BLOCK = 2880
 CARD = 80
@@ -312,5 +311,5 @@ def _describe(index: int, values: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-EXTRACTOR = Extractor(format="fits", extract=extract, tables={"fits": schemas.FITS},
+EXTRACTOR = Extractor(format="fits", extract=extract, tables=SchemaTables(fits="FITS"),
                       open_arrays=open_fits_arrays)

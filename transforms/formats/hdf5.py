@@ -84,12 +84,12 @@ import h5py
 import numpy as np
 from h5py import h5a, h5d, h5f, h5fd, h5l, h5o, h5p, h5r, h5s, h5t
 
-from transforms import schemas
 from transforms.formats.arrays import open_hdf5_arrays
 from transforms.formats.base import (
     REMOTE_BLOCK_SIZE,
     Extraction,
     Extractor,
+    SchemaTables,
     Source,
     dumps,
     format_error,
@@ -1499,5 +1499,5 @@ def extract(source: Source, out: Extraction) -> None:
                 error = None
 
 
-EXTRACTOR = Extractor(format="hdf5", extract=extract, tables={"hdf5": schemas.HDF5},
+EXTRACTOR = Extractor(format="hdf5", extract=extract, tables=SchemaTables(hdf5="HDF5"),
                       open_arrays=open_hdf5_arrays)

@@ -65,9 +65,8 @@ import h5py
 import numpy as np
 from h5py import h5, h5a, h5d, h5g, h5l, h5o, h5p, h5r, h5s, h5t
 
-from transforms import schemas
 from transforms.formats.arrays import open_netcdf_arrays
-from transforms.formats.base import REMOTE_BLOCK_SIZE, Extraction, Extractor, Source, dumps
+from transforms.formats.base import REMOTE_BLOCK_SIZE, Extraction, Extractor, SchemaTables, Source, dumps
 
 TABLE = "netcdf"
 
@@ -1946,5 +1945,5 @@ def _has_netcdf4_markers(backend: Any) -> bool:
     return False
 
 
-EXTRACTOR = Extractor(format="netcdf", extract=extract, tables={TABLE: schemas.NETCDF},
+EXTRACTOR = Extractor(format="netcdf", extract=extract, tables=SchemaTables(netcdf="NETCDF"),
                       open_arrays=open_netcdf_arrays)
