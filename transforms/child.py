@@ -2,8 +2,9 @@
 
 Everything that reads a file's content runs here: detection, the header unit, the data units.
 The extraction process is a fresh interpreter: it imports this module, the libraries of the
-formats it meets and nothing of Beam (nor pyarrow), so it adds only their memory to the worker's. It keeps one memory governor
-that watches the whole Beam worker (the worker process and its children, this one included).
+formats it meets and nothing of Beam (nor pyarrow), so it adds only their memory to the
+worker's. It keeps one memory governor that watches the whole Beam worker (the worker process
+and its children, this one included).
 """
 
 from __future__ import annotations
