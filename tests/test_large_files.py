@@ -265,3 +265,41 @@ def test_a_failed_call_of_many_units_runs_each_unit_again_alone(tmp_path, monkey
     merged = work.merge_partials(p for p, _ in results)
     expected = work._checksum(work.merge_partials(work.run_units(units, settings)), settings)
     assert work._checksum(merged, settings) == expected
+
+
+def test_small_files_go_to_the_extraction_process_in_governed_batches(tmp_path, monkeypatch):
+    """ExtractFile sends files in batches (the first of FIRST_BATCH, then the governor's batch
+    size); every file gets its own rows, in one call per batch."""
+    import apache_beam as beam
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from transforms import child, extract
+
+    paths = []
+    for i in range(7):
+        path = tmp_path / f"f{i}.h5"
+        _hdf5(path, shape=(4, 5), chunks=(2, 5), seed=i)
+        paths.append(path)
+    calls = []
+    real = child.read_many
+
+    def counting(items, *args):
+        calls.append(len(items))
+        results, figures = real(items, *args)
+        return results, {**figures, "batch_size_last": 2}  # the governor's next batch size
+
+    monkeypatch.setattr(child, "read_many", counting)
+    monkeypatch.setattr(extract, "FIRST_BATCH", 3)
+    settings = Settings(checksum="md5")
+    fn = extract.ExtractFileFn(settings, ExtractOptions(file_timeout_s=0))
+    infos = [FileInfo(str(p), p.stat().st_size) for p in paths]
+    with beam.Pipeline() as p:
+        done = (
+            p
+            | beam.Create(infos, reshuffle=False)
+            | beam.ParDo(fn)
+            | beam.Filter(lambda kv: kv[0] == "done")
+            | beam.Map(lambda kv: (kv[1]["files"][0]["path"], kv[1]["files"][0]["status"], kv[1]["files"][0]["attempts"]))
+        )
+        assert_that(done, equal_to([(str(p), "ok", 1) for p in paths]))
+    assert calls == [3, 2, 2]

@@ -50,6 +50,23 @@ def read(
     return work.read_detected(detected, settings, governor), _figures(governor)
 
 
+def read_many(
+    items: list[FileInfo | Detected],
+    settings: Settings,
+    budget_bytes: int,
+    thresholds: tuple[float, float, float],
+    worker_pid: int,
+) -> tuple[list[FileWork], dict[str, Any]]:
+    """:func:`read` of several files, one after the other; their FileWorks in order and the
+    governor's figures."""
+    governor = _governor(budget_bytes, thresholds, worker_pid)
+    out = []
+    for item in items:
+        detected = item if isinstance(item, Detected) else detect(item, settings.storage_options)
+        out.append(work.read_detected(detected, settings, governor))
+    return out, _figures(governor)
+
+
 def run_unit(
     unit: Unit, settings: Settings, budget_bytes: int, thresholds: tuple[float, float, float], worker_pid: int
 ) -> tuple[Partial, dict[str, Any]]:

@@ -33,6 +33,14 @@ __all__ = ["FILES_TABLE", "DetectFormat", "ExtractMetadata", "ExtractOptions", "
 #: Time limit of the detection that names the format of a file whose reading timed out or crashed.
 DETECT_AFTER_FAILURE_S = 10.0
 
+#: Files per call to the extraction process: the first batch, then the memory governor's batch
+#: size (which adapts between 1 and 1024), at most MAX_FILES_PER_CALL.
+FIRST_BATCH = 64
+MAX_FILES_PER_CALL = 256
+#: A batch's time limit: one file's limit, plus this much per file in it (plus its data at
+#: ``min_rate_bytes_per_s``).
+BATCH_SECONDS_PER_FILE = 1.0
+
 #: Reserved key of a file's rows dict: memory governor figures for the manifest, not a table.
 GOVERNOR_KEY = "_governor"
 
@@ -227,6 +235,36 @@ class _Reader:
         result.rows[FILES_TABLE][0]["attempts"] = tries
         return result, governor
 
+    def read_many(self, items: list[FileInfo | Detected]) -> list[tuple[FileWork, dict]]:
+        """:meth:`read` of several (small) files in one call to the extraction process: one
+        round trip instead of one per file. When that call fails (a crash, a hang past its time
+        limit), and for each file that failed transiently, the file is read again alone, with
+        its own time limit and retries: a hang then costs its time limit twice."""
+        if len(items) == 1:
+            return [self.read(items[0])]
+        settings = self._settings
+        data = sum(
+            min(i.info.size if isinstance(i, Detected) else i.size, settings.chunk_threshold_bytes) for i in items
+        ) if settings.reads_data else 0
+        limit = self._options.file_timeout_s + data / self._options.min_rate_bytes_per_s + len(items) * BATCH_SECONDS_PER_FILE
+        args = (items, settings, self._budget, self._options.memory_thresholds, os.getpid())
+        first = items[0].info.path if isinstance(items[0], Detected) else items[0].path
+        try:
+            (results, governor), _ = self._call(child.read_many, args, limit, first, lambda r: False)
+        except Exception:
+            return [self.read(i) for i in items]
+        out = []
+        for n, (item, result) in enumerate(zip(items, results)):
+            row = result.rows[FILES_TABLE][0]
+            if row["error_kind"] == "transient":
+                again, figures = self.read(item)
+                again.rows[FILES_TABLE][0]["attempts"] += 1
+                out.append((again, figures))
+                continue
+            row["attempts"] = 1
+            out.append((result, governor if n == 0 else {}))
+        return out
+
     def _detect_after_failure(self, info: FileInfo) -> Detected:
         """The format of a file whose reading timed out or crashed, for its error row: detected
         alone, in the extraction process, within a short time limit; ``unknown`` if that fails too."""
@@ -331,23 +369,37 @@ class ExtractFileFn(beam.DoFn):
         self._counter = _FileCounter(self._progress_dir)
         self._governor_metrics = BeamGovernorMetrics()
         self._reader = _Reader(self._settings, self._options)
+        self._batch_size = FIRST_BATCH
+
+    def start_bundle(self):
+        self._pending: list[FileInfo | Detected] = []
 
     def process(self, item: FileInfo | Detected):
-        start = time.perf_counter()
-        result, governor = self._reader.read(item)
-        row = result.rows[FILES_TABLE][0]
-        if governor:
-            self._governor_metrics.record_figures(governor)
-            result.rows[GOVERNOR_KEY] = [governor]
-        if result.units:
-            yield "pending", (row["path"], result.rows)
-            for unit in result.units:
-                yield "unit", unit
-        else:
-            self._counter.count(row, time.perf_counter() - start)
-            yield "done", result.rows
+        # Files go to the extraction process in batches: the memory governor's batch size,
+        # which grows while memory is plentiful and shrinks under pressure.
+        self._pending.append(item)
+        if len(self._pending) >= min(self._batch_size, MAX_FILES_PER_CALL):
+            yield from self._run_pending()
+
+    def _run_pending(self):
+        items, self._pending = self._pending, []
+        for result, governor in self._reader.read_many(items) if items else []:
+            row = result.rows[FILES_TABLE][0]
+            if governor:
+                self._governor_metrics.record_figures(governor)
+                result.rows[GOVERNOR_KEY] = [governor]
+                self._batch_size = governor.get("batch_size_last") or self._batch_size
+            if result.units:
+                yield "pending", (row["path"], result.rows)
+                for unit in result.units:
+                    yield "unit", unit
+            else:
+                self._counter.count(row, row.get("extract_seconds") or 0.0)
+                yield "done", result.rows
 
     def finish_bundle(self):
+        for element in self._run_pending():
+            yield GlobalWindows.windowed_value(element)
         self._counter.flush()
 
     def teardown(self):
