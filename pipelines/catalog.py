@@ -206,6 +206,7 @@ def run(
         max_memory_per_worker_mb=opts.max_memory_per_worker_mb,
         unit_threads=opts.unit_threads,
         memory_thresholds=tuple(opts.memory_thresholds),
+        batch_calls=not _drops_finish_bundle_output(pipeline_options),
     )
     policy = CachePolicy(
         __version__, full=opts.full, retry_errors=opts.retry_errors, settings=settings.recorded()
@@ -265,6 +266,14 @@ def run(
     with fs.open(f"{root.rstrip('/')}/{MANIFEST}", "r") as f:
         result = json.load(f)
     return _finish(result, opts, output, storage_options, elapsed, stdout, stderr)
+
+
+def _drops_finish_bundle_output(pipeline_options: PipelineOptions) -> bool:
+    """Beam 2.77's DaskRunner collects a ParDo's output before calling ``finish_bundle``, so
+    what a DoFn emits there is lost: on it, files and data units are not batched."""
+    runner = pipeline_options.view_as(StandardOptions).runner
+    name = runner if isinstance(runner, str) else type(runner).__name__ if runner else ""
+    return "Dask" in name
 
 
 def direct_runner(pipeline_options: PipelineOptions) -> PipelineRunner | None:

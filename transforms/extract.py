@@ -54,6 +54,9 @@ class ExtractOptions:
     max_memory_per_worker_mb: int = 500
     #: Threads that run data units in an extraction process (0: one per core this process may use).
     unit_threads: int = 0
+    #: Send files and data units to the extraction process in batches, the last ones emitted in
+    #: ``finish_bundle`` (False for runners that drop what is emitted there: one per call).
+    batch_calls: bool = True
     memory_thresholds: tuple[float, float, float] = (0.70, 0.85, 0.95)
     #: A data unit's time limit grows with its size at this rate (a slow disk must not time out).
     min_rate_bytes_per_s: float = 50e6
@@ -378,7 +381,8 @@ class ExtractFileFn(beam.DoFn):
         # Files go to the extraction process in batches: the memory governor's batch size,
         # which grows while memory is plentiful and shrinks under pressure.
         self._pending.append(item)
-        if len(self._pending) >= min(self._batch_size, MAX_FILES_PER_CALL):
+        limit = min(self._batch_size, MAX_FILES_PER_CALL) if self._options.batch_calls else 1
+        if len(self._pending) >= limit:
             yield from self._run_pending()
 
     def _run_pending(self):
@@ -437,7 +441,7 @@ class RunUnitFn(beam.DoFn):
         # Units of a bundle run together at the end of it, on several threads of the
         # extraction process (the bundle's units are often one big file's).
         self._pending.append(unit)
-        if len(self._pending) >= MAX_UNITS_PER_CALL:
+        if len(self._pending) >= (MAX_UNITS_PER_CALL if self._options.batch_calls else 1):
             yield from self._run_pending()
 
     def finish_bundle(self):
