@@ -1,6 +1,6 @@
 """A realistic, deterministic synthetic corpus for the speed benchmark.
 
-    python benchmarks/corpus.py [--per_format 500] [--corpus_dir benchmarks/_corpus] [--force]
+    python benchmarks/corpus.py [--per_format 500] [--corpus_dir benchmarks/_corpus/speed] [--force]
 
 ``--per_format`` files of each format, written by the format's reference library:
 
@@ -37,7 +37,7 @@ import numpy as np
 
 SEED = 20240315
 DEFAULT_PER_FORMAT = 500
-DEFAULT_CORPUS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_corpus")
+DEFAULT_CORPUS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_corpus", "speed")
 FORMATS = ("dicom", "fits", "hdf5", "netcdf")
 UID_ROOT = "1.2.826.0.1.3680043.8.498"  # pydicom's UID root, for test data
 BASE_DATE = dt.date(2023, 1, 2)
