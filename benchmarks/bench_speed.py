@@ -532,12 +532,29 @@ def memo_catalog_rows(detected, storage_options=None, extract_options=None):
     return _MEMO_ROWS[detected.info.path]
 
 
+def memo_read_many(reader, items):
+    """``_Reader.read_many`` memoized: the rows of each file, no extraction process."""
+    from transforms.work import FileWork
+
+    out = []
+    for item in items:
+        path = item.info.path if hasattr(item, "info") else item.path
+        out.append((FileWork(_MEMO_ROWS[path]), {}))  # one run per process: no copy needed
+    return out
+
+
+def memo_read(reader, item):
+    return memo_read_many(reader, [item])[0]
+
+
 def install_memo(inputs: list[str]) -> None:
     """Run detection and extraction now, then make both a dictionary lookup.
 
     What is left of a run is listing, Beam and writing: the pipeline minus the same work
-    without Beam is then Beam's overhead, free of the extractors' (noisy) cost. The lookups
-    live in this module, imported by name, so that Beam pickles them by reference.
+    without Beam is then Beam's overhead, free of the extractors' (noisy) cost. The pipeline
+    reads files in its extraction process through ``transforms.extract._Reader``, so that is
+    what is replaced (in this process: the in-process runner's DoFns use the same class); the
+    lookups live in this module, imported by name, so that Beam pickles them by reference.
     """
     from transforms import detect as detect_module
     from transforms import extract as extract_module
@@ -550,6 +567,8 @@ def install_memo(inputs: list[str]) -> None:
             _MEMO_ROWS[info.path] = extract_module.catalog_rows(detected)
     detect_module.detect = memo_detect
     extract_module.catalog_rows = memo_catalog_rows
+    extract_module._Reader.read_many = memo_read_many
+    extract_module._Reader.read = memo_read
 
 
 def child(mode: str, output: str, inputs: list[str], memo: bool, profile: str | None) -> int:
