@@ -191,6 +191,10 @@ def _release_pool(timeout_s: float) -> None:
             del _POOLS[timeout_s]
 
 
+def _info(item: FileInfo | Detected) -> FileInfo:
+    return item.info if isinstance(item, Detected) else item
+
+
 class _Reader:
     """Runs file work in the isolated extraction process, with retries for transient errors.
 
@@ -204,6 +208,10 @@ class _Reader:
         self._budget = options.max_memory_per_worker_mb * (1 << 20)
         self._pool = None
         self._pool_lock = threading.Lock()
+
+    def _args(self, work_items, *extra) -> tuple:
+        """The arguments of a :mod:`transforms.child` call: its items, then what every call takes."""
+        return (work_items, self._settings, self._budget, self._options.memory_thresholds, os.getpid(), *extra)
 
     def _call(self, fn, args, timeout_s: float, path: str, transient_result):
         from transforms.faults import is_remote, retry
@@ -226,12 +234,11 @@ class _Reader:
         extraction run in the extraction process; a hang or crash becomes an error row."""
         from transforms.faults import is_remote
 
-        info = item.info if isinstance(item, Detected) else item
-        args = (item, self._settings, self._budget, self._options.memory_thresholds, os.getpid())
+        info = _info(item)
         start = time.perf_counter()
         try:
             (result, governor), tries = self._call(
-                child.read, args, self._options.file_timeout_s, info.path,
+                child.read, self._args(item), self._options.file_timeout_s, info.path,
                 lambda r: r[0].rows[FILES_TABLE][0]["error_kind"] == "transient",
             )
         except Exception as exc:
@@ -249,14 +256,10 @@ class _Reader:
         if len(items) == 1:
             return [self.read(items[0])]
         settings = self._settings
-        data = sum(
-            min(i.info.size if isinstance(i, Detected) else i.size, settings.chunk_threshold_bytes) for i in items
-        ) if settings.reads_data else 0
+        data = sum(min(_info(i).size, settings.chunk_threshold_bytes) for i in items) if settings.reads_data else 0
         limit = self._options.file_timeout_s + data / self._options.min_rate_bytes_per_s + len(items) * BATCH_SECONDS_PER_FILE
-        args = (items, settings, self._budget, self._options.memory_thresholds, os.getpid())
-        first = items[0].info.path if isinstance(items[0], Detected) else items[0].path
         try:
-            (results, governor), _ = self._call(child.read_many, args, limit, first, lambda r: False)
+            (results, governor), _ = self._call(child.read_many, self._args(items), limit, _info(items[0]).path, lambda r: False)
         except Exception:
             return [self.read(i) for i in items]
         out = []
@@ -288,10 +291,9 @@ class _Reader:
 
         remote = is_remote(unit.path)
         limit = self._options.file_timeout_s + unit.nbytes / self._options.min_rate_bytes_per_s
-        args = (unit, self._settings, self._budget, self._options.memory_thresholds, os.getpid())
         try:
             result, _attempts = self._call(
-                child.run_unit, args, limit, unit.path, lambda r: r[0].error_kind == "transient"
+                child.run_unit, self._args(unit), limit, unit.path, lambda r: r[0].error_kind == "transient"
             )
             return result
         except Exception as exc:
@@ -308,9 +310,10 @@ class _Reader:
             return [self.run_unit(units[0])]
         threads = self._options.unit_threads or default_pool_size()
         limit = self._options.file_timeout_s + sum(u.nbytes for u in units) / self._options.min_rate_bytes_per_s
-        args = (units, self._settings, self._budget, self._options.memory_thresholds, os.getpid(), threads)
         try:
-            (partials, governor), _ = self._call(child.run_units, args, limit, units[0].path, lambda r: False)
+            (partials, governor), _ = self._call(
+                child.run_units, self._args(units, threads), limit, units[0].path, lambda r: False
+            )
         except Exception:
             return [self.run_unit(u) for u in units]
         out = [(p, governor if i == 0 else {}) for i, p in enumerate(partials)]

@@ -164,29 +164,19 @@ class IsolatedRunner:
         raise WorkerCrashed("extraction process died before it received its task")
 
     def _start(self) -> None:
+        setup = (self.max_rss_bytes is not None, self._initializer, self._initargs)
         if self._start_method == "exec":
-            process, parent_conn = _ExecProcess.start(
-                (self.max_rss_bytes is not None, self._initializer, self._initargs)
+            process, parent_conn = _ExecProcess.start(setup)
+        else:
+            parent_conn, child_conn = self._context.Pipe(duplex=True)
+            process = self._context.Process(
+                target=_serve,
+                args=(child_conn, self._start_method, *setup),
+                name="metaextract-isolated",
+                daemon=True,
             )
-            self.children_started += 1
-            self._process, self._conn, self._tasks = process, parent_conn, 0
-            self._wait_ready(parent_conn)
-            return
-        parent_conn, child_conn = self._context.Pipe(duplex=True)
-        process = self._context.Process(
-            target=_serve,
-            args=(
-                child_conn,
-                self._start_method,
-                self.max_rss_bytes is not None,
-                self._initializer,
-                self._initargs,
-            ),
-            name="metaextract-isolated",
-            daemon=True,
-        )
-        process.start()
-        child_conn.close()
+            process.start()
+            child_conn.close()
         self.children_started += 1
         self._process, self._conn, self._tasks = process, parent_conn, 0
         self._wait_ready(parent_conn)

@@ -131,13 +131,18 @@ def _nanless_max(a: Any, b: Any) -> Any:
     return b if b > a else a
 
 
-def _row_dots(rows: np.ndarray, other: np.ndarray) -> float:
-    """Sum of the dot products of each row of ``rows`` with ``other`` (a row, or ``rows``)."""
+def _sum(rows: np.ndarray, tail: np.ndarray) -> float:
+    """Sum of all elements of ``rows`` and ``tail`` (rows: a BLAS matrix-vector product with ones)."""
+    return (float((rows @ _ONES[:rows.shape[1]]).sum()) if rows.size else 0.0) + float(tail.sum())
+
+
+def _sum_of_squares(rows: np.ndarray, tail: np.ndarray) -> float:
+    """Sum of the squares of all elements of ``rows`` and ``tail`` (BLAS dot products per row)."""
     if _vecdot is not None:
-        return float(_vecdot(rows, other).sum())
-    if other.ndim == 1:
-        return float(sum(np.dot(row, other) for row in rows))
-    return float(sum(np.dot(row, row) for row in rows))
+        squares = float(_vecdot(rows, rows).sum())
+    else:
+        squares = float(sum(np.dot(row, row) for row in rows))
+    return squares + float(np.dot(tail, tail))
 
 
 def _flat_moments(x: np.ndarray, mask: np.ndarray | None) -> Moments:
@@ -157,7 +162,6 @@ def _flat_moments(x: np.ndarray, mask: np.ndarray | None) -> Moments:
     is_float = x.dtype.kind == "f"
     exact_in_float64 = is_float or x.dtype.itemsize < 8
     limits = None if is_float else np.iinfo(x.dtype)
-    ones = _ONES[:ROW_ELEMENTS]
     total = Moments()
     for start in range(0, x.size, BLOCK_ELEMENTS):
         block = x[start:start + BLOCK_ELEMENTS]
@@ -198,8 +202,8 @@ def _flat_moments(x: np.ndarray, mask: np.ndarray | None) -> Moments:
             d[where] = 0.0
         full = nb - nb % ROW_ELEMENTS
         rows, tail = d[:full].reshape(-1, ROW_ELEMENTS), d[full:]
-        s1 = _row_sums(rows, ones) + float(tail.sum())
-        s2 = _row_dots(rows, rows) + float(np.dot(tail, tail))
+        s1 = _sum(rows, tail)
+        s2 = _sum_of_squares(rows, tail)
         shift = s1 * s1 / count
         m2 = s2 - shift
         if shift > 1e4 * m2 or m2 < 0:  # c far from this block's mean: sum around that mean
@@ -207,14 +211,9 @@ def _flat_moments(x: np.ndarray, mask: np.ndarray | None) -> Moments:
             d -= mean_d
             if absent:
                 d[where] = 0.0
-            m2, c, s1 = _row_dots(rows, rows) + float(np.dot(tail, tail)), c + mean_d, 0.0
+            m2, c, s1 = _sum_of_squares(rows, tail), c + mean_d, 0.0
         total = total.merge(Moments(count, absent, lo, hi, c + s1 / count, m2))
     return total
-
-
-def _row_sums(rows: np.ndarray, ones: np.ndarray) -> float:
-    """Sum of all elements of ``rows`` (a BLAS matrix-vector product with ones)."""
-    return float((rows @ ones).sum()) if rows.size else 0.0
 
 
 # --- slab planning ---------------------------------------------------------------------------

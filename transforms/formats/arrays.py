@@ -66,6 +66,18 @@ def _read_exact(fileobj: IO[bytes], offset: int, nbytes: int) -> np.ndarray:
     return buf
 
 
+def _runs(shape: tuple[int, ...], slab: Slab) -> Iterator[tuple[int, int]]:
+    """``(first element, element count)`` of each run of consecutive elements of ``slab`` in a
+    C-order array of ``shape`` (non-empty), in order: one run for slabs planned on a contiguous
+    array."""
+    partial = [i for i, ((lo, hi), n) in enumerate(zip(slab, shape, strict=True)) if hi - lo != n]
+    k = max(partial, default=0)  # runs: axes after k whole, axis k a range, axes before k one index
+    strides = [math.prod(shape[i + 1:]) for i in range(len(shape))]
+    run = (slab[k][1] - slab[k][0]) * strides[k]
+    for index in itertools.product(*(range(lo, hi) for lo, hi in slab[:k])):
+        yield sum(i * s for i, s in zip(index, strides, strict=False)) + slab[k][0] * strides[k], run
+
+
 def _read_contiguous(fileobj: IO[bytes], offset: int, dtype: np.dtype, shape: tuple[int, ...],
                      slab: Slab) -> np.ndarray:
     """A hyperslab of a C-order array stored contiguously at ``offset``, read straight into
@@ -76,13 +88,11 @@ def _read_contiguous(fileobj: IO[bytes], offset: int, dtype: np.dtype, shape: tu
     if not shape:
         _read_into(fileobj, offset, view)
         return out
-    partial = [i for i, ((lo, hi), n) in enumerate(zip(slab, shape, strict=True)) if hi - lo != n]
-    k = max(partial, default=0)  # runs: axes after k whole, axis k a range, axes before k one index
-    run = (slab[k][1] - slab[k][0]) * math.prod(shape[k + 1:]) * dtype.itemsize
-    strides = [math.prod(shape[i + 1:]) for i in range(len(shape))]
-    for n, index in enumerate(itertools.product(*(range(lo, hi) for lo, hi in slab[:k]))):
-        start = sum(i * s for i, s in zip(index, strides, strict=False)) + slab[k][0] * strides[k]
-        _read_into(fileobj, offset + start * dtype.itemsize, view[n * run:(n + 1) * run])
+    done = 0
+    for first, count in _runs(shape, slab):
+        nbytes = count * dtype.itemsize
+        _read_into(fileobj, offset + first * dtype.itemsize, view[done:done + nbytes])
+        done += nbytes
     return out
 
 
@@ -187,7 +197,7 @@ class _H5Stored:
         """Every value of ``slab`` exactly once, in pieces; each piece is valid only until
         the next one is asked for (they share one buffer)."""
         if self._chunks is None:
-            yield from self._runs(slab)
+            yield from self._contiguous(slab)
             return
         chunks, itemsize = self._chunks, self.dtype.itemsize
         nbytes = math.prod(chunks) * itemsize
@@ -202,17 +212,12 @@ class _H5Stored:
                 continue
             yield self._read(info.byte_offset, nbytes).reshape(chunks)[inside]
 
-    def _runs(self, slab: Slab) -> Iterator[np.ndarray]:
+    def _contiguous(self, slab: Slab) -> Iterator[np.ndarray]:
         """A contiguous dataset: each run of consecutive elements, in pieces of at most
         MAX_PIECE_BYTES."""
-        shape, itemsize = self._ds.shape, self.dtype.itemsize
-        partial = [i for i, ((lo, hi), n) in enumerate(zip(slab, shape, strict=True)) if hi - lo != n]
-        k = max(partial, default=0)
-        strides = [math.prod(shape[i + 1:]) for i in range(len(shape))]
-        run = (slab[k][1] - slab[k][0]) * strides[k]
+        itemsize = self.dtype.itemsize
         step = max(1, MAX_PIECE_BYTES // itemsize)
-        for index in itertools.product(*(range(lo, hi) for lo, hi in slab[:k])):
-            first = sum(i * s for i, s in zip(index, strides, strict=False)) + slab[k][0] * strides[k]
+        for first, run in _runs(self._ds.shape, slab):
             for lo in range(first, first + run, step):
                 n = min(step, first + run - lo)
                 yield self._read(self._offset + lo * itemsize, n * itemsize)
