@@ -7,7 +7,7 @@ same package, with the sample corpus, from the sdist it builds.
 import os
 import re
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(HERE, "pipelines", "_version.py"), encoding="utf-8") as f:
@@ -24,6 +24,11 @@ setup(
     packages=find_packages(include=["pipelines", "pipelines.*", "transforms", "transforms.*"]),
     package_data={"pipelines": ["sample_data/*/*", "report_assets/*"]},
     include_package_data=True,
+    # The statistics kernel (transforms/stats.py). optional: without a C compiler the install
+    # still succeeds and numpy computes the same statistics, about half as fast.
+    ext_modules=[
+        Extension("transforms._moments", ["transforms/_moments.c"], optional=True, extra_compile_args=["-O2"]),
+    ],
     install_requires=[
         "apache-beam>=2.60,<3",
         "psutil>=5.9",

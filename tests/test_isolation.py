@@ -333,3 +333,11 @@ def test_extraction_started_warms_one_process_and_stops_it_after():
     while descendants() - before and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not descendants() - before
+
+
+def test_exec_child_keeps_blas_on_one_thread(monkeypatch):
+    """The extraction process runs its own threads: BLAS thread pools (numpy's OpenBLAS) stay at one."""
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "8")
+    with IsolatedRunner(TIMEOUT_S, start_method="exec") as runner:
+        got = runner.call(os.getenv, "OPENBLAS_NUM_THREADS"), runner.call(os.getenv, "OMP_NUM_THREADS")
+    assert got == ("1", "1")

@@ -16,6 +16,16 @@ from transforms import stats
 from transforms.formats.base import ArrayRef
 from transforms.stats import Moments, array_stats, iter_slabs, plan_slabs
 
+@pytest.fixture(autouse=True, params=["native", "numpy"])
+def kernel(request, monkeypatch):
+    """Every test runs with the C kernel and with the numpy fallback."""
+    if request.param == "numpy":
+        monkeypatch.setattr(stats, "_native", None)
+    elif stats._native is None:
+        pytest.fail("transforms._moments was not built (pip install -e . needs a C compiler)")
+    return request.param
+
+
 DTYPES = ["float16", "float32", "float64", ">f8", "int8", "int16", "int32", "int64", "uint8",
           "uint16", "uint32", "uint64", "bool"]
 
@@ -94,6 +104,35 @@ def test_merged_moments_equal_numpy(array, rng, blocks):
     finite = data[np.isfinite(data.astype(np.float64))] if data.size else data
     scale = float(np.abs(finite.astype(np.float64)).max()) if finite.size else 1.0
     assert_close(got, reference(data, mask), scale)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int8", "uint8", "int16", "uint16",
+                                   "int32", "uint32", "int64", "bool"])
+@pytest.mark.parametrize("size", [1, 255, 256, 257, 1000, 4099])
+def test_missing_values_anywhere_in_the_kernel_blocks(dtype, size):
+    """NaN and masked values at and around the C kernel's block edges (256 values), every
+    supported dtype, against numpy on the whole array."""
+    rng = np.random.default_rng(size)
+    data = (rng.standard_normal(size) * 50 + 100).astype(dtype)
+    for where in ([], [0], [size - 1], [255, 256], list(rng.integers(0, size, 5))):
+        where = [w for w in where if w < size]
+        mask = np.zeros(size, bool)
+        mask[where] = True
+        if data.dtype.kind == "f":
+            nan_data = data.copy()
+            nan_data[where] = np.nan
+            assert_close(Moments.of(nan_data).columns(), reference(nan_data, None), 200)
+        got = Moments.of(np.ma.masked_array(data, mask)).columns()
+        assert_close(got, reference(data, mask), 200)
+
+
+def test_strided_and_constant_arrays():
+    data = np.arange(40, dtype=np.float32).reshape(4, 10)[:, ::3]  # not contiguous
+    assert_close(Moments.of(data).columns(), reference(data, None), 40)
+    constant = Moments.of(np.full(1000, 7.25)).columns()
+    assert (constant["stat_mean"], constant["stat_std"]) == (7.25, 0.0)
+    far = np.concatenate([np.full(10, 1e12), np.full(1000, 1.0)])  # shift far from the mean
+    assert_close(Moments.of(far).columns(), reference(far, None), 1e12)
 
 
 def test_large_float32_with_nan_and_offset():

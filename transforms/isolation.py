@@ -33,6 +33,9 @@ T = TypeVar("T")
 # "exec" starts a fresh interpreter that imports only what its tasks need: multiprocessing's
 # forkserver and spawn children import the parent's ``__main__`` (with Beam, ~100 MB) first.
 START_METHODS = ("exec", "forkserver", "spawn")
+
+#: Environment variables that keep BLAS libraries on one thread in an exec'd extraction process.
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 DEFAULT_START_METHOD = "exec"
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 _READY = b"ready"
@@ -268,6 +271,10 @@ class _ExecProcess:
             env = dict(os.environ)
             # The child finds this package (and anything else the parent can import) the same way.
             env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+            # The process runs its own threads (--unit_threads); a BLAS library's thread pool on
+            # top of them (numpy's OpenBLAS starts one per core) made two busy threads wait on
+            # each other's spinning BLAS threads: measured 300x slower.
+            env.update(dict.fromkeys(BLAS_THREAD_VARIABLES, "1"))
             command = [
                 sys.executable, "-c", "from transforms.isolation import _exec_main; _exec_main()",
                 str(child_sock.fileno()), str(os.getpid()),
