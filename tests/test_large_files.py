@@ -141,6 +141,10 @@ def test_pipeline_splits_a_large_file_into_units_and_merges_them(tmp_path):
     assert manifest["read_requests"] == sum(r["read_requests"] for r in files.values())
     assert manifest["bytes_read"] >= h5.stat().st_size + small.stat().st_size
     assert "memory_governor" in manifest
+    units = manifest["data_units"]  # the big file's units only: the small one is a single unit
+    assert units["count"] >= 3 and units["bytes"] >= h5.stat().st_size
+    assert 0 < units["wall_seconds"] < manifest["duration_s"]
+    assert not any(k.startswith("data_unit") for k in manifest["memory_governor"])
     assert json.loads(files[str(h5)]["settings"]) == {"checksum": "blake3", "stats": True}
     # one line of SQL over the statistics
     sql = f"select stat_mean from '{out}/hdf5/*.parquet' where object_path = '/temperature' and path = '{h5}'"

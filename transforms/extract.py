@@ -452,8 +452,13 @@ class RunUnitFn(beam.DoFn):
 
     def _run_pending(self):
         units, self._pending = self._pending, []
-        for unit, (partial, governor) in zip(units, self._reader.run_units(units) if units else []):
-            partial.governor = governor
+        if not units:
+            return
+        started = time.time()
+        results = self._reader.run_units(units)
+        phase = data_phase_figures(units, started, time.time())
+        for i, (unit, (partial, governor)) in enumerate(zip(units, results)):
+            partial.governor = {**governor, **phase} if i == 0 else governor
             self._governor_metrics.record_figures(governor)
             self._units.inc()
             self._unit_bytes.update(unit.nbytes)
@@ -462,6 +467,17 @@ class RunUnitFn(beam.DoFn):
     def teardown(self):
         if getattr(self, "_reader", None) is not None:
             self._reader.close()
+
+
+def data_phase_figures(units: list[Unit], started: float, finished: float) -> dict[str, Any]:
+    """One call's data units for the manifest's ``data_units`` (merged like the governor's
+    figures: counts add up, the earliest start and the latest end are kept)."""
+    return {
+        "data_units": len(units),
+        "data_unit_bytes": sum(u.nbytes for u in units),
+        "data_units_started_min": started,
+        "data_units_finished_max": finished,
+    }
 
 
 class MergePartialsFn(beam.CombineFn):

@@ -190,6 +190,16 @@ def merge_governor(figures: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 PRESSURE_LEVELS = ("NORMAL", "ELEVATED", "HIGH", "CRITICAL")
 
 
+def _data_units_summary(figures: dict[str, Any]) -> dict[str, Any]:
+    """The large files' data units (``extract.data_phase_figures``, taken out of ``figures``):
+    how many, their bytes, and the wall time from the first call's start to the last one's end."""
+    started = figures.pop("data_units_started_min", None)
+    finished = figures.pop("data_units_finished_max", None)
+    count, nbytes = figures.pop("data_units", 0), figures.pop("data_unit_bytes", 0)
+    wall = round(finished - started, 3) if started is not None and finished is not None else 0.0
+    return {"count": count, "bytes": nbytes, "wall_seconds": wall}
+
+
 def _governor_summary(figures: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in figures.items() if k not in ("level", "chunk_bytes_last", "batch_size_last")}
     if "max_level" in out:
@@ -241,7 +251,9 @@ def build_manifest(
     if slowest:
         seconds, path = max(pair for _, pair in slowest)
         document["slowest_file"] = {"path": redact_url(path), "extract_seconds": round(seconds, 3)}
-    document["memory_governor"] = _governor_summary(merge_governor(governor or []))
+    figures = merge_governor(governor or [])
+    document["data_units"] = _data_units_summary(figures)
+    document["memory_governor"] = _governor_summary(figures)
     previous = base.get("previous_run")
     if previous:
         document["compared_with_previous"] = compare_runs(document, previous)
