@@ -29,7 +29,14 @@ from pipelines import __version__
 from pipelines.options import MetaextractOptions, UsageError, die, parse_flags, public_options
 from pipelines.progress import ProgressDisplay, human_bytes
 from transforms import schemas
-from transforms.extract import FILES_TABLE, GOVERNOR_KEY, ExtractMetadata, ExtractOptions, extraction_started
+from transforms.extract import (
+    FILE_ROWS_KEY,
+    FILES_TABLE,
+    GOVERNOR_KEY,
+    ExtractMetadata,
+    ExtractOptions,
+    extraction_started,
+)
 from transforms.formats import registry
 from transforms.listing import InputError, ListFiles, list_inputs, skipped_summary
 from transforms.redact import install_log_redaction, redact_text, redact_url, secret_values
@@ -48,7 +55,7 @@ from transforms.incremental import (
 )
 from transforms.publish import roll_forward
 from transforms.rollups import RollUps
-from transforms.sink import CACHE_SIZE, CARRIED, GOVERNOR, MANIFEST, WriteCatalog
+from transforms.sink import CACHE_SIZE, CARRIED, FILE_ROWS, GOVERNOR, MANIFEST, WriteCatalog
 from transforms.phi import PhiKeyMissing, PhiPolicy
 from transforms.work import Settings
 
@@ -122,6 +129,7 @@ class CatalogFiles(beam.PTransform):
             >> ExtractMetadata(list(tables), self.settings, self.extract, self.progress_dir)
         )
         governor = rows.pop(GOVERNOR_KEY)
+        file_rows = rows.pop(FILE_ROWS_KEY)
         to_carry = planned | "PathsToCarry" >> beam.FlatMap(routed, PlanAgainstCacheFn.CARRY)
         carried = to_carry | "CarryForward" >> CarryForward(
             self.previous, writer.staging, tables, self.storage_options
@@ -141,7 +149,7 @@ class CatalogFiles(beam.PTransform):
             carried = (carried, carried_rollups) | "AllCarriedShards" >> beam.Flatten()
         rollups = rollup_input | "RollUps" >> RollUps()
         return {
-            **rows,
+            FILE_ROWS: file_rows,  # the tables' rows, one element per file
             **rollups,
             CARRIED: carried,
             GOVERNOR: governor,

@@ -249,3 +249,30 @@ def test_catalog_writer_writes_a_shard_when_pending_rows_hold_too_much_text(tmp_
         writer.add_input(acc, ("hdf5", {"path": f"/f{i}", "object_path": "/", "kind": "group", "attributes": big}))
     assert len(acc["shards"]) == 2  # after rows 4 and 8
     assert len(acc["pending"]["hdf5"]) == 1
+
+
+def test_catalog_writer_takes_each_files_rows_as_one_element(tmp_path):
+    """``FILE_ROWS``: one dict per file (tables -> rows); keys that are not tables are ignored."""
+    from transforms import sink
+
+    writer = sink.CatalogWriterFn({"hdf5": schemas.TABLES["hdf5"]}, str(tmp_path))
+    acc = writer.create_accumulator()
+    for name in ("a", "b"):
+        rows = [{"path": f"/{name}.h5", "object_path": p, "kind": "group"} for p in ("/", "/g")]
+        writer.add_input(acc, (sink.FILE_ROWS, {"hdf5": rows, "dicom": [], "_governor": [{"checks": 1}]}))
+    (shard,) = writer.extract_output(acc)["shards"]
+    assert (shard["table"], shard["rows"]) == ("hdf5", 4)
+    assert sorted(pq.read_table(shard["path"]).column("path").to_pylist()) == ["/a.h5", "/a.h5", "/b.h5", "/b.h5"]
+
+
+def test_file_rows_pickle_compressed_and_equal():
+    """A file's rows travel between stages compressed (the in-process runner holds them all)."""
+    import pickle
+
+    from transforms.work import FileRows
+
+    rows = {"files": [{"path": f"/f{i}", "metadata": json.dumps({"k": ["v" * 50] * 200})} for i in range(20)]}
+    packed = pickle.dumps(FileRows(rows))
+    assert len(packed) * 5 < len(pickle.dumps(rows))
+    back = pickle.loads(packed)
+    assert type(back) is FileRows and back == rows

@@ -26,7 +26,7 @@ from apache_beam.transforms.window import GlobalWindows
 from transforms import child, work
 from transforms.detect import detect
 from transforms.formats.base import FileInfo
-from transforms.work import FILES_TABLE, Detected, FileWork, Partial, Settings, Unit
+from transforms.work import FILES_TABLE, Detected, FileRows, FileWork, Partial, Settings, Unit
 
 __all__ = ["FILES_TABLE", "DetectFormat", "ExtractMetadata", "ExtractOptions", "catalog_rows"]
 
@@ -46,6 +46,9 @@ MAX_UNITS_PER_CALL = 256
 
 #: Reserved key of a file's rows dict: memory governor figures for the manifest, not a table.
 GOVERNOR_KEY = "_governor"
+#: Output of ExtractMetadata besides the tables: each file's rows by table (:class:`FileRows`),
+#: what the catalog writer takes (one element per file instead of one per row).
+FILE_ROWS_KEY = "_file_rows"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -400,12 +403,12 @@ class ExtractFileFn(beam.DoFn):
                 result.rows[GOVERNOR_KEY] = [governor]
                 self._batch_size = governor.get("batch_size_last") or self._batch_size
             if result.units:
-                yield "pending", (row["path"], result.rows)
+                yield "pending", (row["path"], FileRows(result.rows))
                 for unit in result.units:
                     yield "unit", unit
             else:
                 self._counter.count(row, row.get("extract_seconds") or 0.0)
-                yield "done", result.rows
+                yield "done", FileRows(result.rows)
 
     def finish_bundle(self):
         for element in self._run_pending():
@@ -517,7 +520,7 @@ class CompleteLargeFileFn(beam.DoFn):
         rows = work.complete_rows(rows, partial, self._settings)
         row = rows[FILES_TABLE][0]
         self._counter.count(row, row.get("extract_seconds") or 0.0)
-        yield rows
+        yield FileRows(rows)
 
     def finish_bundle(self):
         self._counter.flush()
@@ -544,7 +547,8 @@ class ExtractMetadata(beam.PTransform):
       progress_dir: a local folder where each worker process reports its progress.
 
     The output dict also holds ``GOVERNOR_KEY``: the memory governor's figures, one dict per
-    file read (the manifest sums them).
+    file read (the manifest sums them), and ``FILE_ROWS_KEY``: each file's rows by table, one
+    :class:`FileRows` per file (the catalog writer takes these).
     """
 
     tables: list[str]
@@ -579,7 +583,7 @@ class ExtractMetadata(beam.PTransform):
             lambda kv: [kv[1].governor] if kv[1].governor else []
         )
         rows = (done, completed) | "AllFiles" >> beam.Flatten()
-        out = {
+        out: dict[str, Any] = {
             table: rows | f"Select{table.title()}Rows" >> beam.FlatMap(_rows_of, table)
             for table in self.tables
         }
@@ -587,6 +591,7 @@ class ExtractMetadata(beam.PTransform):
             rows | "FileGovernor" >> beam.FlatMap(_rows_of, GOVERNOR_KEY),
             governor_units,
         ) | "GovernorFigures" >> beam.Flatten()
+        out[FILE_ROWS_KEY] = rows
         return out
 
 

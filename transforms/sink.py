@@ -313,6 +313,9 @@ CARRIED = "_carried_shards"
 CACHE_SIZE = "_cache_size"
 #: Optional input of WriteCatalog: the memory governor's figures (dicts) from the extraction.
 GOVERNOR = "_governor"
+#: Optional input of WriteCatalog: each file's rows by table (one dict per file; keys that are
+#: not tables are ignored), instead of, or besides, one PCollection of rows per table.
+FILE_ROWS = "_file_rows"
 
 
 def _carried_outcomes(shard: dict):
@@ -327,7 +330,7 @@ def _carried_changes(shard: dict):
 
 #: A table's pending rows are written as a shard once they hold about this much text (a
 #: catalog of files with 100,000 attributes each would otherwise sit in memory up to 50,000 rows).
-MAX_PENDING_BYTES = 32 << 20
+MAX_PENDING_BYTES = 8 << 20
 
 
 def _row_bytes(row: Mapping[str, Any]) -> int:
@@ -398,15 +401,23 @@ class CatalogWriterFn(beam.CombineFn):
             acc["governor"] = value if acc["governor"] is None else merge_governor([acc["governor"], value])
         elif kind == CACHE_SIZE:
             acc["cache_size"] += value
+        elif kind == FILE_ROWS:
+            for table, rows in value.items():
+                if table in self._tables:
+                    for row in rows:
+                        self._add_row(acc, table, row)
         else:
-            if kind == FILES_TABLE:
-                self._count_file(acc, value)
-            pending = acc["pending"].setdefault(kind, [])
-            pending.append(value)
-            held = acc["pending_bytes"][kind] = acc["pending_bytes"].get(kind, 0) + _row_bytes(value)
-            if len(pending) >= self._max_rows or held >= MAX_PENDING_BYTES:
-                self._flush(acc, kind)
+            self._add_row(acc, kind, value)
         return acc
+
+    def _add_row(self, acc, table: str, row: dict) -> None:
+        if table == FILES_TABLE:
+            self._count_file(acc, row)
+        pending = acc["pending"].setdefault(table, [])
+        pending.append(row)
+        held = acc["pending_bytes"][table] = acc["pending_bytes"].get(table, 0) + _row_bytes(row)
+        if len(pending) >= self._max_rows or held >= MAX_PENDING_BYTES:
+            self._flush(acc, table)
 
     def merge_accumulators(self, accumulators):
         accumulators = iter(accumulators)
@@ -474,8 +485,10 @@ def publish_figures(figures: Mapping[str, Any], **kwargs) -> dict[str, Any]:
 class WriteCatalog(beam.PTransform):
     """Dict of table name -> PCollection of rows  ->  the published catalog's manifest.
 
-    The input dict may also hold ``CARRIED`` (shard records of rows carried forward from the
-    previous catalog), ``CACHE_SIZE`` (ints that sum to the paths in that catalog) and ``GOVERNOR``.
+    The input dict may also hold ``FILE_ROWS`` (each file's rows by table, one dict per file: one
+    element per file crosses the runner instead of one per row), ``CARRIED`` (shard records of
+    rows carried forward from the previous catalog), ``CACHE_SIZE`` (ints that sum to the paths
+    in that catalog) and ``GOVERNOR``.
 
     Args:
       output: the catalog folder (local path or fsspec URL).
@@ -498,7 +511,7 @@ class WriteCatalog(beam.PTransform):
     def expand(self, inputs: dict):
         tagged = [
             inputs[name] | f"Tag{name.title().replace('_', '')}" >> beam.Map(_tagged, name)
-            for name in (*self.tables, CARRIED, GOVERNOR, CACHE_SIZE)
+            for name in (*self.tables, FILE_ROWS, CARRIED, GOVERNOR, CACHE_SIZE)
             if inputs.get(name) is not None
         ]
         return (
