@@ -276,3 +276,13 @@ def test_file_rows_pickle_compressed_and_equal():
     assert len(packed) * 5 < len(pickle.dumps(rows))
     back = pickle.loads(packed)
     assert type(back) is FileRows and back == rows
+
+
+def test_small_file_rows_pickle_plain():
+    import pickle
+
+    from transforms.work import FileRows
+
+    rows = {"files": [{"path": "/a", "size_bytes": 1}]}
+    back = pickle.loads(pickle.dumps(FileRows(rows)))
+    assert type(back) is FileRows and back == rows

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import json
 import logging
 from collections.abc import Iterable, Mapping
@@ -61,6 +62,7 @@ VARIABLES = "variables"
 # --- DICOM: pure functions ---------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)  # every instance of a series repeats the same tags
 def attribute_name(tag: str) -> str:
     """``"00080060"`` -> ``"Modality"``; private and unknown tags keep their ``GGGGEEEE``, and a
     key that is not eight hex digits stays as it is."""
