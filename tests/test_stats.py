@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import random
+import shutil
 
 import numpy as np
 import pytest
@@ -22,7 +23,9 @@ def kernel(request, monkeypatch):
     if request.param == "numpy":
         monkeypatch.setattr(stats, "_native", None)
     elif stats._native is None:
-        pytest.fail("transforms._moments was not built (pip install -e . needs a C compiler)")
+        if shutil.which("cc") or shutil.which("gcc"):  # the install should have built it
+            pytest.fail("transforms._moments was not built although a C compiler is installed")
+        pytest.skip("no C compiler: the optional --stats kernel was not built (numpy path tested)")
     return request.param
 
 
