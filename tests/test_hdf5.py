@@ -966,7 +966,7 @@ def _attribute(draw):
     count = int(np.prod(shape)) if shape else 1
     if kind == "vlen":
         # libhdf5's variable-length strings end at NUL: h5py refuses to write one inside
-        text = st.text(st.characters(blacklist_characters="\x00"), max_size=6)
+        text = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=6)
         words = draw(st.lists(text, min_size=count, max_size=count))
         return np.array(words, dtype=h5py.string_dtype()).reshape(shape)
     if kind == "enum":
