@@ -123,10 +123,10 @@ class CatalogFiles(beam.PTransform):
             >> beam.ParDo(PlanAgainstCacheFn(self.policy), cache=beam.pvalue.AsList(cache))
         )
         to_extract = planned | "FilesToExtract" >> beam.FlatMap(routed, PlanAgainstCacheFn.EXTRACT)
-        rows = (
+        rows = (  # the writer takes each file's rows whole: per table only what the roll-ups read
             to_extract
             | "ExtractMetadata"
-            >> ExtractMetadata(list(tables), self.settings, self.extract, self.progress_dir)
+            >> ExtractMetadata(list(ROLLUP_SOURCES), self.settings, self.extract, self.progress_dir)
         )
         governor = rows.pop(GOVERNOR_KEY)
         file_rows = rows.pop(FILE_ROWS_KEY)
