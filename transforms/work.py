@@ -419,7 +419,8 @@ def run_unit(
     if source is None:
         source = Source(unit.location or unit.path, unit.size, settings.storage_options, b"", settings.format_options)
     before = (source.counter.bytes_read, source.counter.read_requests)
-    cap = MAX_READ_BYTES if hash_threads and unit.kind == "digest" else MAX_ONE_THREAD_READ_BYTES
+    one_thread_hash = unit.kind == "crc32c" or (unit.kind == "digest" and not hash_threads)
+    cap = MAX_ONE_THREAD_READ_BYTES if one_thread_hash else MAX_READ_BYTES
     chunk = (lambda: min(governor.chunk_bytes, cap)) if governor is not None else (lambda: 2 * MiB)
     before_read = governor.before_read if governor is not None else None
     partial = Partial(units=1)
