@@ -163,6 +163,13 @@ def _sum_of_squares(rows: np.ndarray, tail: np.ndarray) -> float:
     return squares + float(np.dot(tail, tail))
 
 
+def _shift_too_far(shift: float, m2: float) -> bool:
+    """Whether ``M2 = S2 - S1**2/n`` (``shift`` = S1**2/n) lost too much to cancellation: the
+    shift lies far from the mean relative to the spread, so the values are summed again around
+    their own mean."""
+    return shift > 1e4 * m2 or m2 < 0
+
+
 def _native_moments(x: np.ndarray, mask: np.ndarray | None) -> Moments:
     """:func:`_flat_moments` by the C kernel, in one call (one pass; a second one only when the
     shift, the first value, lies far from the mean relative to the spread)."""
@@ -175,7 +182,7 @@ def _native_moments(x: np.ndarray, mask: np.ndarray | None) -> Moments:
     shift = s1 * s1 / count
     m2 = s2 - shift
     mean = c + s1 / count
-    if (shift > 1e4 * m2 or m2 < 0) and math.isfinite(mean):
+    if _shift_too_far(shift, m2) and math.isfinite(mean):
         count, missing, lo, hi, c, s1, s2 = _native.moments(x, mask, mean)
         m2, mean = s2 - s1 * s1 / count, c + s1 / count
     return Moments(count, missing, lo, hi, mean, m2)
@@ -242,7 +249,7 @@ def _flat_moments(x: np.ndarray, mask: np.ndarray | None) -> Moments:
         s2 = _sum_of_squares(rows, tail)
         shift = s1 * s1 / count
         m2 = s2 - shift
-        if shift > 1e4 * m2 or m2 < 0:  # c far from this block's mean: sum around that mean
+        if _shift_too_far(shift, m2):  # c far from this block's mean: sum around that mean
             mean_d = s1 / count
             d -= mean_d
             if absent:
