@@ -38,7 +38,7 @@ from transforms.extract import (
     extraction_started,
 )
 from transforms.formats import registry
-from transforms.listing import InputError, ListFiles, list_inputs, skipped_summary
+from transforms.listing import InputError, ListFileBatches, list_inputs, skipped_summary
 from transforms.redact import install_log_redaction, redact_text, redact_url, secret_values
 from transforms.incremental import (
     AnythingChanged,
@@ -51,16 +51,16 @@ from transforms.incremental import (
     has_catalog,
     publish_if_unchanged,
     read_previous_manifest,
-    shard_rows,
+    carried_partials,
 )
 from transforms.publish import roll_forward
-from transforms.rollups import RollUps
+from transforms.rollups import PARTIALS, RollUps
 from transforms.sink import CACHE_SIZE, CARRIED, FILE_ROWS, GOVERNOR, MANIFEST, WriteCatalog
 from transforms.phi import PhiKeyMissing, PhiPolicy
 from transforms.work import Settings
 
 SAMPLE_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sample_data")
-#: Tables the roll-ups read (on incremental runs, carried rows are read back for them).
+#: Tables the roll-ups read (rows of carried-forward files are rolled up per shard: ``carried_partials``).
 ROLLUP_SOURCES = ("files", "dicom", "netcdf", "hdf5")
 LOCAL_RUNNERS = {None, "DirectRunner", "direct", "FnApiRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner"}
 #: ``--runner`` values (None: not given) that mean Beam's DirectRunner.
@@ -118,7 +118,7 @@ class CatalogFiles(beam.PTransform):
         cache = pbegin | "ReadCache" >> ReadCache(self.previous, self.storage_options)
         planned = (
             pbegin
-            | "ListFiles" >> ListFiles(self.inputs, self.storage_options, self.follow_symlinks)
+            | "ListFiles" >> ListFileBatches(self.inputs, self.storage_options, self.follow_symlinks)
             | "CompareWithCache"
             >> beam.ParDo(PlanAgainstCacheFn(self.policy), cache=beam.pvalue.AsList(cache))
         )
@@ -137,12 +137,12 @@ class CatalogFiles(beam.PTransform):
         rollup_input = dict(rows)
         if self.previous:  # roll-ups cover carried rows too, unless nothing was read or deleted
             changed = (to_extract, to_carry, cache) | "AnythingChanged" >> AnythingChanged()
-            needed = beam.pvalue.AsSingleton(changed)
-            for name in ROLLUP_SOURCES:
-                reread = carried | f"Reread{name.title()}" >> beam.FlatMap(
-                    shard_rows, name, self.storage_options, needed=needed
-                )
-                rollup_input[name] = (rows[name], reread) | f"All{name.title()}Rows" >> beam.Flatten()
+            rollup_input[PARTIALS] = carried | "RollUpCarriedShards" >> beam.FlatMap(
+                carried_partials,
+                beam.pvalue.AsList(cache),
+                self.storage_options,
+                needed=beam.pvalue.AsSingleton(changed),
+            )
             carried_rollups = changed | "CarryRollUps" >> CarryRollUps(
                 self.previous, writer.staging, dict(schemas.ROLLUP_TABLES), self.storage_options
             )

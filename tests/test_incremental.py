@@ -214,3 +214,26 @@ def test_crash_during_publish_is_rolled_forward(corpus, tmp_path):
     assert not (out / JOURNAL).exists()
     assert manifest["files_total"] == 9 and manifest["changes"]["unchanged"] == 9
     _catalog_state(out)
+
+
+def test_cache_part_is_a_compact_side_input(corpus, tmp_path):
+    """CachePart: a mapping of the previous files rows, pickled as Arrow columns (not its index),
+    weighed by the runner's side-input cache through those columns."""
+    import pickle
+
+    from apache_beam.runners.worker import statecache
+
+    from transforms.incremental import CachePart, cache_part, table_files
+
+    out = tmp_path / "out"
+    run_catalog([corpus], out)
+    [path] = table_files(str(out), "files")
+    part = CachePart.read(path)
+    plain = cache_part(path)
+    assert len(part) == len(plain) == 8
+    some = next(iter(plain))
+    assert part[some] == part.get(some) == plain[some] and some in part and "/nowhere" not in part
+    assert part.get("/nowhere") is None and part[some].format in {"dicom", "fits", "hdf5", "netcdf", "unknown"}
+    copy = pickle.loads(pickle.dumps(part))
+    assert copy._index is None and dict((p, copy[p]) for p in plain) == plain
+    assert statecache.get_deep_size([part]) < 64 * 1024  # the columns, not a walk of the index

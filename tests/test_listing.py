@@ -344,3 +344,29 @@ def test_hostile_tree_end_to_end_one_row_per_entry(hostile_tree, tmp_path):
 def test_non_utf8_named_files_are_read_end_to_end(hostile_tree, tmp_path):
     _, rows = catalog_rows(hostile_tree, tmp_path / "out")
     assert (rows["caf\\xe9.dcm"]["status"], rows["scan-\\xff.h5"]["status"]) == ("ok", "ok")
+
+
+def test_file_batches_are_distinct_and_bounded(tree, pipeline):
+    """ListFileBatches: every file once across overlapping inputs, batches of at most batch_files."""
+    from transforms.listing import FileBatch, ListFileBatches
+
+    with pipeline as p:
+        batches = p | ListFileBatches([str(tree), str(tree / "a"), str(tree / "top.fits")], batch_files=2)
+        assert_that(batches | "Sizes" >> beam.Map(lambda b: isinstance(b, FileBatch) and 1 <= len(b) <= 2)
+                    | "All" >> beam.combiners.ToList() | beam.Map(all), equal_to([True]), label="Bounded")
+        paths = batches | beam.FlatMap(lambda b: [i.path for i in b])
+        assert_that(paths, equal_to([str(tree / p) for p in ("top.fits", "a/one.h5", "a/b/deep.fits")]), label="Once")
+
+
+def test_file_batch_pickles_whole():
+    import pickle
+
+    from transforms.formats.base import FileInfo
+    from transforms.listing import FileBatch, distinct_batches
+
+    batch = FileBatch([FileInfo("/a", 1), FileInfo("/b", 2)])
+    copy = pickle.loads(pickle.dumps(batch))
+    assert type(copy) is FileBatch and copy == batch
+    pieces = [FileBatch([FileInfo("/a", 1), FileInfo("/b", 2)]), FileBatch([FileInfo("/a", 1), FileInfo("/c", 3)])]
+    out = list(distinct_batches((0, pieces), batch_files=2))
+    assert [[i.path for i in b] for b in out] == [["/a", "/b"], ["/c"]]

@@ -330,3 +330,68 @@ def test_rollups_survive_unreadable_tags(pipeline):
             equal_to([(1, 4, 1111)]),
             label="Studies",
         )
+
+
+def _rows_for_partials():
+    tags = {"00080060": {"vr": "CS", "Value": ["CT"]}, "00200013": {"vr": "IS", "Value": [1]},
+            "00080022": {"vr": "DA", "Value": ["20240315"]}}
+    files = [{"path": f"/{i}.dcm", "format": "dicom", "size_bytes": 10 + i} for i in range(5)]
+    files += [{"path": "/x.nc", "format": "netcdf", "size_bytes": 7}, {"path": "/y.h5", "format": "hdf5", "size_bytes": 9}]
+    dicom = [
+        {"path": f"/{i}.dcm", "study_instance_uid": "1", "series_instance_uid": f"1.{i % 2}", "modality": "CT",
+         "patient_id": "P", "study_date": None,
+         "tags": json.dumps({**tags, "00200013": {"vr": "IS", "Value": [i]}, "00080022": {"vr": "DA", "Value": [f"2024031{i}"]}})}
+        for i in range(5)
+    ]
+    netcdf = [{"path": "/x.nc", "variable": "t", "units": "K", "standard_name": None}] * 2
+    hdf5 = [{"path": "/y.h5", "kind": "dataset", "object_path": "/t", "attributes": '{"units": "K"}'},
+            {"path": "/y.h5", "kind": "group", "object_path": "/g", "attributes": "{}"}]
+    return {"files": files, "dicom": dicom, "netcdf": netcdf, "hdf5": hdf5}
+
+
+@pytest.mark.parametrize("split", [0, 2, 5])
+def test_partials_merge_to_the_rollups_of_the_rows(pipeline, split):
+    """Rows rolled up beforehand (``dicom_partials``/``variable_partials``, as for carried-forward
+    shards) and merged in ``RollUps`` give the roll-ups of all the rows together."""
+    import apache_beam as beam
+
+    tables = _rows_for_partials()
+    sizes = {r["path"]: (r["format"], r["size_bytes"]) for r in tables["files"]}
+
+    def size_of(path, formats):
+        fmt, size = sizes.get(path, (None, 0))
+        return size if fmt in formats else 0
+
+    partials = [("dicom_series", k, acc) for k, acc in rollups.dicom_partials(tables["dicom"][split:], size_of).items()]
+    partials += [
+        ("variables", k, t) for k, t in rollups.variable_partials(tables["netcdf"], tables["hdf5"], size_of).items()
+    ]
+
+    def canonical(rows):
+        return sorted(json.dumps(r, default=str, sort_keys=True) for r in rows)
+
+    def same(keyed):
+        _, (everything, with_partials) = keyed
+        return len(everything) > 0 and canonical(everything) == canonical(with_partials)
+
+    with pipeline as p:
+        every_row = {name: p | f"All{name}" >> beam.Create(rows) for name, rows in tables.items()} | "AllRows" >> rollups.RollUps()
+        given = {"files": tables["files"], "dicom": tables["dicom"][:split], rollups.PARTIALS: partials}
+        with_partials = {
+            name: p | f"Given{name}" >> beam.Create(rows) for name, rows in given.items()
+        } | "WithPartials" >> rollups.RollUps()
+        for name in every_row:
+            compared = (
+                every_row[name] | f"ListAll{name}" >> beam.combiners.ToList(),
+                with_partials[name] | f"ListPartial{name}" >> beam.combiners.ToList(),
+            ) | f"Pair{name}" >> beam.Flatten() | f"Key{name}" >> beam.Map(lambda rows: (0, rows))
+            pairs = compared | f"Group{name}" >> beam.GroupByKey() | f"Both{name}" >> beam.Map(
+                lambda kv: (kv[0], tuple(sorted(kv[1], key=len, reverse=True)))
+            )
+            assert_that(pairs | f"Same{name}" >> beam.Map(same), equal_to([True]), label=f"Equal{name}")
+
+
+def test_canonical_json_equals_json_dumps():
+    for value in [None, [], ["a", "é\u2028\"x\\"], [1, 2.5, True, None], {"b": 1, "a": [{"z": None, "y": "q"}]},
+                  "x", ["a", 1], [1e300], [{"Alphabetic": "Smith^J"}]]:
+        assert rollups.canonical_json(value) == json.dumps(value, sort_keys=True, separators=(",", ":"))

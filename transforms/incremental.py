@@ -18,15 +18,17 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 import pyarrow as pa
+from apache_beam.runners.worker import statecache
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
+from transforms import rollups
 from transforms.formats.base import FileInfo
 from transforms.sink import MANIFEST, join, stage_table
 
 #: files-table columns the cache needs (the whole row is never held in memory).
-CACHE_COLUMNS = ["path", "size_bytes", "modified", "status", "extractor_version", "extracted_at"]
+CACHE_COLUMNS = ["path", "size_bytes", "modified", "status", "extractor_version", "extracted_at", "format"]
 OPTIONAL_CACHE_COLUMNS = ["first_seen", "etag", "settings"]
 
 NEW, CHANGED, UNCHANGED = "new", "changed", "unchanged"
@@ -42,6 +44,7 @@ class CacheEntry(NamedTuple):
     extractor_version: str
     first_seen_us: int | None
     settings: str | None = None
+    format: str | None = None
 
 
 def _us(value: dt.datetime | None) -> int | None:
@@ -151,9 +154,15 @@ def _read(path: str, columns: list[str] | None, storage_options) -> pa.Table:
         return pq.read_table(f, columns=[c for c in columns if c in available])
 
 
-def cache_entries(path: str, storage_options=None) -> Iterable[tuple[str, CacheEntry]]:
-    """(path, CacheEntry) for every row of one Parquet file of a previous ``files`` table."""
-    table = _read(path, CACHE_COLUMNS + OPTIONAL_CACHE_COLUMNS, storage_options)
+def read_cache_columns(path: str, storage_options=None) -> pa.Table:
+    """The columns of one Parquet file of a previous ``files`` table that the cache needs."""
+    return _read(path, CACHE_COLUMNS + OPTIONAL_CACHE_COLUMNS, storage_options)
+
+
+def cache_entries(path: str | pa.Table, storage_options=None) -> Iterable[tuple[str, CacheEntry]]:
+    """(path, CacheEntry) for every row of one Parquet file of a previous ``files`` table (or
+    of the columns :func:`read_cache_columns` read from it)."""
+    table = path if isinstance(path, pa.Table) else read_cache_columns(path, storage_options)
     n = table.num_rows
     names = set(table.column_names)
     first_seen = table.column("extracted_at")
@@ -172,13 +181,60 @@ def cache_entries(path: str, storage_options=None) -> Iterable[tuple[str, CacheE
     # Few distinct values: one shared string each instead of one per row (~100 bytes a row).
     status = [v if v is None else sys.intern(v) for v in table.column("status").to_pylist()]
     versions = [v if v is None else sys.intern(v) for v in table.column("extractor_version").to_pylist()]
+    formats = [v if v is None else sys.intern(v) for v in table.column("format").to_pylist()]
     for i in range(n):
-        yield paths[i], CacheEntry(sizes[i], modified[i], etags[i], status[i], versions[i], first[i], settings[i])
+        yield paths[i], CacheEntry(
+            sizes[i], modified[i], etags[i], status[i], versions[i], first[i], settings[i], formats[i]
+        )
 
 
 def cache_part(path: str, storage_options=None) -> dict[str, CacheEntry]:
     """``{path: CacheEntry}`` for one Parquet file of a previous ``files`` table."""
     return dict(cache_entries(path, storage_options))
+
+
+class CachePart(statecache.CacheAware):
+    """The cache entries of one previous ``files`` Parquet file, as a side-input value.
+
+    Travels and is stored as Arrow columns (compact to encode, and the runner's side-input
+    cache weighs it by their bytes instead of walking a million Python objects); the
+    ``{path: CacheEntry}`` index is built on the first lookup in each worker process and kept
+    with the object while the runner caches it. A read-only mapping.
+    """
+
+    def __init__(self, columns: pa.Table):
+        self._columns = columns
+        self._index: dict[str, CacheEntry] | None = None
+
+    @classmethod
+    def read(cls, path: str, storage_options=None) -> "CachePart":
+        return cls(read_cache_columns(path, storage_options))
+
+    def _entries(self) -> dict[str, CacheEntry]:
+        if self._index is None:
+            self._index = dict(cache_entries(self._columns))
+        return self._index
+
+    def get(self, path: str, default=None) -> CacheEntry | None:
+        return self._entries().get(path, default)
+
+    def __getitem__(self, path: str) -> CacheEntry:
+        return self._entries()[path]
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._entries()
+
+    def __len__(self) -> int:
+        return self._columns.num_rows
+
+    def __getstate__(self):
+        return {"columns": self._columns}
+
+    def __setstate__(self, state):
+        self.__init__(state["columns"])
+
+    def get_referents_for_cache(self) -> list[Any]:
+        return [self._columns]
 
 
 def _as_us(column: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -236,11 +292,9 @@ def stage_carried(staging: str, table: str, rows: pa.Table, storage_options=None
     return record
 
 
-#: What ``transforms.rollups.RollUps`` reads of each source table: the columns, and the rows it
-#: keeps (column, values); carried rows are re-read for the roll-ups with only these, so fewer
-#: and smaller elements go through the pipeline. Keep in step with ``transforms/rollups.py``.
-ROLLUP_READS: dict[str, tuple[list[str] | None, tuple[str, list[str]] | None]] = {
-    "files": (["path", "format", "size_bytes"], ("format", ["dicom", "netcdf", "hdf5"])),
+#: What the roll-ups read of each per-format table: the columns, and the rows they keep
+#: (column, values). Keep in step with ``transforms/rollups.py``.
+ROLLUP_READS: dict[str, tuple[list[str], tuple[str, list[str]] | None]] = {
     "dicom": (
         ["path", "tags", "study_instance_uid", "series_instance_uid", "modality", "patient_id", "study_date"],
         None,
@@ -250,20 +304,52 @@ ROLLUP_READS: dict[str, tuple[list[str] | None, tuple[str, list[str]] | None]] =
 }
 
 
-def shard_rows(shard: Mapping[str, Any], table: str, storage_options=None, needed: bool = True) -> Iterable[dict]:
-    """The rows of a carried-forward shard, when it belongs to ``table`` and the roll-ups need them.
+def cache_lookup(cache, path: str) -> CacheEntry | None:
+    """``path``'s entry in one cache mapping or in the list of ``ReadCache`` parts (``AsList``)."""
+    if isinstance(cache, (Mapping, CachePart)):
+        return cache.get(path)
+    for part in cache:
+        entry = part.get(path)
+        if entry is not None:
+            return entry
+    return None
 
-    ``needed`` is False when nothing was read and nothing deleted: the previous roll-ups are then
-    carried forward whole (``CarryRollUps``) and no carried row goes through the pipeline again.
+
+def carried_partials(
+    shard: Mapping[str, Any], cache, storage_options=None, needed: bool = True
+) -> Iterable[tuple[str, Any, Any]]:
+    """A carried-forward shard -> its partial roll-ups, ``(roll-up table, key, partial)``.
+
+    The rows of a carried shard are the previous catalog's, and so are their files' sizes and
+    formats: the cache has them, so these rows need no join and are rolled up here, one
+    element per series or variable rather than one per row (``RollUps`` merges the partials
+    with the roll-ups of the files read in this run). ``needed`` is False when nothing was read
+    and nothing deleted: the previous roll-ups are then carried forward whole (``CarryRollUps``).
+    A file's rows of one table lie in one shard (the writer writes each file's rows together
+    and a carried shard is a filtered copy of one previous shard), which the variable counts
+    rely on.
     """
-    if not needed or shard["table"] != table:
+    table = shard["table"]
+    if not needed or table not in ROLLUP_READS:
         return
-    columns, keep = ROLLUP_READS.get(table, (None, None))
+
+    def size_of(path: str, formats: tuple[str, ...]) -> int:
+        entry = cache_lookup(cache, path)
+        return int(entry.size or 0) if entry is not None and entry.format in formats else 0
+
+    columns, keep = ROLLUP_READS[table]
     rows = _read(shard["path"], columns, storage_options)
     if keep is not None:
         column, values = keep
         rows = rows.filter(pc.is_in(rows.column(column), value_set=pa.array(values, pa.string())))
-    yield from rows.to_pylist()
+    rows = rows.to_pylist()
+    if table == "dicom":
+        for key, acc in rollups.dicom_partials(rows, size_of).items():
+            yield rollups.DICOM_SERIES, key, acc
+    else:
+        netcdf, hdf5 = (rows, []) if table == "netcdf" else ([], rows)
+        for key, totals in rollups.variable_partials(netcdf, hdf5, size_of).items():
+            yield rollups.VARIABLES, key, totals
 
 
 # --- Beam ------------------------------------------------------------------------------------
@@ -271,7 +357,8 @@ def shard_rows(shard: Mapping[str, Any], table: str, storage_options=None, neede
 
 @dataclasses.dataclass
 class ReadCache(beam.PTransform):
-    """The previous catalog's ``files`` table as ``{path: CacheEntry}`` dicts, one per Parquet file.
+    """The previous catalog's ``files`` table as :class:`CachePart` mappings (``{path:
+    CacheEntry}``), one per Parquet file.
 
     One element per Parquet file rather than one per path: a million cached paths are a handful
     of elements instead of a million trips through the runner. Consume it with
@@ -295,12 +382,13 @@ class ReadCache(beam.PTransform):
         return (
             pbegin
             | "ListCacheFiles" >> beam.Create(parts)
-            | "ReadCacheParts" >> beam.Map(cache_part, self.storage_options)
+            | "ReadCacheParts" >> beam.Map(CachePart.read, self.storage_options)
         )
 
 
 class PlanAgainstCacheFn(beam.DoFn):
-    """Labels each listed file: emits ``("extract", file)`` or ``("carry", path)``.
+    """Labels each file of a batch (``ListFileBatches``): emits ``("extract", file)`` per file
+    to read and ``("carry", [path, ...])`` once per batch for the rest.
 
     Routed pairs, split downstream with :func:`routed`, rather than tagged outputs: Beam 2.77's
     DaskRunner sends every output of a multi-output ParDo to each of its PCollections.
@@ -312,17 +400,17 @@ class PlanAgainstCacheFn(beam.DoFn):
     def __init__(self, policy: CachePolicy):
         self._policy = policy
 
-    def process(self, info: FileInfo, cache: Mapping[str, CacheEntry] | list[Mapping[str, CacheEntry]]):
+    def process(self, batch: list[FileInfo], cache: Mapping[str, CacheEntry] | list[Mapping[str, CacheEntry]]):
         """``cache``: one mapping, or the list of ``ReadCache`` parts (``AsList``)."""
-        if isinstance(cache, Mapping):
-            entry = cache.get(info.path)
-        else:
-            entry = next((part[info.path] for part in cache if info.path in part), None)
-        labelled, carry = plan(info, entry, self._policy)
-        if carry:
-            yield self.CARRY, info.path
-        else:
-            yield self.EXTRACT, labelled
+        carried = []
+        for info in batch:
+            labelled, carry = plan(info, cache_lookup(cache, info.path), self._policy)
+            if carry:
+                carried.append(info.path)
+            else:
+                yield self.EXTRACT, labelled
+        if carried:
+            yield self.CARRY, carried
 
 
 def routed(item: tuple[str, Any], route: str):
@@ -340,12 +428,14 @@ class CarryForwardFn(beam.DoFn):
         self._storage_options = dict(storage_options or {})
         self._keep_list = self._keep_array = None
 
-    def process(self, part: tuple[str, str], keep: list[str]):
+    def process(self, part: tuple[str, str], keep: list[list[str]]):
+        """``keep``: the batches of paths to carry (``AsList``)."""
         table_name, path = part
         if table_name not in self._tables:
             return
         if keep is not self._keep_list:  # build the value set once per side-input value
-            self._keep_list, self._keep_array = keep, pa.array(keep, pa.string())
+            self._keep_list = keep
+            self._keep_array = pa.array([p for batch in keep for p in batch], pa.string())
         rows = carry_forward(path, table_name, self._tables[table_name], self._keep_array, self._storage_options)
         record = stage_carried(self._staging, table_name, rows, self._storage_options)
         if record is not None:
@@ -363,7 +453,7 @@ def _outcomes(files: pa.Table) -> list:
 
 @dataclasses.dataclass
 class CarryForward(beam.PTransform):
-    """Paths of unchanged files -> staged shards with their previous rows, for every table.
+    """Batches of paths of unchanged files -> staged shards with their previous rows, for every table.
 
     Args:
       previous: the previous catalog (folder or URL), or None.
@@ -409,7 +499,7 @@ def _sum_triples(triples: Iterable[tuple[int, int, int]]) -> tuple[int, int, int
 
 @dataclasses.dataclass
 class AnythingChanged(beam.PTransform):
-    """(files to read, paths carried forward, ``ReadCache`` parts) -> one bool: read or deleted?
+    """(files to read, batches of paths carried forward, ``ReadCache`` parts) -> one bool: read or deleted?
 
     When it is False the catalog's per-file rows are all carried forward unchanged, so the
     previous roll-ups are still exact and are carried forward whole instead of recomputed.
@@ -423,9 +513,7 @@ class AnythingChanged(beam.PTransform):
         return (
             (
                 to_read | "CountToRead" >> beam.combiners.Count.Globally() | "AsRead" >> beam.Map(lambda n: (n, 0, 0)),
-                carried_paths
-                | "CountCarried" >> beam.combiners.Count.Globally()
-                | "AsCarried" >> beam.Map(lambda n: (0, n, 0)),
+                carried_paths | "CountCarried" >> beam.Map(lambda batch: (0, len(batch), 0)),
                 cache | "CountCached" >> beam.Map(lambda part: (0, 0, len(part))),
             )
             | "AllCounts" >> beam.Flatten()

@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import stat
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote_from_bytes
@@ -43,6 +44,9 @@ _KINDS = (
     (stat.S_ISCHR, "character device"),
     (stat.S_ISBLK, "block device"),
 )
+#: Files per element of :class:`ListFileBatches`; paths are de-duplicated in this many buckets.
+BATCH_FILES = 1000
+PATH_BUCKETS = 64
 logger = logging.getLogger(__name__)
 
 
@@ -300,6 +304,93 @@ def list_inputs(
     return listed
 
 
+class FileBatch(list):
+    """A list of :class:`FileInfo` that Beam encodes with one pickle call: its coders encode a
+    plain ``list[FileInfo]`` item by item, at about 15 microseconds a file."""
+
+    def __reduce__(self):
+        return FileBatch, (list(self),)
+
+
+def path_bucket(path: str, buckets: int = PATH_BUCKETS) -> int:
+    """A bucket for ``path`` that every worker computes alike (``hash`` differs per process)."""
+    return zlib.crc32(path.encode("utf-8", "surrogatepass")) % buckets
+
+
+def bucketed(
+    spec: str,
+    storage_options: Mapping[str, Any] | None = None,
+    follow_symlinks: bool = False,
+    batch_files: int = BATCH_FILES,
+) -> Iterator[tuple[int, FileBatch]]:
+    """:func:`list_input` as ``(path bucket, [FileInfo, ...])`` pieces of at most ``batch_files``."""
+    pending: dict[int, FileBatch] = {}
+    for info in list_input(spec, storage_options, follow_symlinks):
+        bucket = path_bucket(info.path)
+        pending.setdefault(bucket, FileBatch()).append(info)
+        if len(pending[bucket]) >= batch_files:
+            yield bucket, pending.pop(bucket)
+    yield from pending.items()
+
+
+def distinct_batches(bucket: tuple[int, Iterable[FileBatch]], batch_files: int = BATCH_FILES) -> Iterator[FileBatch]:
+    """The pieces of one path bucket -> batches of at most ``batch_files`` files, each path once."""
+    _, pieces = bucket
+    seen: set[str] = set()
+    batch = FileBatch()
+    for piece in pieces:
+        for info in piece:
+            if info.path in seen:
+                continue
+            seen.add(info.path)
+            batch.append(info)
+            if len(batch) >= batch_files:
+                yield batch
+                batch = FileBatch()
+    if batch:
+        yield batch
+
+
+@dataclasses.dataclass
+class ListFileBatches(beam.PTransform):
+    """Expand ``--input`` values into lists of distinct :class:`FileInfo` (at most ``batch_files``
+    each), spread over workers.
+
+    Batches, not one element per file: a re-run that opens few files handles every listed file
+    once in planning, and per-element costs of the runner (tens of microseconds each, per step)
+    would dominate it. Paths are de-duplicated within :data:`PATH_BUCKETS` buckets.
+
+    Args:
+      inputs: paths, folders (walked recursively), globs (``**`` allowed) or fsspec URLs.
+      storage_options: passed to fsspec (credentials come from the environment as usual).
+      follow_symlinks: enter symlinked local folders (each real folder once).
+      batch_files: most files per element.
+    """
+
+    inputs: list[str]
+    storage_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    follow_symlinks: bool = False
+    batch_files: int = BATCH_FILES
+
+    def __post_init__(self):
+        super().__init__()
+        if not self.inputs:
+            raise InputError("at least one input is required")
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "CreateInputs" >> beam.Create(list(self.inputs))
+            | "ExpandInputs" >> beam.FlatMap(bucketed, self.storage_options, self.follow_symlinks, self.batch_files)
+            | "GroupByPathBucket" >> beam.GroupByKey()
+            | "DistinctPaths" >> beam.FlatMap(distinct_batches, self.batch_files)
+        )
+
+
+def _each(batch: FileBatch) -> list[FileInfo]:
+    return batch
+
+
 @dataclasses.dataclass
 class ListFiles(beam.PTransform):
     """Expand ``--input`` values into one :class:`FileInfo` per distinct file, spread over workers.
@@ -320,21 +411,11 @@ class ListFiles(beam.PTransform):
             raise InputError("at least one input is required")
 
     def expand(self, pbegin):
-        storage_options = self.storage_options
         return (
             pbegin
-            | "CreateInputs" >> beam.Create(list(self.inputs))
-            | "ExpandInputs" >> beam.FlatMap(list_input, storage_options, self.follow_symlinks)
-            | "KeyByPath" >> beam.Map(lambda info: (info.path, info))
-            | "DeduplicateByPath" >> beam.CombinePerKey(_first)
-            | "DropKeys" >> beam.Values()
+            | "ListBatches" >> ListFileBatches(self.inputs, self.storage_options, self.follow_symlinks)
+            | "OneFilePerElement" >> beam.FlatMap(_each)
         )
-
-
-def _first(infos: Iterable[FileInfo]) -> FileInfo | None:
-    for info in infos:
-        return info
-    return None
 
 
 def skipped_summary(skipped: list[Skipped], limit: int = MANIFEST_SKIPPED) -> dict[str, Any]:

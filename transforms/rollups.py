@@ -31,8 +31,8 @@ import datetime as dt
 import functools
 import json
 import logging
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 
@@ -54,6 +54,8 @@ MULTI_VALUE_SEPARATOR = "\\"
 #: values of unexpected types.
 UNREADABLE_ERRORS = (ValueError, RecursionError, TypeError, AttributeError, KeyError, IndexError, OverflowError)
 
+#: Key of the optional input of :class:`RollUps` that holds partial roll-ups.
+PARTIALS = "partials"
 DICOM_SERIES = "dicom_series"
 DICOM_STUDIES = "dicom_studies"
 VARIABLES = "variables"
@@ -154,6 +156,20 @@ def instance_summary(dicom_row: Mapping[str, Any], size_bytes: int) -> dict[str,
     }
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+_encode_string = json.encoder.encode_basestring_ascii
+
+
+def canonical_json(value: Any) -> str:
+    """``json.dumps(value, sort_keys=True, separators=(",", ":"))``, faster for the usual DICOM
+    value: a list of strings (most elements of an instance), or None."""
+    if value is None:
+        return "null"
+    if type(value) is list and all(type(v) is str for v in value):
+        return "[" + ",".join(map(_encode_string, value)) + "]"
+    return _CANONICAL.encode(value)
+
+
 def _read_tags(text: str | bytes | None) -> tuple[dict[str, str], str | None, dt.datetime | None]:
     """``tags`` JSON text -> (attributes, body part, acquisition time); raises
     :data:`UNREADABLE_ERRORS` when it cannot be read (no recursion of our own: only the JSON
@@ -162,7 +178,7 @@ def _read_tags(text: str | bytes | None) -> tuple[dict[str, str], str | None, dt
     if not isinstance(tags, dict):
         raise TypeError("tags is not a JSON object")
     attributes = {
-        attribute_name(tag): json.dumps(_element_value(element), sort_keys=True, separators=(",", ":"))
+        attribute_name(tag): canonical_json(_element_value(element))
         for tag, element in tags.items()
         if not tag.startswith(FILE_META_GROUP)
     }
@@ -304,10 +320,10 @@ class MergeDicomAccumulatorsFn(beam.CombineFn):
 
 
 class DicomRollupFn(MergeDicomAccumulatorsFn):
-    """Instance summaries -> :class:`DicomAccumulator`."""
+    """Instance summaries (or partial :class:`DicomAccumulator` roll-ups) -> :class:`DicomAccumulator`."""
 
     def add_input(self, acc, summary):
-        return merge(acc, accumulate(summary))
+        return merge(acc, summary if isinstance(summary, DicomAccumulator) else accumulate(summary))
 
 
 # --- variables: pure functions -----------------------------------------------------------
@@ -369,13 +385,24 @@ def variable_row(key: str, acc: tuple[int, int, str | None]) -> dict[str, Any]:
     }
 
 
+class VariableTotals(NamedTuple):
+    """A partial variable roll-up: how many files, their total bytes, the smallest path."""
+
+    file_count: int
+    total_bytes: int
+    example_path: str | None
+
+
 class VariableRollupFn(beam.CombineFn):
-    """(size, path) of each distinct file -> (file count, total bytes, smallest path)."""
+    """(size, path) of each distinct file (or partial :class:`VariableTotals`) ->
+    (file count, total bytes, smallest path)."""
 
     def create_accumulator(self):
         return 0, 0, None
 
     def add_input(self, acc, size_and_path):
+        if isinstance(size_and_path, VariableTotals):
+            return self.merge_accumulators([acc, size_and_path])
         size, path = size_and_path
         return acc[0] + 1, acc[1] + size, path if acc[2] is None else min(acc[2], path)
 
@@ -446,10 +473,47 @@ def dicom_series_entries(summary_and_size):
     return [((summary["study_instance_uid"], summary["series_instance_uid"]), summary)]
 
 
+# --- partial roll-ups of rows that need no join (carried-forward shards) ----------------------
+
+#: ``size_of(path, formats)``: the file's ``size_bytes`` when its format is one of ``formats``, else 0.
+SizeOf = Callable[[str, tuple[str, ...]], int]
+
+
+def dicom_partials(rows: Iterable[Mapping[str, Any]], size_of: SizeOf) -> dict[tuple[str, str], DicomAccumulator]:
+    """``dicom`` rows -> their roll-up per (study, series): what ``RollUpSeries`` would make of them."""
+    partials: dict[tuple[str, str], DicomAccumulator] = {}
+    for row in rows:
+        for key, summary in dicom_series_entries((row, size_of(row["path"], DICOM_FORMATS))):
+            partials[key] = merge(partials.get(key) or DicomAccumulator(), accumulate(summary))
+    return partials
+
+
+def variable_partials(
+    netcdf_rows: Iterable[Mapping[str, Any]], hdf5_rows: Iterable[Mapping[str, Any]], size_of: SizeOf
+) -> dict[str, VariableTotals]:
+    """``netcdf`` and ``hdf5`` rows -> :class:`VariableTotals` per variable key (each file counted
+    once per key). Every row of a file must be among the rows given, or none: a file whose rows
+    were split between two calls would be counted twice."""
+    pairs = {netcdf_variable(row) for row in netcdf_rows}
+    for row in hdf5_rows:
+        pairs.update(hdf5_variables(row))
+    fn = VariableRollupFn()
+    totals: dict[str, tuple[int, int, str | None]] = {}
+    for path, key in sorted(pairs):
+        totals[key] = fn.add_input(totals.get(key) or fn.create_accumulator(), (size_of(path, VARIABLE_FORMATS), path))
+    return {key: VariableTotals(*acc) for key, acc in totals.items()}
+
+
 def series_to_study(keyed: tuple[tuple[str, str], DicomAccumulator]) -> tuple[str, DicomAccumulator]:
     """A series' roll-up is a partial roll-up of its study."""
     (study, _), acc = keyed
     return study, acc
+
+
+def _partials_of(partial: tuple[str, Any, Any], kind: str):
+    """``(kind, key, partial roll-up)`` -> ``(key, partial roll-up)`` when of ``kind`` (a FlatMap)."""
+    if partial[0] == kind:
+        yield partial[1], partial[2]
 
 
 # --- PTransforms -------------------------------------------------------------------------
@@ -460,7 +524,10 @@ class RollUps(beam.PTransform):
     """Catalog rows by table -> ``{"dicom_series", "dicom_studies", "variables"}`` rows.
 
     Reads the ``files``, ``dicom``, ``netcdf`` and ``hdf5`` PCollections of the dict it is
-    applied to (a missing one counts as empty).
+    applied to (a missing one counts as empty), and optionally ``partials``: roll-ups made
+    elsewhere of rows that are not in those tables, as ``("dicom", (study, series),
+    DicomAccumulator)`` and ``("variables", key, VariableTotals)`` (see :func:`dicom_partials`,
+    :func:`variable_partials`); they are merged with the roll-ups of the rows.
 
     Args:
       files_table: name of the table that holds each file's ``size_bytes``.
@@ -492,11 +559,27 @@ class RollUps(beam.PTransform):
             "hdf5": hdf5 | "Hdf5Variables" >> beam.FlatMap(hdf5_variables).with_output_types(tuple[str, str]),
         } | "JoinSizesByPath" >> beam.CoGroupByKey()
 
-        series = (
-            by_path
-            | "KeyBySeries" >> beam.FlatMap(dicom_entries).with_output_types(tuple[tuple[str, str], Any])
-            | "RollUpSeries" >> beam.CombinePerKey(DicomRollupFn())
+        instances = by_path | "KeyBySeries" >> beam.FlatMap(dicom_entries).with_output_types(
+            tuple[tuple[str, str], Any]
         )
+        variables = by_path | "VariableWithSize" >> beam.FlatMap(variable_entries).with_output_types(
+            tuple[str, Any]
+        )
+        if PARTIALS in rows_by_table:
+            partials = rows_by_table[PARTIALS]
+            instances = (
+                instances,
+                partials | "DicomPartials" >> beam.FlatMap(_partials_of, DICOM_SERIES).with_output_types(
+                    tuple[tuple[str, str], Any]
+                ),
+            ) | "AllSeriesInputs" >> beam.Flatten()
+            variables = (
+                variables,
+                partials | "VariablePartials" >> beam.FlatMap(_partials_of, VARIABLES).with_output_types(
+                    tuple[str, Any]
+                ),
+            ) | "AllVariableInputs" >> beam.Flatten()
+        series = instances | "RollUpSeries" >> beam.CombinePerKey(DicomRollupFn())
         series_rows = series | "SeriesRows" >> beam.MapTuple(series_row)
         study_rows = (
             series
@@ -505,8 +588,7 @@ class RollUps(beam.PTransform):
             | "StudyRows" >> beam.MapTuple(study_row)
         )
         variable_rows = (
-            by_path
-            | "VariableWithSize" >> beam.FlatMap(variable_entries).with_output_types(tuple[str, tuple[int, str]])
+            variables
             | "RollUpVariables" >> beam.CombinePerKey(VariableRollupFn())
             | "VariableRows" >> beam.MapTuple(variable_row)
         )
