@@ -235,5 +235,5 @@ def test_cache_part_is_a_compact_side_input(corpus, tmp_path):
     assert part[some] == part.get(some) == plain[some] and some in part and "/nowhere" not in part
     assert part.get("/nowhere") is None and part[some].format in {"dicom", "fits", "hdf5", "netcdf", "unknown"}
     copy = pickle.loads(pickle.dumps(part))
-    assert copy._index is None and dict((p, copy[p]) for p in plain) == plain
+    assert copy._index is None and {p: copy[p] for p in plain} == plain
     assert statecache.get_deep_size([part]) < 64 * 1024  # the columns, not a walk of the index

@@ -18,9 +18,9 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 import pyarrow as pa
-from apache_beam.runners.worker import statecache
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from apache_beam.runners.worker import statecache
 from fsspec.core import url_to_fs
 
 from transforms import rollups
@@ -207,7 +207,7 @@ class CachePart(statecache.CacheAware):
         self._index: dict[str, CacheEntry] | None = None
 
     @classmethod
-    def read(cls, path: str, storage_options=None) -> "CachePart":
+    def read(cls, path: str, storage_options=None) -> CachePart:
         return cls(read_cache_columns(path, storage_options))
 
     def _entries(self) -> dict[str, CacheEntry]:
