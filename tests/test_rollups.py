@@ -393,5 +393,6 @@ def test_partials_merge_to_the_rollups_of_the_rows(pipeline, split):
 
 def test_canonical_json_equals_json_dumps():
     for value in [None, [], ["a", "é\u2028\"x\\"], [1, 2.5, True, None], {"b": 1, "a": [{"z": None, "y": "q"}]},
-                  "x", ["a", 1], [1e300], [{"Alphabetic": "Smith^J"}]]:
+                  "x", ["a", 1], [1e300], [{"Alphabetic": "Smith^J"}], [1, 2.5, -0.0, 1e-320, 10**30, -7],
+                  [float("nan")], [float("inf"), 1], [1.0, False], {"Value": [0.1]}]:
         assert rollups.canonical_json(value) == json.dumps(value, sort_keys=True, separators=(",", ":"))

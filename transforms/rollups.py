@@ -31,6 +31,7 @@ import datetime as dt
 import functools
 import json
 import logging
+import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
@@ -79,7 +80,7 @@ def attribute_name(tag: str) -> str:
 
 
 def _element_value(element: Any) -> Any:
-    if not isinstance(element, Mapping):
+    if type(element) is not dict and not isinstance(element, Mapping):
         return element
     for key in ("Value", "InlineBinary", "BulkDataURI"):
         if key in element:
@@ -162,12 +163,19 @@ _encode_string = json.encoder.encode_basestring_ascii
 
 def canonical_json(value: Any) -> str:
     """``json.dumps(value, sort_keys=True, separators=(",", ":"))``, faster for the usual DICOM
-    value: a list of strings (most elements of an instance), or None."""
+    values: None, and lists of strings or of finite numbers (most elements of an instance)."""
     if value is None:
         return "null"
-    if type(value) is list and all(type(v) is str for v in value):
-        return "[" + ",".join(map(_encode_string, value)) + "]"
+    if type(value) is list:
+        if all(type(v) is str for v in value):
+            return "[" + ",".join(map(_encode_string, value)) + "]"
+        if all(type(v) is int or (type(v) is float and math.isfinite(v)) for v in value):
+            return _number_list(value)
     return _CANONICAL.encode(value)
+
+
+def _number_list(values: list) -> str:
+    return "[" + ",".join(int.__repr__(v) if type(v) is int else float.__repr__(v) for v in values) + "]"
 
 
 def _read_tags(text: str | bytes | None) -> tuple[dict[str, str], str | None, dt.datetime | None]:
