@@ -54,14 +54,12 @@ from transforms.incremental import (
     carried_partials,
 )
 from transforms.publish import roll_forward
-from transforms.rollups import PARTIALS, RollUps
+from transforms.rollups import PARTIALS, RollUps, batch_partials
 from transforms.sink import CACHE_SIZE, CARRIED, FILE_ROWS, GOVERNOR, MANIFEST, WriteCatalog
 from transforms.phi import PhiKeyMissing, PhiPolicy
 from transforms.work import Settings
 
 SAMPLE_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sample_data")
-#: Tables the roll-ups read (rows of carried-forward files are rolled up per shard: ``carried_partials``).
-ROLLUP_SOURCES = ("files", "dicom", "netcdf", "hdf5")
 LOCAL_RUNNERS = {None, "DirectRunner", "direct", "FnApiRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner"}
 #: ``--runner`` values (None: not given) that mean Beam's DirectRunner.
 DIRECT_RUNNERS = {None, "DirectRunner", "direct", "SwitchingDirectRunner"}
@@ -123,33 +121,34 @@ class CatalogFiles(beam.PTransform):
             >> beam.ParDo(PlanAgainstCacheFn(self.policy), cache=beam.pvalue.AsList(cache))
         )
         to_extract = planned | "FilesToExtract" >> beam.FlatMap(routed, PlanAgainstCacheFn.EXTRACT)
-        rows = (  # the writer takes each file's rows whole: per table only what the roll-ups read
-            to_extract
-            | "ExtractMetadata"
-            >> ExtractMetadata(list(ROLLUP_SOURCES), self.settings, self.extract, self.progress_dir)
-        )
+        rows = to_extract | "ExtractMetadata" >> ExtractMetadata([], self.settings, self.extract, self.progress_dir)
         governor = rows.pop(GOVERNOR_KEY)
-        file_rows = rows.pop(FILE_ROWS_KEY)
+        file_rows = rows.pop(FILE_ROWS_KEY)  # one element per batch of files: every table's rows
+        partials = [file_rows | "RollUpReadFiles" >> beam.FlatMap(batch_partials)]
         to_carry = planned | "PathsToCarry" >> beam.FlatMap(routed, PlanAgainstCacheFn.CARRY)
         carried = to_carry | "CarryForward" >> CarryForward(
             self.previous, writer.staging, tables, self.storage_options
         )
-        rollup_input = dict(rows)
         if self.previous:  # roll-ups cover carried rows too, unless nothing was read or deleted
             changed = (to_extract, to_carry, cache) | "AnythingChanged" >> AnythingChanged()
-            rollup_input[PARTIALS] = carried | "RollUpCarriedShards" >> beam.FlatMap(
-                carried_partials,
-                beam.pvalue.AsList(cache),
-                self.storage_options,
-                needed=beam.pvalue.AsSingleton(changed),
+            partials.append(
+                carried
+                | "RollUpCarriedShards"
+                >> beam.FlatMap(
+                    carried_partials,
+                    beam.pvalue.AsList(cache),
+                    self.storage_options,
+                    needed=beam.pvalue.AsSingleton(changed),
+                )
             )
             carried_rollups = changed | "CarryRollUps" >> CarryRollUps(
                 self.previous, writer.staging, dict(schemas.ROLLUP_TABLES), self.storage_options
             )
             carried = (carried, carried_rollups) | "AllCarriedShards" >> beam.Flatten()
+        rollup_input = {PARTIALS: partials | "AllPartials" >> beam.Flatten()}
         rollups = rollup_input | "RollUps" >> RollUps()
         return {
-            FILE_ROWS: file_rows,  # the tables' rows, one element per file
+            FILE_ROWS: file_rows,  # the tables' rows, one element per batch of files
             **rollups,
             CARRIED: carried,
             GOVERNOR: governor,

@@ -265,6 +265,23 @@ def test_catalog_writer_takes_each_files_rows_as_one_element(tmp_path):
     assert sorted(pq.read_table(shard["path"]).column("path").to_pylist()) == ["/a.h5", "/a.h5", "/b.h5", "/b.h5"]
 
 
+def test_catalog_writer_keeps_each_files_rows_in_one_shard(tmp_path):
+    """A batch of files (FILE_ROWS): a shard is written between files, never inside one file's rows
+    (the roll-ups of carried-forward shards count each file once per shard)."""
+    from transforms import sink
+    from transforms.work import FileRows
+
+    writer = sink.CatalogWriterFn({"hdf5": schemas.TABLES["hdf5"]}, str(tmp_path), max_rows=2)
+    acc = writer.create_accumulator()
+    batch = FileRows()
+    for name, n in (("a", 3), ("b", 1), ("c", 2), ("d", 1)):
+        batch.extend({"hdf5": [{"path": f"/{name}.h5", "object_path": f"/{i}", "kind": "group"} for i in range(n)]})
+    writer.add_input(acc, (sink.FILE_ROWS, batch))
+    shards = writer.extract_output(acc)["shards"]
+    paths = [sorted(set(pq.read_table(s["path"]).column("path").to_pylist())) for s in shards]
+    assert paths == [["/a.h5"], ["/b.h5", "/c.h5"], ["/d.h5"]]
+
+
 def test_file_rows_pickle_compressed_and_equal():
     """A file's rows travel between stages compressed (the in-process runner holds them all)."""
     import pickle

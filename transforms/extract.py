@@ -367,8 +367,10 @@ class _FileCounter:
 
 
 class ExtractFileFn(beam.DoFn):
-    """Header unit of one file: emits ``("done", rows)`` for a complete file, or
-    ``("pending", (path, rows))`` plus one ``("unit", unit)`` per data unit of a large file."""
+    """Header units of files (one file, or a list of files per element): emits ``("done",
+    rows)`` once per batch of complete files (one :class:`FileRows` holding every file's rows,
+    so that per-element costs of the runner are paid per batch, not per file), and for a large
+    file ``("pending", (path, rows))`` plus one ``("unit", unit)`` per data unit."""
 
     def __init__(self, settings: Settings, options: ExtractOptions, progress_dir: str | None = None):
         self._settings = settings
@@ -386,16 +388,18 @@ class ExtractFileFn(beam.DoFn):
     def start_bundle(self):
         self._pending: list[FileInfo | Detected] = []
 
-    def process(self, item: FileInfo | Detected):
+    def process(self, item: FileInfo | Detected | list[FileInfo | Detected]):
         # Files go to the extraction process in batches: the memory governor's batch size,
         # which grows while memory is plentiful and shrinks under pressure.
-        self._pending.append(item)
-        limit = min(self._batch_size, MAX_FILES_PER_CALL) if self._options.batch_calls else 1
-        if len(self._pending) >= limit:
-            yield from self._run_pending()
+        for one in item if isinstance(item, list) else (item,):
+            self._pending.append(one)
+            limit = min(self._batch_size, MAX_FILES_PER_CALL) if self._options.batch_calls else 1
+            if len(self._pending) >= limit:
+                yield from self._run_pending()
 
     def _run_pending(self):
         items, self._pending = self._pending, []
+        done = FileRows()
         for result, governor in self._reader.read_many(items) if items else []:
             row = result.rows[FILES_TABLE][0]
             if governor:
@@ -408,7 +412,9 @@ class ExtractFileFn(beam.DoFn):
                     yield "unit", unit
             else:
                 self._counter.count(row, row.get("extract_seconds") or 0.0)
-                yield "done", FileRows(result.rows)
+                done.extend(result.rows)
+        if done:
+            yield "done", done
 
     def finish_bundle(self):
         for element in self._run_pending():
@@ -538,7 +544,7 @@ def _tagged(element, tag: str):
 @dataclasses.dataclass
 class ExtractMetadata(beam.PTransform):
     """Listed files (:class:`FileInfo`, detected in the extraction process) or :class:`Detected`
-    files -> a dict of PCollections of rows, one per catalog table.
+    files, one per element or in lists -> a dict of PCollections of rows, one per catalog table.
 
     Args:
       tables: the table names to output (``files`` plus every registered format's tables).
@@ -547,8 +553,9 @@ class ExtractMetadata(beam.PTransform):
       progress_dir: a local folder where each worker process reports its progress.
 
     The output dict also holds ``GOVERNOR_KEY``: the memory governor's figures, one dict per
-    file read (the manifest sums them), and ``FILE_ROWS_KEY``: each file's rows by table, one
-    :class:`FileRows` per file (the catalog writer takes these).
+    file read (the manifest sums them), and ``FILE_ROWS_KEY``: the rows by table as
+    :class:`FileRows`, one per batch of files (each file's rows whole in one of them; the
+    catalog writer and the roll-ups take these).
     """
 
     tables: list[str]

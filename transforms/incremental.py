@@ -25,6 +25,7 @@ from fsspec.core import url_to_fs
 
 from transforms import rollups
 from transforms.formats.base import FileInfo
+from transforms.listing import FileBatch
 from transforms.sink import MANIFEST, join, stage_table
 
 #: files-table columns the cache needs (the whole row is never held in memory).
@@ -387,8 +388,8 @@ class ReadCache(beam.PTransform):
 
 
 class PlanAgainstCacheFn(beam.DoFn):
-    """Labels each file of a batch (``ListFileBatches``): emits ``("extract", file)`` per file
-    to read and ``("carry", [path, ...])`` once per batch for the rest.
+    """Labels each file of a batch (``ListFileBatches``): emits ``("extract", [file, ...])`` and
+    ``("carry", [path, ...])`` once per batch (when not empty).
 
     Routed pairs, split downstream with :func:`routed`, rather than tagged outputs: Beam 2.77's
     DaskRunner sends every output of a multi-output ParDo to each of its PCollections.
@@ -400,15 +401,17 @@ class PlanAgainstCacheFn(beam.DoFn):
     def __init__(self, policy: CachePolicy):
         self._policy = policy
 
-    def process(self, batch: list[FileInfo], cache: Mapping[str, CacheEntry] | list[Mapping[str, CacheEntry]]):
+    def process(self, batch: list[FileInfo], cache):
         """``cache``: one mapping, or the list of ``ReadCache`` parts (``AsList``)."""
-        carried = []
+        extract, carried = FileBatch(), []
         for info in batch:
             labelled, carry = plan(info, cache_lookup(cache, info.path), self._policy)
             if carry:
                 carried.append(info.path)
             else:
-                yield self.EXTRACT, labelled
+                extract.append(labelled)
+        if extract:
+            yield self.EXTRACT, extract
         if carried:
             yield self.CARRY, carried
 
@@ -499,7 +502,8 @@ def _sum_triples(triples: Iterable[tuple[int, int, int]]) -> tuple[int, int, int
 
 @dataclasses.dataclass
 class AnythingChanged(beam.PTransform):
-    """(files to read, batches of paths carried forward, ``ReadCache`` parts) -> one bool: read or deleted?
+    """(batches of files to read, batches of paths carried forward, ``ReadCache`` parts) -> one
+    bool: read or deleted?
 
     When it is False the catalog's per-file rows are all carried forward unchanged, so the
     previous roll-ups are still exact and are carried forward whole instead of recomputed.
@@ -512,7 +516,7 @@ class AnythingChanged(beam.PTransform):
         to_read, carried_paths, cache = pcolls
         return (
             (
-                to_read | "CountToRead" >> beam.combiners.Count.Globally() | "AsRead" >> beam.Map(lambda n: (n, 0, 0)),
+                to_read | "CountToRead" >> beam.Map(lambda batch: (len(batch), 0, 0)),
                 carried_paths | "CountCarried" >> beam.Map(lambda batch: (0, len(batch), 0)),
                 cache | "CountCached" >> beam.Map(lambda part: (0, 0, len(part))),
             )

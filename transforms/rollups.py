@@ -518,6 +518,24 @@ def series_to_study(keyed: tuple[tuple[str, str], DicomAccumulator]) -> tuple[st
     return study, acc
 
 
+def batch_partials(rows_by_table: Mapping[str, list[Mapping[str, Any]]]) -> Iterable[tuple[str, Any, Any]]:
+    """The rows of whole files by table (a batch: each file's ``files`` row and all its other
+    rows) -> partial roll-ups ``(roll-up table, key, partial)`` for the ``partials`` input of
+    :class:`RollUps`: the join by path happens inside the batch, not through the runner."""
+    sizes = {row["path"]: (row.get("format"), int(row.get("size_bytes") or 0)) for row in rows_by_table.get("files", ())}
+
+    def size_of(path: str, formats: tuple[str, ...]) -> int:
+        fmt, size = sizes.get(path, (None, 0))
+        return size if fmt in formats else 0
+
+    for key, acc in dicom_partials(rows_by_table.get("dicom", ()), size_of).items():
+        yield DICOM_SERIES, key, acc
+    netcdf, hdf5 = rows_by_table.get("netcdf", ()), rows_by_table.get("hdf5", ())
+    if netcdf or hdf5:
+        for key, totals in variable_partials(netcdf, hdf5, size_of).items():
+            yield VARIABLES, key, totals
+
+
 def _partials_of(partial: tuple[str, Any, Any], kind: str):
     """``(kind, key, partial roll-up)`` -> ``(key, partial roll-up)`` when of ``kind`` (a FlatMap)."""
     if partial[0] == kind:
@@ -532,7 +550,7 @@ class RollUps(beam.PTransform):
     """Catalog rows by table -> ``{"dicom_series", "dicom_studies", "variables"}`` rows.
 
     Reads the ``files``, ``dicom``, ``netcdf`` and ``hdf5`` PCollections of the dict it is
-    applied to (a missing one counts as empty), and optionally ``partials``: roll-ups made
+    applied to (a missing one counts as empty), and ``partials``: roll-ups made
     elsewhere of rows that are not in those tables, as ``("dicom", (study, series),
     DicomAccumulator)`` and ``("variables", key, VariableTotals)`` (see :func:`dicom_partials`,
     :func:`variable_partials`); they are merged with the roll-ups of the rows.
@@ -546,19 +564,13 @@ class RollUps(beam.PTransform):
     def __post_init__(self):
         super().__init__()
 
-    def _table(self, rows_by_table: dict, name: str, pipeline):
-        if name in rows_by_table:
-            return rows_by_table[name]
-        return pipeline | f"No{name.title()}Rows" >> beam.Create([])
-
-    def expand(self, rows_by_table: dict):
-        pipeline = next(iter(rows_by_table.values())).pipeline
-        files = rows_by_table[self.files_table]
+    def _join_rows(self, rows_by_table: dict, pipeline):
+        """The rows -> (series inputs, variable inputs), after one join by path that brings each
+        file's size to its DICOM rows and its variables."""
+        files = self._table(rows_by_table, self.files_table, pipeline)
         dicom = self._table(rows_by_table, "dicom", pipeline)
         netcdf = self._table(rows_by_table, "netcdf", pipeline)
         hdf5 = self._table(rows_by_table, "hdf5", pipeline)
-
-        # One join by path brings each file's size to its DICOM rows and its variables.
         by_path = {
             "size": files
             | "FileSizes" >> beam.FlatMap(rolled_up_file_size).with_output_types(tuple[str, tuple[str, int]]),
@@ -566,27 +578,42 @@ class RollUps(beam.PTransform):
             "netcdf": netcdf | "NetcdfVariables" >> beam.Map(netcdf_variable).with_output_types(tuple[str, str]),
             "hdf5": hdf5 | "Hdf5Variables" >> beam.FlatMap(hdf5_variables).with_output_types(tuple[str, str]),
         } | "JoinSizesByPath" >> beam.CoGroupByKey()
-
         instances = by_path | "KeyBySeries" >> beam.FlatMap(dicom_entries).with_output_types(
             tuple[tuple[str, str], Any]
         )
         variables = by_path | "VariableWithSize" >> beam.FlatMap(variable_entries).with_output_types(
             tuple[str, Any]
         )
+        return instances, variables
+
+    def _table(self, rows_by_table: dict, name: str, pipeline):
+        if name in rows_by_table:
+            return rows_by_table[name]
+        return pipeline | f"No{name.title()}Rows" >> beam.Create([])
+
+    def expand(self, rows_by_table: dict):
+        pipeline = next(iter(rows_by_table.values())).pipeline
+        inputs = []  # (series inputs, variable inputs) of the rows and of the partials
+        if any(name in rows_by_table for name in (self.files_table, "dicom", "netcdf", "hdf5")):
+            inputs.append(self._join_rows(rows_by_table, pipeline))
         if PARTIALS in rows_by_table:
             partials = rows_by_table[PARTIALS]
-            instances = (
-                instances,
-                partials | "DicomPartials" >> beam.FlatMap(_partials_of, DICOM_SERIES).with_output_types(
-                    tuple[tuple[str, str], Any]
-                ),
-            ) | "AllSeriesInputs" >> beam.Flatten()
-            variables = (
-                variables,
-                partials | "VariablePartials" >> beam.FlatMap(_partials_of, VARIABLES).with_output_types(
-                    tuple[str, Any]
-                ),
-            ) | "AllVariableInputs" >> beam.Flatten()
+            inputs.append(
+                (
+                    partials
+                    | "DicomPartials"
+                    >> beam.FlatMap(_partials_of, DICOM_SERIES).with_output_types(tuple[tuple[str, str], Any]),
+                    partials
+                    | "VariablePartials" >> beam.FlatMap(_partials_of, VARIABLES).with_output_types(tuple[str, Any]),
+                )
+            )
+        if not inputs:
+            raise ValueError("RollUps needs some of files, dicom, netcdf, hdf5 or partials")
+        if len(inputs) == 1:
+            instances, variables = inputs[0]
+        else:
+            instances = [i for i, _ in inputs] | "AllSeriesInputs" >> beam.Flatten()
+            variables = [v for _, v in inputs] | "AllVariableInputs" >> beam.Flatten()
         series = instances | "RollUpSeries" >> beam.CombinePerKey(DicomRollupFn())
         series_rows = series | "SeriesRows" >> beam.MapTuple(series_row)
         study_rows = (

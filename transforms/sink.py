@@ -313,8 +313,8 @@ CARRIED = "_carried_shards"
 CACHE_SIZE = "_cache_size"
 #: Optional input of WriteCatalog: the memory governor's figures (dicts) from the extraction.
 GOVERNOR = "_governor"
-#: Optional input of WriteCatalog: each file's rows by table (one dict per file; keys that are
-#: not tables are ignored), instead of, or besides, one PCollection of rows per table.
+#: Optional input of WriteCatalog: rows by table, one dict per file or batch of files (keys that
+#: are not tables are ignored), instead of, or besides, one PCollection of rows per table.
 FILE_ROWS = "_file_rows"
 
 
@@ -414,10 +414,17 @@ class CatalogWriterFn(beam.CombineFn):
         if table == FILES_TABLE:
             self._count_file(acc, row)
         pending = acc["pending"].setdefault(table, [])
-        pending.append(row)
-        held = acc["pending_bytes"][table] = acc["pending_bytes"].get(table, 0) + _row_bytes(row)
-        if len(pending) >= self._max_rows or held >= MAX_PENDING_BYTES:
+        # Full: written before the next file's first row, so that a file's rows of a table
+        # (contiguous in a FILE_ROWS element) stay in one shard: the roll-ups of carried-forward
+        # shards count each file once per shard.
+        if pending and pending[-1].get("path") != row.get("path") and self._full(acc, table):
             self._flush(acc, table)
+            pending = acc["pending"].setdefault(table, [])
+        pending.append(row)
+        acc["pending_bytes"][table] = acc["pending_bytes"].get(table, 0) + _row_bytes(row)
+
+    def _full(self, acc, table: str) -> bool:
+        return len(acc["pending"].get(table, ())) >= self._max_rows or acc["pending_bytes"].get(table, 0) >= MAX_PENDING_BYTES
 
     def merge_accumulators(self, accumulators):
         accumulators = iter(accumulators)
@@ -485,8 +492,9 @@ def publish_figures(figures: Mapping[str, Any], **kwargs) -> dict[str, Any]:
 class WriteCatalog(beam.PTransform):
     """Dict of table name -> PCollection of rows  ->  the published catalog's manifest.
 
-    The input dict may also hold ``FILE_ROWS`` (each file's rows by table, one dict per file: one
-    element per file crosses the runner instead of one per row), ``CARRIED`` (shard records of
+    The input dict may also hold ``FILE_ROWS`` (rows by table, one dict per file or batch of
+    files: one element per batch crosses the runner instead of one per row; the rows of one file
+    in one element stay in one shard of each table), ``CARRIED`` (shard records of
     rows carried forward from the previous catalog), ``CACHE_SIZE`` (ints that sum to the paths
     in that catalog) and ``GOVERNOR``.
 

@@ -167,7 +167,8 @@ def merge_partials(partials: Iterable[Partial]) -> Partial:
 
 
 class FileRows(dict):
-    """One file's rows by table (a plain dict) that pickles compressed when it is large.
+    """The rows of one file, or of a batch of files, by table (a plain dict) that pickles
+    compressed when it is large. In a batch, each file's rows of a table are contiguous.
 
     Between the stages of a runner a file's rows travel encoded (Beam's coders pickle a dict
     subclass); the in-process runner holds every element of a materialized PCollection in
@@ -178,6 +179,12 @@ class FileRows(dict):
     """
 
     COMPRESS_ABOVE = 4096
+
+    def extend(self, other: Mapping[str, list]) -> FileRows:
+        """Append another file's (or batch's) rows, table by table; returns self."""
+        for table, rows in other.items():
+            self.setdefault(table, []).extend(rows)
+        return self
 
     def __reduce__(self):
         data = pickle.dumps(dict(self), protocol=pickle.HIGHEST_PROTOCOL)
