@@ -273,7 +273,8 @@ def test_a_failed_call_of_many_units_runs_each_unit_again_alone(tmp_path, monkey
 
 def test_small_files_go_to_the_extraction_process_in_governed_batches(tmp_path, monkeypatch):
     """ExtractFile sends files in batches (the first of FIRST_BATCH, then the governor's batch
-    size); every file gets its own rows, in one call per batch."""
+    size); every file gets its own rows, in one call per batch, and each call's complete files
+    leave as one element."""
     import apache_beam as beam
     from apache_beam.testing.util import assert_that, equal_to
 
@@ -298,12 +299,8 @@ def test_small_files_go_to_the_extraction_process_in_governed_batches(tmp_path, 
     fn = extract.ExtractFileFn(settings, ExtractOptions(file_timeout_s=0))
     infos = [FileInfo(str(p), p.stat().st_size) for p in paths]
     with beam.Pipeline() as p:
-        done = (
-            p
-            | beam.Create(infos, reshuffle=False)
-            | beam.ParDo(fn)
-            | beam.Filter(lambda kv: kv[0] == "done")
-            | beam.Map(lambda kv: (kv[1]["files"][0]["path"], kv[1]["files"][0]["status"], kv[1]["files"][0]["attempts"]))
-        )
-        assert_that(done, equal_to([(str(p), "ok", 1) for p in paths]))
+        done = p | beam.Create(infos, reshuffle=False) | beam.ParDo(fn) | beam.Filter(lambda kv: kv[0] == "done")
+        files = done | beam.FlatMap(lambda kv: [(r["path"], r["status"], r["attempts"]) for r in kv[1]["files"]])
+        assert_that(files, equal_to([(str(p), "ok", 1) for p in paths]))
+        assert_that(done | beam.Map(lambda kv: len(kv[1]["files"])), equal_to([3, 2, 2]), label="OneElementPerCall")
     assert calls == [3, 2, 2]

@@ -91,19 +91,23 @@ def compare(info: FileInfo, entry: CacheEntry | None) -> str:
     return UNCHANGED
 
 
-def plan(info: FileInfo, entry: CacheEntry | None, policy: CachePolicy) -> tuple[FileInfo, bool]:
-    """Label ``info`` (change, first_seen) and say whether its rows can be carried forward."""
-    change = compare(info, entry)
-    first_seen = _from_us(entry.first_seen_us) if entry is not None else None
-    labelled = dataclasses.replace(info, change=change, first_seen=first_seen)
-    carry = (
-        change == UNCHANGED
+def can_carry(info: FileInfo, entry: CacheEntry | None, policy: CachePolicy) -> bool:
+    """Whether ``info``'s rows can be carried forward from its cache entry."""
+    return (
+        entry is not None
+        and compare(info, entry) == UNCHANGED
         and not policy.full
         and entry.extractor_version == policy.version
         and not (policy.retry_errors and entry.status == "error")
         and (policy.settings is None or entry.settings == policy.settings)
     )
-    return labelled, carry
+
+
+def plan(info: FileInfo, entry: CacheEntry | None, policy: CachePolicy) -> tuple[FileInfo, bool]:
+    """Label ``info`` (change, first_seen) and say whether its rows can be carried forward."""
+    first_seen = _from_us(entry.first_seen_us) if entry is not None else None
+    labelled = dataclasses.replace(info, change=compare(info, entry), first_seen=first_seen)
+    return labelled, can_carry(info, entry, policy)
 
 
 # --- reading the previous catalog ------------------------------------------------------------
@@ -405,11 +409,11 @@ class PlanAgainstCacheFn(beam.DoFn):
         """``cache``: one mapping, or the list of ``ReadCache`` parts (``AsList``)."""
         extract, carried = FileBatch(), []
         for info in batch:
-            labelled, carry = plan(info, cache_lookup(cache, info.path), self._policy)
-            if carry:
+            entry = cache_lookup(cache, info.path)
+            if can_carry(info, entry, self._policy):
                 carried.append(info.path)
             else:
-                extract.append(labelled)
+                extract.append(plan(info, entry, self._policy)[0])
         if extract:
             yield self.EXTRACT, extract
         if carried:
@@ -609,7 +613,7 @@ def publish_if_unchanged(
     if len(listed) != len(cache):
         return None
     for info in listed.values():
-        if not plan(info, cache.get(info.path), policy)[1]:
+        if not can_carry(info, cache.get(info.path), policy):
             return None
     staging = staging_folder(output, run_id)
     rollups = set(rollup_tables)
