@@ -38,7 +38,14 @@ from transforms.extract import (
     extraction_started,
 )
 from transforms.formats import registry
-from transforms.listing import InputError, ListFileBatches, list_inputs, skipped_summary
+from transforms.listing import (
+    InputError,
+    ListedFileBatches,
+    ListFileBatches,
+    list_inputs,
+    skipped_summary,
+    write_listing,
+)
 from transforms.redact import install_log_redaction, redact_text, redact_url, secret_values
 from transforms.incremental import (
     AnythingChanged,
@@ -92,6 +99,8 @@ class CatalogFiles(beam.PTransform):
       previous: the previous catalog used as the cache, or None.
       policy: when cached files are read again (``--full``, ``--retry_errors``).
       run_id: names the staging folder.
+      listing: a local file with the launcher's listing of ``inputs`` (:func:`write_listing`),
+        used instead of listing them again (in-process runs only), or None.
     """
 
     inputs: list[str]
@@ -105,6 +114,7 @@ class CatalogFiles(beam.PTransform):
     previous: str | None = None
     policy: CachePolicy = dataclasses.field(default_factory=lambda: CachePolicy(__version__))
     run_id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex[:12])
+    listing: str | None = None
 
     def __post_init__(self):
         super().__init__()
@@ -114,9 +124,12 @@ class CatalogFiles(beam.PTransform):
         all_tables = {**tables, **schemas.ROLLUP_TABLES}
         writer = WriteCatalog(self.output, all_tables, self.manifest, self.storage_options, self.run_id)
         cache = pbegin | "ReadCache" >> ReadCache(self.previous, self.storage_options)
+        if self.listing:
+            listed = pbegin | "ListFiles" >> ListedFileBatches(self.listing)
+        else:
+            listed = pbegin | "ListFiles" >> ListFileBatches(self.inputs, self.storage_options, self.follow_symlinks)
         planned = (
-            pbegin
-            | "ListFiles" >> ListFileBatches(self.inputs, self.storage_options, self.follow_symlinks)
+            listed
             | "CompareWithCache"
             >> beam.ParDo(PlanAgainstCacheFn(self.policy), cache=beam.pvalue.AsList(cache))
         )
@@ -241,8 +254,12 @@ def run(
     in_this_process = wait and local and direct.direct_running_mode != "multi_processing" and opts.file_timeout_s > 0
     with (
         extraction_started(opts.file_timeout_s) if in_this_process else contextlib.nullcontext(),
-        tempfile.TemporaryDirectory(prefix="metaextract-progress-") as progress_dir,
+        tempfile.TemporaryDirectory(prefix="metaextract-run-") as progress_dir,
     ):
+        listing = None
+        if in_this_process:  # the pipeline reads this listing instead of listing the inputs again
+            listing = os.path.join(progress_dir, "listing.pickle")
+            write_listing(listed.values(), listing)
         recipe = CatalogFiles(
             inputs,
             output,
@@ -255,6 +272,7 @@ def run(
             previous,
             policy,
             run_id,
+            listing,
         )
         start = time.monotonic()
         pipeline = beam.Pipeline(runner=direct_runner(pipeline_options), options=pipeline_options)

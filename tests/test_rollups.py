@@ -9,6 +9,8 @@ import h5py
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from apache_beam.testing.util import assert_that, equal_to
 
 from tests.catalog_helpers import read_table, run_catalog
@@ -396,3 +398,66 @@ def test_canonical_json_equals_json_dumps():
                   "x", ["a", 1], [1e300], [{"Alphabetic": "Smith^J"}], [1, 2.5, -0.0, 1e-320, 10**30, -7],
                   [float("nan")], [float("inf"), 1], [1.0, False], {"Value": [0.1]}]:
         assert rollups.canonical_json(value) == json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _strptime_reference(date, time=None):
+    """parse_dicom_datetime as it was written with strptime (the reference for the fast path)."""
+    if not date:
+        return None
+    text = date.replace(".", "").replace("-", "")
+    if time:
+        text = text[:8] + time.replace(":", "")
+    text = text.split("+")[0].split("-")[0].strip()
+    whole, _, fraction = text.partition(".")
+    if len(whole) < 8 or not whole.isdigit():
+        return None
+    whole = whole[:14].ljust(14, "0") if len(whole) > 8 else whole + "000000"
+    try:
+        value = dt.datetime.strptime(whole, "%Y%m%d%H%M%S")
+    except ValueError:
+        return None
+    if fraction.isdecimal():
+        value = value.replace(microsecond=int(fraction[:6].ljust(6, "0")))
+    return value
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    date=st.one_of(st.none(), st.text(alphabet="0123456789.-+ ²٣", max_size=16),
+                   st.dates().map(lambda d: d.strftime("%Y%m%d"))),
+    time=st.one_of(st.none(), st.text(alphabet="0123456789:.", max_size=14)),
+)
+def test_parse_dicom_datetime_matches_strptime(date, time):
+    assert rollups.parse_dicom_datetime(date, time) == _strptime_reference(date, time)
+
+
+_values = st.one_of(
+    st.lists(st.sampled_from(["CT", "MR", "1.2.3", "é"]), max_size=3),
+    st.lists(st.one_of(st.integers(-3, 3), st.floats(allow_nan=False, allow_infinity=False)), max_size=2),
+    st.sampled_from([None, {"Alphabetic": "Smith^J"}, [{"00100010": {"vr": "PN"}}]]),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(instances=st.lists(st.dictionaries(st.sampled_from(["A", "B", "C", "D"]), _values, max_size=4), min_size=1, max_size=6))
+def test_add_instance_equals_merging_accumulated_instances(instances):
+    """The per-instance fast path gives the accumulator that merge(accumulate(...)) gives."""
+    summaries = [
+        {"study_instance_uid": "1", "series_instance_uid": "1.1", "modality": ["CT", None][i % 2], "patient_id": None,
+         "study_date": None, "body_part": None, "acquired": dt.datetime(2024, 1, 1 + i % 3), "size_bytes": i,
+         "attributes": {name: rollups.comparable(v) for name, v in attrs.items()}}
+        for i, attrs in enumerate(instances)
+    ]
+    fast, slow = rollups.DicomAccumulator(), rollups.DicomAccumulator()
+    for summary in summaries:
+        fast = rollups.add_instance(fast, summary)
+        slow = rollups.merge(slow, rollups.accumulate(summary))
+    assert fast == slow
+    assert rollups.series_row(("1", "1.1"), fast) == rollups.series_row(("1", "1.1"), slow)
+
+
+@given(value=_values)
+def test_comparable_values_compare_as_their_canonical_json(value):
+    other = json.loads(json.dumps(value))
+    assert rollups.comparable_json(rollups.comparable(value)) == rollups.canonical_json(value)
+    assert rollups.comparable(value) == rollups.comparable(other)

@@ -17,6 +17,7 @@ import dataclasses
 import datetime as dt
 import logging
 import os
+import pickle
 import re
 import stat
 import zlib
@@ -385,6 +386,47 @@ class ListFileBatches(beam.PTransform):
             | "GroupByPathBucket" >> beam.GroupByKey()
             | "DistinctPaths" >> beam.FlatMap(distinct_batches, self.batch_files)
         )
+
+
+def write_listing(listed: Iterable[FileInfo], path: str, batch_files: int = BATCH_FILES) -> None:
+    """Save a listing (:func:`list_inputs`'s values) to a local file as :class:`FileBatch` pickles."""
+    with open(path, "wb") as f:
+        batch = FileBatch()
+        for info in listed:
+            batch.append(info)
+            if len(batch) >= batch_files:
+                pickle.dump(batch, f, protocol=pickle.HIGHEST_PROTOCOL)
+                batch = FileBatch()
+        if batch:
+            pickle.dump(batch, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def read_listing(path: str) -> Iterator[FileBatch]:
+    """The batches :func:`write_listing` saved."""
+    with open(path, "rb") as f:
+        while True:
+            try:
+                yield pickle.load(f)
+            except EOFError:
+                return
+
+
+@dataclasses.dataclass
+class ListedFileBatches(beam.PTransform):
+    """The batches of a listing the launcher made and saved (:func:`write_listing`): a run on
+    this machine's in-process runner lists its inputs once, not twice.
+
+    Args:
+      path: the local file :func:`write_listing` wrote.
+    """
+
+    path: str
+
+    def __post_init__(self):
+        super().__init__()
+
+    def expand(self, pbegin):
+        return pbegin | "ListingFile" >> beam.Create([self.path]) | "ReadListing" >> beam.FlatMap(read_listing)
 
 
 def _each(batch: FileBatch) -> list[FileInfo]:

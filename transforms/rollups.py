@@ -107,8 +107,10 @@ def parse_dicom_datetime(date: str | None, time: str | None = None) -> dt.dateti
     if len(whole) < 8 or not whole.isdigit():
         return None
     whole = whole[:14].ljust(14, "0") if len(whole) > 8 else whole + "000000"
-    try:
-        value = dt.datetime.strptime(whole, "%Y%m%d%H%M%S")
+    try:  # what strptime(whole, "%Y%m%d%H%M%S") gives, several times faster
+        value = dt.datetime(
+            int(whole[0:4]), int(whole[4:6]), int(whole[6:8]), int(whole[8:10]), int(whole[10:12]), int(whole[12:14])
+        )
     except ValueError:
         return None
     if fraction.isdecimal():  # not isdigit: int() refuses "²"
@@ -178,6 +180,20 @@ def _number_list(values: list) -> str:
     return "[" + ",".join(int.__repr__(v) if type(v) is int else float.__repr__(v) for v in values) + "]"
 
 
+def comparable(value: Any) -> str | tuple[str, ...]:
+    """An attribute value in a form that compares as its canonical JSON text does, cheaply: a
+    list of strings as a tuple of them (the usual DICOM value), anything else as its canonical
+    JSON text (a ``str``; never equal to a tuple)."""
+    if type(value) is list and all(type(v) is str for v in value):
+        return tuple(value)
+    return canonical_json(value)
+
+
+def comparable_json(value: str | tuple[str, ...]) -> str:
+    """The canonical JSON text of a :func:`comparable` value."""
+    return value if type(value) is str else canonical_json(list(value))
+
+
 def _read_tags(text: str | bytes | None) -> tuple[dict[str, str], str | None, dt.datetime | None]:
     """``tags`` JSON text -> (attributes, body part, acquisition time); raises
     :data:`UNREADABLE_ERRORS` when it cannot be read (no recursion of our own: only the JSON
@@ -186,7 +202,7 @@ def _read_tags(text: str | bytes | None) -> tuple[dict[str, str], str | None, dt
     if not isinstance(tags, dict):
         raise TypeError("tags is not a JSON object")
     attributes = {
-        attribute_name(tag): canonical_json(_element_value(element))
+        attribute_name(tag): comparable(_element_value(element))
         for tag, element in tags.items()
         if not tag.startswith(FILE_META_GROUP)
     }
@@ -244,6 +260,40 @@ def merge(a: DicomAccumulator, b: DicomAccumulator) -> DicomAccumulator:
     return a
 
 
+def add_instance(acc: DicomAccumulator, summary: Mapping[str, Any]) -> DicomAccumulator:
+    """``merge(acc, accumulate(summary))``, without building the instance's accumulator."""
+    attributes = summary["attributes"]
+    if acc.instance_count == 0:
+        acc.common = dict(attributes)
+    elif attributes != acc.common:
+        common = {n: v for n, v in acc.common.items() if attributes.get(n, _MISSING) == v}
+        if len(common) != len(acc.common):
+            acc.varying.update(acc.common.keys() - common.keys())
+        if len(common) != len(attributes):
+            acc.varying.update(attributes.keys() - common.keys())
+        acc.common = common
+    acc.instance_count += 1
+    acc.total_bytes += summary["size_bytes"]
+    acquired = summary["acquired"]
+    acc.first = _min(acc.first, acquired)
+    acc.last = _max(acc.last, acquired)
+    for field, key in _INSTANCE_SETS:
+        value = summary[key]
+        if value:
+            getattr(acc, field).add(value)
+    return acc
+
+
+_MISSING = object()
+_INSTANCE_SETS = (
+    ("modalities", "modality"),
+    ("body_parts", "body_part"),
+    ("patient_ids", "patient_id"),
+    ("study_dates", "study_date"),
+    ("series", "series_instance_uid"),
+)
+
+
 def accumulate(summary: Mapping[str, Any]) -> DicomAccumulator:
     """The roll-up of one instance."""
 
@@ -271,7 +321,7 @@ def joined(values: Iterable[str]) -> str | None:
 
 
 def _attributes_json(acc: DicomAccumulator) -> str:
-    return "{" + ",".join(f"{json.dumps(n)}:{acc.common[n]}" for n in sorted(acc.common)) + "}"
+    return "{" + ",".join(f"{json.dumps(n)}:{comparable_json(acc.common[n])}" for n in sorted(acc.common)) + "}"
 
 
 def series_row(key: tuple[str, str], acc: DicomAccumulator) -> dict[str, Any]:
@@ -331,7 +381,7 @@ class DicomRollupFn(MergeDicomAccumulatorsFn):
     """Instance summaries (or partial :class:`DicomAccumulator` roll-ups) -> :class:`DicomAccumulator`."""
 
     def add_input(self, acc, summary):
-        return merge(acc, summary if isinstance(summary, DicomAccumulator) else accumulate(summary))
+        return merge(acc, summary) if isinstance(summary, DicomAccumulator) else add_instance(acc, summary)
 
 
 # --- variables: pure functions -----------------------------------------------------------
@@ -492,7 +542,7 @@ def dicom_partials(rows: Iterable[Mapping[str, Any]], size_of: SizeOf) -> dict[t
     partials: dict[tuple[str, str], DicomAccumulator] = {}
     for row in rows:
         for key, summary in dicom_series_entries((row, size_of(row["path"], DICOM_FORMATS))):
-            partials[key] = merge(partials.get(key) or DicomAccumulator(), accumulate(summary))
+            partials[key] = add_instance(partials.get(key) or DicomAccumulator(), summary)
     return partials
 
 
