@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 import uuid
-from typing import Any
+from typing import Any, NoReturn
 
 import apache_beam as beam
 import pyarrow as pa
@@ -37,7 +37,7 @@ from transforms.extract import (
     ExtractOptions,
     extraction_started,
 )
-from transforms.formats import registry
+from transforms.formats import likely_formats, registry
 from transforms.listing import (
     InputError,
     ListedFileBatches,
@@ -253,7 +253,9 @@ def run(
     direct = pipeline_options.view_as(DirectOptions)
     in_this_process = wait and local and direct.direct_running_mode != "multi_processing" and opts.file_timeout_s > 0
     with (
-        extraction_started(opts.file_timeout_s) if in_this_process else contextlib.nullcontext(),
+        extraction_started(opts.file_timeout_s, likely_formats(listed))
+        if in_this_process
+        else contextlib.nullcontext(),
         tempfile.TemporaryDirectory(prefix="metaextract-run-") as progress_dir,
     ):
         listing = None
@@ -434,5 +436,23 @@ def main(argv: list[str] | None = None) -> int:
     return 3 if result.get("alert") else 0
 
 
+def cli() -> NoReturn:
+    """The ``metaextract`` command: :func:`main`, then the process ends at once.
+
+    By then the catalog and its manifest are written and closed, the extraction processes
+    stopped and the temporary files removed; what is left is the interpreter tearing down the
+    runner's objects one by one, about half a second on a large run, which a scheduled job
+    would wait for for nothing.
+    """
+    code = main()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()

@@ -44,8 +44,8 @@ def test_console_script_is_the_same_entry_point():
     import importlib.metadata as md
 
     (ep,) = [e for e in md.entry_points(group="console_scripts") if e.name == "metaextract"]
-    assert ep.value == "pipelines.catalog:main"
-    assert catalog.main
+    assert ep.value == "pipelines.catalog:cli"
+    assert catalog.cli
 
 
 @pytest.mark.parametrize(

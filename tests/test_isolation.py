@@ -335,6 +335,29 @@ def test_extraction_started_warms_one_process_and_stops_it_after():
     assert not descendants() - before
 
 
+def loaded_modules(*names: str) -> list[str]:
+    """In the extraction process: which of these modules it has imported."""
+    return [name for name in names if name in sys.modules]
+
+
+def test_extraction_started_preloads_the_likely_formats_libraries():
+    """The warm extraction process loads the libraries of the formats the listing's names suggest
+    (a hint: detection still reads the bytes), and no others."""
+    from transforms.extract import _acquire_pool, _release_pool, extraction_started
+    from transforms.formats import likely_formats
+
+    formats = likely_formats(["/a/scan.DCM", "/a/b.nc", "/c/README", "/d.v1/noext"])
+    assert formats == ["dicom", "netcdf"]
+    with extraction_started(TIMEOUT_S, formats):
+        pool = _acquire_pool(TIMEOUT_S)
+        try:
+            with pool.borrow() as runner:  # after the warm-up call: the libraries are in
+                got = runner.call(loaded_modules, "pydicom", "h5py", "astropy.io.fits")
+        finally:
+            _release_pool(TIMEOUT_S)
+    assert got == ["pydicom", "h5py"]  # the netcdf extractor reads NetCDF-4 with h5py
+
+
 def test_exec_child_keeps_blas_on_one_thread(monkeypatch):
     """The extraction process runs its own threads: BLAS thread pools (numpy's OpenBLAS) stay at one."""
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "8")

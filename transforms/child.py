@@ -36,6 +36,17 @@ def start(environment: dict[str, str]) -> None:
     registry()
 
 
+def preload(formats: list[str]) -> None:
+    """Load these formats' extractors (and libraries) now, while the process waits for work."""
+    from transforms.formats import registry
+
+    for name in formats:
+        try:
+            registry()[name]
+        except Exception:  # noqa: BLE001 - the first file of the format reports it properly
+            pass
+
+
 def read(
     item: FileInfo | Detected,
     settings: Settings,

@@ -106,9 +106,10 @@ class ExtractionPool:
         self._warming = False
         self._cond = threading.Condition()
 
-    def warm(self) -> None:
+    def warm(self, preload: list[str] | tuple[str, ...] = ()) -> None:
         """Start one extraction process now, in the background (it takes about a second), so
-        that it is ready when the first file comes; a borrower meanwhile waits for it."""
+        that it is ready when the first file comes; a borrower meanwhile waits for it. It also
+        loads the ``preload`` formats' libraries meanwhile (on a core of its own)."""
         with self._cond:
             if self._started or self._warming:
                 return
@@ -117,7 +118,7 @@ class ExtractionPool:
         def start() -> None:
             try:
                 with self.borrow(warming=True) as runner:
-                    runner.call(os.getpid)
+                    runner.call(child.preload, list(preload)) if preload else runner.call(os.getpid)
             except Exception:  # the first real call reports a process that cannot start
                 pass
 
@@ -173,10 +174,11 @@ def _acquire_pool(timeout_s: float) -> ExtractionPool:
 
 
 @contextlib.contextmanager
-def extraction_started(timeout_s: float):
+def extraction_started(timeout_s: float, preload: list[str] | tuple[str, ...] = ()):
     """Within the block, this process's extraction pool exists and starts its first process in
-    the background: a local run overlaps that start with building and translating the pipeline."""
-    _acquire_pool(timeout_s).warm()
+    the background, which loads the ``preload`` formats' libraries: a local run overlaps that
+    start with building and translating the pipeline."""
+    _acquire_pool(timeout_s).warm(preload)
     try:
         yield
     finally:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from importlib.metadata import entry_points
 
 from typing import TYPE_CHECKING
@@ -44,7 +44,31 @@ BUILTIN_TABLES = {
     "netcdf": SchemaTables(netcdf="NETCDF"),
 }
 
+#: Usual file name endings of the built-in formats. Never used to decide a file's format (that
+#: is read from its first bytes); only to load, ahead of time, the libraries a run will likely
+#: need (:func:`likely_formats`).
+USUAL_SUFFIXES = {
+    ".dcm": "dicom", ".dicom": "dicom", ".ima": "dicom",
+    ".fits": "fits", ".fit": "fits", ".fts": "fits", ".fz": "fits",
+    ".h5": "hdf5", ".hdf5": "hdf5", ".hdf": "hdf5", ".he5": "hdf5", ".nxs": "hdf5",
+    ".nc": "netcdf", ".nc4": "netcdf", ".cdf": "netcdf", ".netcdf": "netcdf",
+}
+
 _log = logging.getLogger(__name__)
+
+
+def likely_formats(paths: Iterable[str]) -> list[str]:
+    """The built-in formats whose usual suffixes occur among ``paths`` (a loading hint only)."""
+    found = set()
+    for path in paths:
+        dot = path.rfind(".")
+        if dot > path.rfind("/"):
+            fmt = USUAL_SUFFIXES.get(path[dot:].lower())
+            if fmt is not None:
+                found.add(fmt)
+                if len(found) == len(BUILTIN):
+                    break
+    return [name for name in BUILTIN if name in found]
 
 
 def _load(spec: str) -> Extractor:
