@@ -21,12 +21,22 @@ from typing import Any, NoReturn
 
 import apache_beam as beam
 import pyarrow as pa
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (
+    DirectOptions,
+    PipelineOptions,
+    StandardOptions,
+)
 from apache_beam.runners.runner import PipelineRunner
 from fsspec.core import url_to_fs
 
 from pipelines import __version__
-from pipelines.options import MetaextractOptions, UsageError, die, parse_flags, public_options
+from pipelines.options import (
+    MetaextractOptions,
+    UsageError,
+    die,
+    parse_flags,
+    public_options,
+)
 from pipelines.progress import ProgressDisplay, human_bytes
 from transforms import schemas
 from transforms.extract import (
@@ -38,6 +48,19 @@ from transforms.extract import (
     extraction_started,
 )
 from transforms.formats import likely_formats, registry
+from transforms.incremental import (
+    AnythingChanged,
+    CachePolicy,
+    CarryForward,
+    CarryRollUps,
+    PlanAgainstCacheFn,
+    ReadCache,
+    RollUpCarriedShardsFn,
+    has_catalog,
+    publish_if_unchanged,
+    read_previous_manifest,
+    routed,
+)
 from transforms.listing import (
     InputError,
     ListedFileBatches,
@@ -46,24 +69,23 @@ from transforms.listing import (
     skipped_summary,
     write_listing,
 )
-from transforms.redact import install_log_redaction, redact_text, redact_url, secret_values
-from transforms.incremental import (
-    AnythingChanged,
-    CachePolicy,
-    CarryForward,
-    CarryRollUps,
-    PlanAgainstCacheFn,
-    routed,
-    ReadCache,
-    has_catalog,
-    publish_if_unchanged,
-    read_previous_manifest,
-    carried_partials,
-)
-from transforms.publish import roll_forward
-from transforms.rollups import PARTIALS, RollUps, batch_partials
-from transforms.sink import CACHE_SIZE, CARRIED, FILE_ROWS, GOVERNOR, MANIFEST, WriteCatalog
 from transforms.phi import PhiKeyMissing, PhiPolicy
+from transforms.publish import roll_forward
+from transforms.redact import (
+    install_log_redaction,
+    redact_text,
+    redact_url,
+    secret_values,
+)
+from transforms.rollups import PARTIALS, RollUps, batch_partials
+from transforms.sink import (
+    CACHE_SIZE,
+    CARRIED,
+    FILE_ROWS,
+    GOVERNOR,
+    MANIFEST,
+    WriteCatalog,
+)
 from transforms.work import Settings
 
 SAMPLE_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sample_data")
@@ -147,10 +169,9 @@ class CatalogFiles(beam.PTransform):
             partials.append(
                 carried
                 | "RollUpCarriedShards"
-                >> beam.FlatMap(
-                    carried_partials,
+                >> beam.ParDo(
+                    RollUpCarriedShardsFn(self.extract, self.storage_options),
                     beam.pvalue.AsList(cache),
-                    self.storage_options,
                     needed=beam.pvalue.AsSingleton(changed),
                 )
             )

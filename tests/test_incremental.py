@@ -237,3 +237,46 @@ def test_cache_part_is_a_compact_side_input(corpus, tmp_path):
     copy = pickle.loads(pickle.dumps(part))
     assert copy._index is None and {p: copy[p] for p in plain} == plain
     assert statecache.get_deep_size([part]) < 64 * 1024  # the columns, not a walk of the index
+
+
+def test_whole_files_never_split_a_files_rows():
+    from transforms.incremental import _whole_files
+
+    rows = [{"path": p} for p in "aaabccccd"]
+    pieces = list(_whole_files(rows, 2))
+    assert [[r["path"] for r in piece] for piece in pieces] == [list("aaa"), list("bcccc"), ["d"]]
+    assert sum(pieces, []) == rows
+
+
+@pytest.mark.parametrize("timeout_s", [0.0, 60.0])
+def test_carried_shards_roll_up_alike_here_and_in_the_extraction_process(corpus, tmp_path, timeout_s):
+    """RollUpCarriedShardsFn: the partials of a shard, computed in the extraction process (or
+    here, with no isolation) equal carried_partials computed in this process."""
+    import apache_beam as beam
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from transforms.extract import ExtractOptions
+    from transforms.incremental import CachePart, RollUpCarriedShardsFn, carried_partials, table_files
+
+    out = tmp_path / "out"
+    run_catalog([corpus], out)
+    cache = [CachePart.read(p) for p in table_files(str(out), "files")]
+    shards = [{"table": t, "path": p} for t in ("dicom", "netcdf", "hdf5", "fits") for p in table_files(str(out), t)]
+    expected = [p for shard in shards for p in carried_partials(shard, cache)]
+    assert {kind for kind, _, _ in expected} == {"dicom_series", "variables"}
+    with beam.Pipeline() as p:
+        got = (
+            p
+            | beam.Create(shards)
+            | beam.ParDo(RollUpCarriedShardsFn(ExtractOptions(file_timeout_s=timeout_s)), cache, needed=True)
+        )
+        assert_that(got | beam.Map(_partial_row), equal_to([_partial_row(e) for e in expected]))
+
+
+def _partial_row(partial) -> str:
+    """A partial roll-up as the row it would make (sets in a canonical order)."""
+    from transforms import rollups
+
+    kind, key, value = partial
+    row = rollups.series_row(key, value) if kind == "dicom_series" else rollups.variable_row(key, value)
+    return json.dumps(row, default=str, sort_keys=True)

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from apache_beam.runners.worker import statecache
 from fsspec.core import url_to_fs
 
-from transforms import rollups
+from transforms import partials
 from transforms.formats.base import FileInfo
 from transforms.listing import FileBatch
 from transforms.sink import MANIFEST, join, stage_table
@@ -320,41 +320,43 @@ def cache_lookup(cache, path: str) -> CacheEntry | None:
     return None
 
 
-def carried_partials(
-    shard: Mapping[str, Any], cache, storage_options=None, needed: bool = True
-) -> Iterable[tuple[str, Any, Any]]:
-    """A carried-forward shard -> its partial roll-ups, ``(roll-up table, key, partial)``.
+def carried_rows(shard: Mapping[str, Any], cache, storage_options=None) -> tuple[str, list[dict], dict] | None:
+    """What rolling up a carried-forward shard takes: ``(table, rows, {path: (format, size)})``,
+    the rows with the columns the roll-ups read and their files' formats and sizes from the
+    cache; None for a table the roll-ups do not read.
 
     The rows of a carried shard are the previous catalog's, and so are their files' sizes and
-    formats: the cache has them, so these rows need no join and are rolled up here, one
-    element per series or variable rather than one per row (``RollUps`` merges the partials
-    with the roll-ups of the files read in this run). ``needed`` is False when nothing was read
-    and nothing deleted: the previous roll-ups are then carried forward whole (``CarryRollUps``).
-    A file's rows of one table lie in one shard (the writer writes each file's rows together
-    and a carried shard is a filtered copy of one previous shard), which the variable counts
-    rely on.
+    formats: the cache has them, so these rows need no join (``RollUps`` merges their partial
+    roll-ups with those of the files read in this run). A file's rows of one table lie in one
+    shard (the writer writes each file's rows together and a carried shard is a filtered copy
+    of one previous shard), which the variable counts rely on.
     """
     table = shard["table"]
-    if not needed or table not in ROLLUP_READS:
-        return
-
-    def size_of(path: str, formats: tuple[str, ...]) -> int:
-        entry = cache_lookup(cache, path)
-        return int(entry.size or 0) if entry is not None and entry.format in formats else 0
-
+    if table not in ROLLUP_READS:
+        return None
     columns, keep = ROLLUP_READS[table]
     rows = _read(shard["path"], columns, storage_options)
     if keep is not None:
         column, values = keep
         rows = rows.filter(pc.is_in(rows.column(column), value_set=pa.array(values, pa.string())))
     rows = rows.to_pylist()
-    if table == "dicom":
-        for key, acc in rollups.dicom_partials(rows, size_of).items():
-            yield rollups.DICOM_SERIES, key, acc
-    else:
-        netcdf, hdf5 = (rows, []) if table == "netcdf" else ([], rows)
-        for key, totals in rollups.variable_partials(netcdf, hdf5, size_of).items():
-            yield rollups.VARIABLES, key, totals
+    sizes = {}
+    for row in rows:
+        path = row["path"]
+        if path not in sizes:
+            entry = cache_lookup(cache, path)
+            sizes[path] = (entry.format, int(entry.size or 0)) if entry is not None else (None, 0)
+    return table, rows, sizes
+
+
+def carried_partials(
+    shard: Mapping[str, Any], cache, storage_options=None, needed: bool = True
+) -> list[tuple[str, Any, Any]]:
+    """A carried-forward shard -> its partial roll-ups, ``(roll-up table, key, partial)``, in
+    this process. ``needed`` is False when nothing was read and nothing deleted: the previous
+    roll-ups are then carried forward whole (``CarryRollUps``)."""
+    got = carried_rows(shard, cache, storage_options) if needed else None
+    return [] if got is None else partials.shard_partials(*got)
 
 
 # --- Beam ------------------------------------------------------------------------------------
@@ -447,6 +449,92 @@ class CarryForwardFn(beam.DoFn):
         record = stage_carried(self._staging, table_name, rows, self._storage_options)
         if record is not None:
             yield record
+
+
+class RollUpCarriedShardsFn(beam.DoFn):
+    """Carried-forward shard records -> their partial roll-ups (:func:`carried_partials`).
+
+    The rolling up (DICOM tags parsed, attributes compared: the costly part of carrying a file
+    forward) runs in the extraction process, on a core of its own and with the format libraries
+    it has loaded, while this worker reads and copies the next shards; the results are emitted
+    when they come, at most :data:`IN_FLIGHT` shards waiting. In this process instead when
+    extraction is not isolated (``--file_timeout_s 0``), on runners that drop what
+    ``finish_bundle`` emits (``batch_calls`` False), or if the extraction process fails.
+
+    Args:
+      options: the extraction's options (its time limit picks the extraction pool).
+      storage_options: passed to fsspec.
+    """
+
+    IN_FLIGHT = 2
+    #: Rows sent in one call (whole files: a call never splits one file's rows).
+    ROWS_PER_CALL = 5000
+
+    def __init__(self, options, storage_options=None):
+        self._options = options
+        self._storage_options = dict(storage_options or {})
+
+    def setup(self):
+        self._executor = self._pool = None
+        if self._options.file_timeout_s > 0 and self._options.batch_calls:
+            from concurrent.futures import ThreadPoolExecutor
+
+            from transforms.extract import _acquire_pool
+
+            self._pool = _acquire_pool(self._options.file_timeout_s)
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="metaextract-rollups")
+
+    def start_bundle(self):
+        self._waiting: list = []
+
+    def process(self, shard: Mapping[str, Any], cache, needed: bool):
+        got = carried_rows(shard, cache, self._storage_options) if needed else None
+        if got is None:
+            return
+        table, rows, sizes = got
+        if self._executor is None:
+            yield from partials.shard_partials(table, rows, sizes)
+            return
+        for piece in _whole_files(rows, self.ROWS_PER_CALL):
+            self._waiting.append(self._executor.submit(self._in_extraction_process, table, piece, sizes))
+        while len(self._waiting) > self.IN_FLIGHT:
+            yield from self._waiting.pop(0).result()
+
+    def _in_extraction_process(self, table: str, rows: list[dict], sizes: dict) -> list:
+        try:
+            with self._pool.borrow() as runner:
+                return runner.call(partials.shard_partials, table, rows, sizes)
+        except Exception:  # noqa: BLE001 - a crash or hang there: roll up here instead
+            return partials.shard_partials(table, rows, sizes)
+
+    def finish_bundle(self):
+        from apache_beam.transforms.window import GlobalWindows
+
+        waiting, self._waiting = self._waiting, []
+        for future in waiting:
+            for partial in future.result():
+                yield GlobalWindows.windowed_value(partial)
+
+    def teardown(self):
+        if getattr(self, "_executor", None) is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        if getattr(self, "_pool", None) is not None:
+            from transforms.extract import _release_pool
+
+            self._pool = None
+            _release_pool(self._options.file_timeout_s)
+
+
+def _whole_files(rows: list[dict], limit: int) -> Iterable[list[dict]]:
+    """``rows`` (each file's contiguous) in pieces of about ``limit`` rows, never splitting a file."""
+    start = 0
+    while start < len(rows):
+        end = min(start + limit, len(rows))
+        while end < len(rows) and rows[end]["path"] == rows[end - 1]["path"]:
+            end += 1
+        yield rows[start:end]
+        start = end
 
 
 def _outcomes(files: pa.Table) -> list:
