@@ -77,7 +77,7 @@ from transforms.redact import (
     redact_url,
     secret_values,
 )
-from transforms.rollups import PARTIALS, RollUps, batch_partials
+from transforms.rollups import PARTIALS, RollUps, read_partials
 from transforms.sink import (
     CACHE_SIZE,
     CARRIED,
@@ -159,7 +159,7 @@ class CatalogFiles(beam.PTransform):
         rows = to_extract | "ExtractMetadata" >> ExtractMetadata([], self.settings, self.extract, self.progress_dir)
         governor = rows.pop(GOVERNOR_KEY)
         file_rows = rows.pop(FILE_ROWS_KEY)  # one element per batch of files: every table's rows
-        partials = [file_rows | "RollUpReadFiles" >> beam.FlatMap(batch_partials)]
+        partials = [file_rows | "RollUpReadFiles" >> beam.FlatMap(read_partials)]
         to_carry = planned | "PathsToCarry" >> beam.FlatMap(routed, PlanAgainstCacheFn.CARRY)
         carried = to_carry | "CarryForward" >> CarryForward(
             self.previous, writer.staging, tables, self.storage_options

@@ -13,7 +13,7 @@ import dataclasses
 import os
 from typing import Any
 
-from transforms import work
+from transforms import partials, work
 from transforms.detect import detect
 from transforms.formats.base import FileInfo
 from transforms.work import Detected, FileWork, Partial, Settings, Unit
@@ -58,7 +58,7 @@ def read(
     returns its :class:`FileWork` and the governor's figures."""
     governor = _governor(budget_bytes, thresholds, worker_pid)
     detected = item if isinstance(item, Detected) else detect(item, settings.storage_options)
-    return work.read_detected(detected, settings, governor), _figures(governor)
+    return _rolled_up(work.read_detected(detected, settings, governor)), _figures(governor)
 
 
 def read_many(
@@ -74,8 +74,16 @@ def read_many(
     out = []
     for item in items:
         detected = item if isinstance(item, Detected) else detect(item, settings.storage_options)
-        out.append(work.read_detected(detected, settings, governor))
+        out.append(_rolled_up(work.read_detected(detected, settings, governor)))
     return out, _figures(governor)
+
+
+def _rolled_up(result: FileWork) -> FileWork:
+    """A complete file's rows with their partial roll-ups (``partials.ROLLUP_PARTIALS``), made here where
+    the rows and the format libraries are: the Beam worker then only merges them."""
+    if not result.units:
+        result.rows[partials.ROLLUP_PARTIALS] = list(partials.batch_partials(result.rows))
+    return result
 
 
 def run_unit(

@@ -34,6 +34,9 @@ MULTI_VALUE_SEPARATOR = "\\"
 #: values of unexpected types.
 UNREADABLE_ERRORS = (ValueError, RecursionError, TypeError, AttributeError, KeyError, IndexError, OverflowError)
 
+#: Key, among a file's rows by table, of the partial roll-ups the extraction process made of
+#: them (not a table: the writer ignores it).
+ROLLUP_PARTIALS = "_rollup_partials"
 DICOM_SERIES = "dicom_series"
 DICOM_STUDIES = "dicom_studies"
 VARIABLES = "variables"
@@ -543,3 +546,22 @@ def shard_partials(
         return [(DICOM_SERIES, key, acc) for key, acc in dicom_partials(rows, size_of).items()]
     netcdf, hdf5 = (rows, []) if table == "netcdf" else ([], rows)
     return [(VARIABLES, key, totals) for key, totals in variable_partials(netcdf, hdf5, size_of).items()]
+
+
+def read_partials(rows_by_table: Mapping[str, list]) -> list[tuple[str, Any, Any]]:
+    """A batch of files' rows -> their partial roll-ups, one per key: merged from those the
+    extraction process made (``ROLLUP_PARTIALS``), or made here from the rows (a large file's
+    rows, completed in the Beam worker)."""
+    given = rows_by_table.get(ROLLUP_PARTIALS)
+    if given is None:
+        return list(batch_partials(rows_by_table))
+    merged: dict[tuple[str, Any], Any] = {}
+    for kind, key, partial in given:
+        before = merged.get((kind, key))
+        if before is None:
+            merged[(kind, key)] = partial
+        elif kind == DICOM_SERIES:
+            merged[(kind, key)] = merge(before, partial)
+        else:
+            merged[(kind, key)] = merge_variable_totals([before, partial])
+    return [(kind, key, partial) for (kind, key), partial in merged.items()]

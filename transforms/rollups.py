@@ -67,6 +67,7 @@ from transforms.partials import (  # noqa: F401  (the roll-ups' pure parts, re-e
     merge_variable_totals,
     netcdf_variable,
     parse_dicom_datetime,
+    read_partials,
     rolled_up_file_size,
     series_row,
     series_to_study,
