@@ -89,8 +89,13 @@ def write_catalog(folder: str, rows: int) -> None:
             "first_seen": modified,
             "change": ["new"] * n,
             "etag": [f"{i:016x}" for i in idx],
+            "settings": ['{"checksum": "blake3"}'] * n,
         }
-        table = pa.Table.from_pydict(cols, schema=schemas.FILES)
+        # the columns later issues added (checksum, bytes read, ...) are left null
+        table = pa.Table.from_arrays(
+            [pa.array(cols[f.name], f.type) if f.name in cols else pa.nulls(n, f.type) for f in schemas.FILES],
+            schema=schemas.FILES,
+        )
         name = f"part-{start // PER_FILE:05d}.parquet"
         pq.write_table(table, os.path.join(folder, "files", name))
         names.append(name)
