@@ -49,10 +49,8 @@ from transforms.extract import (
 )
 from transforms.formats import likely_formats, registry
 from transforms.incremental import (
-    AnythingChanged,
     CachePolicy,
     CarryForward,
-    CarryRollUps,
     PlanAgainstCacheFn,
     ReadCache,
     RollUpCarriedShardsFn,
@@ -164,21 +162,12 @@ class CatalogFiles(beam.PTransform):
         carried = to_carry | "CarryForward" >> CarryForward(
             self.previous, writer.staging, tables, self.storage_options
         )
-        if self.previous:  # roll-ups cover carried rows too, unless nothing was read or deleted
-            changed = (to_extract, to_carry, cache) | "AnythingChanged" >> AnythingChanged()
+        if self.previous:  # the roll-ups cover carried rows too
             partials.append(
                 carried
                 | "RollUpCarriedShards"
-                >> beam.ParDo(
-                    RollUpCarriedShardsFn(self.extract, self.storage_options),
-                    beam.pvalue.AsList(cache),
-                    needed=beam.pvalue.AsSingleton(changed),
-                )
+                >> beam.ParDo(RollUpCarriedShardsFn(self.extract, self.storage_options), beam.pvalue.AsList(cache))
             )
-            carried_rollups = changed | "CarryRollUps" >> CarryRollUps(
-                self.previous, writer.staging, dict(schemas.ROLLUP_TABLES), self.storage_options
-            )
-            carried = (carried, carried_rollups) | "AllCarriedShards" >> beam.Flatten()
         rollup_input = {PARTIALS: partials | "AllPartials" >> beam.Flatten()}
         rollups = rollup_input | "RollUps" >> RollUps()
         return {

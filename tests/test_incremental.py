@@ -268,7 +268,7 @@ def test_carried_shards_roll_up_alike_here_and_in_the_extraction_process(corpus,
         got = (
             p
             | beam.Create(shards)
-            | beam.ParDo(RollUpCarriedShardsFn(ExtractOptions(file_timeout_s=timeout_s)), cache, needed=True)
+            | beam.ParDo(RollUpCarriedShardsFn(ExtractOptions(file_timeout_s=timeout_s)), cache)
         )
         assert_that(got | beam.Map(_partial_row), equal_to([_partial_row(e) for e in expected]))
 

@@ -349,13 +349,10 @@ def carried_rows(shard: Mapping[str, Any], cache, storage_options=None) -> tuple
     return table, rows, sizes
 
 
-def carried_partials(
-    shard: Mapping[str, Any], cache, storage_options=None, needed: bool = True
-) -> list[tuple[str, Any, Any]]:
+def carried_partials(shard: Mapping[str, Any], cache, storage_options=None) -> list[tuple[str, Any, Any]]:
     """A carried-forward shard -> its partial roll-ups, ``(roll-up table, key, partial)``, in
-    this process. ``needed`` is False when nothing was read and nothing deleted: the previous
-    roll-ups are then carried forward whole (``CarryRollUps``)."""
-    got = carried_rows(shard, cache, storage_options) if needed else None
+    this process."""
+    got = carried_rows(shard, cache, storage_options)
     return [] if got is None else partials.shard_partials(*got)
 
 
@@ -487,8 +484,8 @@ class RollUpCarriedShardsFn(beam.DoFn):
     def start_bundle(self):
         self._waiting: list = []
 
-    def process(self, shard: Mapping[str, Any], cache, needed: bool):
-        got = carried_rows(shard, cache, self._storage_options) if needed else None
+    def process(self, shard: Mapping[str, Any], cache):
+        got = carried_rows(shard, cache, self._storage_options)
         if got is None:
             return
         table, rows, sizes = got
@@ -577,97 +574,6 @@ class CarryForward(beam.PTransform):
             )
         )
 
-
-
-def anything_changed(counts: tuple[int, int, int]) -> bool:
-    """(files to read, files carried, cache entries) -> whether the roll-ups must be recomputed."""
-    to_read, carried, cached = counts
-    return to_read > 0 or carried != cached
-
-
-def _sum_triples(triples: Iterable[tuple[int, int, int]]) -> tuple[int, int, int]:
-    a = b = c = 0
-    for x, y, z in triples:
-        a, b, c = a + x, b + y, c + z
-    return a, b, c
-
-
-@dataclasses.dataclass
-class AnythingChanged(beam.PTransform):
-    """(batches of files to read, batches of paths carried forward, ``ReadCache`` parts) -> one
-    bool: read or deleted?
-
-    When it is False the catalog's per-file rows are all carried forward unchanged, so the
-    previous roll-ups are still exact and are carried forward whole instead of recomputed.
-    """
-
-    def __post_init__(self):
-        super().__init__()
-
-    def expand(self, pcolls):
-        to_read, carried_paths, cache = pcolls
-        return (
-            (
-                to_read | "CountToRead" >> beam.Map(lambda batch: (len(batch), 0, 0)),
-                carried_paths | "CountCarried" >> beam.Map(lambda batch: (0, len(batch), 0)),
-                cache | "CountCached" >> beam.Map(lambda part: (0, 0, len(part))),
-            )
-            | "AllCounts" >> beam.Flatten()
-            | "SumCounts" >> beam.CombineGlobally(_sum_triples)
-            | "ReadOrDeleted" >> beam.Map(anything_changed)
-        )
-
-
-class CarryRollUpsFn(beam.DoFn):
-    """One previous roll-up Parquet file -> a staged shard with all its rows, when nothing changed."""
-
-    def __init__(self, staging: str, tables: Mapping[str, pa.Schema], storage_options=None):
-        self._staging = staging
-        self._tables = dict(tables)
-        self._storage_options = dict(storage_options or {})
-
-    def process(self, part: tuple[str, str], changed: bool):
-        table_name, path = part
-        if changed or table_name not in self._tables:
-            return
-        rows = carry_whole(path, table_name, self._tables[table_name], self._storage_options)
-        record = stage_carried(self._staging, table_name, rows, self._storage_options)
-        if record is not None:
-            yield record
-
-
-@dataclasses.dataclass
-class CarryRollUps(beam.PTransform):
-    """A one-element bool PCollection (``AnythingChanged``) -> staged shards of the previous roll-ups.
-
-    Yields nothing when anything changed (the roll-ups are then recomputed over every row).
-
-    Args:
-      previous: the previous catalog (folder or URL), or None.
-      staging: where the shards go (the sink's staging folder).
-      tables: roll-up table name -> schema of this run.
-      storage_options: passed to fsspec.
-    """
-
-    previous: str | None
-    staging: str
-    tables: dict[str, pa.Schema]
-    storage_options: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    def __post_init__(self):
-        super().__init__()
-
-    def expand(self, changed):
-        parts = previous_parts(self.previous, self.tables, self.storage_options)
-        return (
-            changed.pipeline
-            | "ListPreviousRollUps" >> beam.Create(parts)
-            | "CopyPreviousRollUps"
-            >> beam.ParDo(
-                CarryRollUpsFn(self.staging, self.tables, self.storage_options),
-                changed=beam.pvalue.AsSingleton(changed),
-            )
-        )
 
 
 # --- nothing changed: no pipeline at all -------------------------------------------------------
