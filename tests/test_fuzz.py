@@ -187,6 +187,20 @@ def test_mutated_files_keep_the_guarantees(worker, fmt, data):
         pytest.fail(keep_failure(fmt, mutated, problem))
 
 
+#: Mutations the fuzzer found that broke a guarantee once (regressions, checked every run).
+FOUND = [
+    # a corrupt soft-link value: h5py reported the link callback's RuntimeError as a SystemError
+    ("hdf5", [("flip", 161, 0), ("insert", 1721, b"\x00" * 10)]),
+]
+
+
+@pytest.mark.parametrize("fmt, ops", FOUND)
+def test_mutations_found_by_the_fuzzer(worker, tmp_path, fmt, ops):
+    path = tmp_path / f"found-{fmt}"
+    path.write_bytes(mutate(seed(fmt), ops))
+    assert worker.check(str(path)) is None
+
+
 def test_mutate():
     data = bytes(range(8))
     assert mutate(data, [("flip", 0, 0)])[0] == 1

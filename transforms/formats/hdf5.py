@@ -439,7 +439,7 @@ class _H5pyBackend:
                 attrs[key] = {"error": message}
                 self.errors.append({"object_path": path, "attribute": key, "error": message})
 
-        h5a.iterate(obj, read, info=True)
+        _iterate(lambda callback: h5a.iterate(obj, callback, info=True), read)
         return attrs
 
     def describe(self, obj: Any, path: str) -> tuple[dict[str, Any], list | None]:
@@ -490,8 +490,27 @@ class _H5pyBackend:
             else:
                 entries.append((name, ltype, None, _h5py_link_fields(gid, name, ltype)))
 
-        gid.links.iterate(add, info=True)
+        _iterate(lambda callback: gid.links.iterate(callback, info=True), add)
         return entries
+
+
+def _iterate(run: Callable[[Callable[..., Any]], Any], callback: Callable[..., None]) -> None:
+    """``run(guarded)``, an h5py iteration (``links.iterate``, ``h5a.iterate``) whose callback may
+    raise: h5py reports an exception raised in a callback as a ``SystemError``, so the callback's
+    own exception is kept, the iteration stopped, and that exception raised here."""
+    failed: list[BaseException] = []
+
+    def guarded(*args: Any) -> int | None:
+        try:
+            callback(*args)
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, outside h5py
+            failed.append(exc)
+            return 1  # not None: h5py stops iterating
+        return None
+
+    run(guarded)
+    if failed:
+        raise failed[0]
 
 
 def _h5py_link_fields(gid: Any, name: bytes, ltype: int) -> dict[str, Any]:
