@@ -298,7 +298,7 @@ def stage_carried(staging: str, table: str, rows: pa.Table, storage_options=None
 
 
 #: What the roll-ups read of each per-format table: the columns, and the rows they keep
-#: (column, values). Keep in step with ``transforms/rollups.py``.
+#: (column, values). Keep in step with ``transforms/partials.py``.
 ROLLUP_READS: dict[str, tuple[list[str], tuple[str, list[str]] | None]] = {
     "dicom": (
         ["path", "tags", "study_instance_uid", "series_instance_uid", "modality", "patient_id", "study_date"],
