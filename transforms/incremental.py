@@ -103,11 +103,11 @@ def can_carry(info: FileInfo, entry: CacheEntry | None, policy: CachePolicy) -> 
     )
 
 
-def plan(info: FileInfo, entry: CacheEntry | None, policy: CachePolicy) -> tuple[FileInfo, bool]:
-    """Label ``info`` (change, first_seen) and say whether its rows can be carried forward."""
+def label(info: FileInfo, entry: CacheEntry | None) -> FileInfo:
+    """``info`` with its ``change`` and ``first_seen`` from its cache entry."""
     first_seen = _from_us(entry.first_seen_us) if entry is not None else None
-    labelled = dataclasses.replace(info, change=compare(info, entry), first_seen=first_seen)
-    return labelled, can_carry(info, entry, policy)
+    return dataclasses.replace(info, change=compare(info, entry), first_seen=first_seen)
+
 
 
 # --- reading the previous catalog ------------------------------------------------------------
@@ -412,7 +412,7 @@ class PlanAgainstCacheFn(beam.DoFn):
             if can_carry(info, entry, self._policy):
                 carried.append(info.path)
             else:
-                extract.append(plan(info, entry, self._policy)[0])
+                extract.append(label(info, entry))
         if extract:
             yield self.EXTRACT, extract
         if carried:

@@ -433,31 +433,12 @@ def _each(batch: FileBatch) -> list[FileInfo]:
     return batch
 
 
-@dataclasses.dataclass
-class ListFiles(beam.PTransform):
-    """Expand ``--input`` values into one :class:`FileInfo` per distinct file, spread over workers.
-
-    Args:
-      inputs: paths, folders (walked recursively), globs (``**`` allowed) or fsspec URLs.
-      storage_options: passed to fsspec (credentials come from the environment as usual).
-      follow_symlinks: enter symlinked local folders (each real folder once).
-    """
-
-    inputs: list[str]
-    storage_options: dict[str, Any] = dataclasses.field(default_factory=dict)
-    follow_symlinks: bool = False
-
-    def __post_init__(self):
-        super().__init__()
-        if not self.inputs:
-            raise InputError("at least one input is required")
+class ListFiles(ListFileBatches):
+    """Expand ``--input`` values into one :class:`FileInfo` per distinct file, spread over
+    workers: :class:`ListFileBatches`, one file per element."""
 
     def expand(self, pbegin):
-        return (
-            pbegin
-            | "ListBatches" >> ListFileBatches(self.inputs, self.storage_options, self.follow_symlinks)
-            | "OneFilePerElement" >> beam.FlatMap(_each)
-        )
+        return super().expand(pbegin) | "OneFilePerElement" >> beam.FlatMap(_each)
 
 
 def skipped_summary(skipped: list[Skipped], limit: int = MANIFEST_SKIPPED) -> dict[str, Any]:

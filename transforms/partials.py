@@ -519,24 +519,18 @@ def batch_partials(rows_by_table: Mapping[str, list[Mapping[str, Any]]]) -> Iter
     rows) -> partial roll-ups ``(roll-up table, key, partial)`` for the ``partials`` input of
     ``RollUps``: the join by path happens inside the batch, not through the runner."""
     sizes = {row["path"]: (row.get("format"), int(row.get("size_bytes") or 0)) for row in rows_by_table.get("files", ())}
-
-    def size_of(path: str, formats: tuple[str, ...]) -> int:
-        fmt, size = sizes.get(path, (None, 0))
-        return size if fmt in formats else 0
-
-    for key, acc in dicom_partials(rows_by_table.get("dicom", ()), size_of).items():
-        yield DICOM_SERIES, key, acc
-    netcdf, hdf5 = rows_by_table.get("netcdf", ()), rows_by_table.get("hdf5", ())
-    if netcdf or hdf5:
-        for key, totals in variable_partials(netcdf, hdf5, size_of).items():
-            yield VARIABLES, key, totals
+    for table in ("dicom", "netcdf", "hdf5"):  # variable keys hold the format: no key in two tables
+        rows = rows_by_table.get(table)
+        if rows:
+            yield from shard_partials(table, rows, sizes)
 
 
 def shard_partials(
     table: str, rows: list[Mapping[str, Any]], sizes: Mapping[str, tuple[str | None, int]]
 ) -> list[tuple[str, Any, Any]]:
-    """The rows of one table for whole files (a carried-forward shard) and ``{path: (format,
-    size)}`` of those files -> partial roll-ups ``(roll-up table, key, partial)``."""
+    """The rows of one table (``dicom``, ``netcdf`` or ``hdf5``) for whole files (a
+    carried-forward shard, or one table of a batch) and ``{path: (format, size)}`` of those files
+    -> partial roll-ups ``(roll-up table, key, partial)``."""
 
     def size_of(path: str, formats: tuple[str, ...]) -> int:
         fmt, size = sizes.get(path, (None, 0))
