@@ -143,40 +143,39 @@ class CatalogFiles(beam.PTransform):
         tables = catalog_tables()
         all_tables = {**tables, **schemas.ROLLUP_TABLES}
         writer = WriteCatalog(self.output, all_tables, self.manifest, self.storage_options, self.run_id)
-        cache = pbegin | "ReadCache" >> ReadCache(self.previous, self.storage_options)
         if self.listing:
             listed = pbegin | "ListFiles" >> ListedFileBatches(self.listing)
         else:
             listed = pbegin | "ListFiles" >> ListFileBatches(self.inputs, self.storage_options, self.follow_symlinks)
-        planned = (
-            listed
-            | "CompareWithCache"
-            >> beam.ParDo(PlanAgainstCacheFn(self.policy), cache=beam.pvalue.AsList(cache))
-        )
-        to_extract = planned | "FilesToExtract" >> beam.FlatMap(routed, PlanAgainstCacheFn.EXTRACT)
+        if self.previous:
+            cache = pbegin | "ReadCache" >> ReadCache(self.previous, self.storage_options)
+            planned = (
+                listed
+                | "CompareWithCache"
+                >> beam.ParDo(PlanAgainstCacheFn(self.policy), cache=beam.pvalue.AsList(cache))
+            )
+            to_extract = planned | "FilesToExtract" >> beam.FlatMap(routed, PlanAgainstCacheFn.EXTRACT)
+        else:  # a first run: every file is new (no cache stages: each costs Beam start-up time)
+            to_extract = listed
         rows = to_extract | "ExtractMetadata" >> ExtractMetadata([], self.settings, self.extract, self.progress_dir)
         governor = rows.pop(GOVERNOR_KEY)
         file_rows = rows.pop(FILE_ROWS_KEY)  # one element per batch of files: every table's rows
         partials = [file_rows | "RollUpReadFiles" >> beam.FlatMap(read_partials)]
-        to_carry = planned | "PathsToCarry" >> beam.FlatMap(routed, PlanAgainstCacheFn.CARRY)
-        carried = to_carry | "CarryForward" >> CarryForward(
-            self.previous, writer.staging, tables, self.storage_options
-        )
-        if self.previous:  # the roll-ups cover carried rows too
+        written = {FILE_ROWS: file_rows, GOVERNOR: governor}  # the tables' rows: one element per batch of files
+        if self.previous:  # rows of unchanged files carried forward; the roll-ups cover them too
+            to_carry = planned | "PathsToCarry" >> beam.FlatMap(routed, PlanAgainstCacheFn.CARRY)
+            carried = to_carry | "CarryForward" >> CarryForward(
+                self.previous, writer.staging, tables, self.storage_options
+            )
             partials.append(
                 carried
                 | "RollUpCarriedShards"
                 >> beam.ParDo(RollUpCarriedShardsFn(self.extract, self.storage_options), beam.pvalue.AsList(cache))
             )
+            written[CARRIED] = carried
+            written[CACHE_SIZE] = cache | "PathsPerCachePart" >> beam.Map(len)  # summed by the writer
         rollup_input = {PARTIALS: partials | "AllPartials" >> beam.Flatten()}
-        rollups = rollup_input | "RollUps" >> RollUps()
-        return {
-            FILE_ROWS: file_rows,  # the tables' rows, one element per batch of files
-            **rollups,
-            CARRIED: carried,
-            GOVERNOR: governor,
-            CACHE_SIZE: cache | "PathsPerCachePart" >> beam.Map(len),  # summed by the writer
-        } | "WriteCatalog" >> writer
+        return {**written, **(rollup_input | "RollUps" >> RollUps())} | "WriteCatalog" >> writer
 
 
 def check_output(output: str, storage_options: dict[str, Any]) -> None:

@@ -182,15 +182,28 @@ class FileRows(dict):
 
     def extend(self, other: Mapping[str, list]) -> FileRows:
         """Append another file's (or batch's) rows, table by table; returns self."""
+        self.__dict__.pop("_encoded", None)
         for table, rows in other.items():
             self.setdefault(table, []).extend(rows)
         return self
 
+    def __setitem__(self, table, rows) -> None:
+        self.__dict__.pop("_encoded", None)
+        super().__setitem__(table, rows)
+
     def __reduce__(self):
-        data = pickle.dumps(dict(self), protocol=pickle.HIGHEST_PROTOCOL)
-        if len(data) <= self.COMPRESS_ABOVE:
-            return _file_rows, (data, None)
-        return _file_rows, (_compress(data), len(data))
+        # Encoded once: an element is immutable once output (Beam's rule), and the runner
+        # pickles it again to estimate its size at each transform it passes (a batch of
+        # files' rows went through six encodings per run on the in-process runner).
+        encoded = self.__dict__.get("_encoded")
+        if encoded is None:
+            data = pickle.dumps(dict(self), protocol=pickle.HIGHEST_PROTOCOL)
+            if len(data) <= self.COMPRESS_ABOVE:
+                encoded = (data, None)
+            else:
+                encoded = (_compress(data), len(data))
+            self.__dict__["_encoded"] = encoded
+        return _file_rows, encoded
 
 
 @functools.lru_cache(maxsize=1)
