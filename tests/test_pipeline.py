@@ -303,3 +303,60 @@ def test_small_file_rows_pickle_plain():
     rows = {"files": [{"path": "/a", "size_bytes": 1}]}
     back = pickle.loads(pickle.dumps(FileRows(rows)))
     assert type(back) is FileRows and back == rows
+
+
+def test_file_rows_encoded_once_and_again_after_a_change():
+    """The runner pickles an element at each transform it passes (size sampling): encoded once,
+    unless rows were added meanwhile."""
+    import pickle
+
+    from transforms.work import FileRows
+
+    batch = FileRows({"files": [{"path": "/a", "metadata": "x" * 10_000}]})
+    first = pickle.dumps(batch)
+    assert pickle.dumps(batch) == first and "_encoded" in batch.__dict__
+    batch.extend({"files": [{"path": "/b", "metadata": "{}"}]})
+    assert [r["path"] for r in pickle.loads(pickle.dumps(batch))["files"]] == ["/a", "/b"]
+    batch["hdf5"] = []
+    assert set(pickle.loads(pickle.dumps(batch))) == {"files", "hdf5"}
+
+
+def test_shards_written_upstream_make_the_same_catalog(tmp_path):
+    """WriteShardsFn (rows written where they are made, WRITTEN) and FILE_ROWS (rows sent to
+    the writer's combine) publish the same tables and counts."""
+    import apache_beam as beam
+
+    from transforms import sink
+    from transforms.work import FileRows
+
+    tables = {"files": schemas.TABLES["files"], "hdf5": schemas.TABLES["hdf5"]}
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+
+    def batch(names):
+        rows = FileRows()
+        for name in names:
+            rows.extend({
+                "files": [{"path": f"/{name}.h5", "format": "hdf5", "size_bytes": 10, "status": "ok",
+                           "metadata": "{}", "extracted_at": now, "extractor_version": "t", "change": "new"}],
+                "hdf5": [{"path": f"/{name}.h5", "object_path": "/g", "kind": "group"}],
+                "_governor": [{"checks": 1}],
+            })
+        return rows
+
+    manifests = {}
+    for way in ("written", "file_rows"):
+        out = str(tmp_path / way)
+        writer = sink.WriteCatalog(out, tables, {"options": {}, "started_at": now.isoformat()})
+        with beam.Pipeline() as p:
+            batches = p | beam.Create([batch("ab"), batch("c")])
+            if way == "written":
+                inputs = {sink.WRITTEN: batches | beam.ParDo(sink.WriteShardsFn(tables, writer.staging))}
+            else:
+                inputs = {sink.FILE_ROWS: batches}
+            _ = inputs | writer
+        manifests[way] = json.loads((tmp_path / way / "manifest.json").read_text())
+        assert sorted(read_table(out, "hdf5").column("path").to_pylist()) == ["/a.h5", "/b.h5", "/c.h5"]
+    for key in ("files_total", "bytes_total", "counts", "changes", "memory_governor"):
+        assert manifests["written"].get(key) == manifests["file_rows"].get(key), key
+    assert manifests["written"]["files_total"] == 3
+    assert manifests["written"]["memory_governor"], "the governor figures among the rows count"

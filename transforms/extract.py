@@ -46,9 +46,11 @@ MAX_UNITS_PER_CALL = 256
 
 #: Reserved key of a file's rows dict: memory governor figures for the manifest, not a table.
 GOVERNOR_KEY = "_governor"
-#: Output of ExtractMetadata besides the tables: each file's rows by table (:class:`FileRows`),
-#: what the catalog writer takes (one element per file instead of one per row).
+#: Outputs of ExtractMetadata besides the tables: batches of files' rows by table
+#: (:class:`FileRows`), what the catalog writer takes (one element per batch, not per row),
+#: for files read in one unit and for large files completed from their data units.
 FILE_ROWS_KEY = "_file_rows"
+LARGE_FILE_ROWS_KEY = "_large_file_rows"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -554,10 +556,13 @@ class ExtractMetadata(beam.PTransform):
       options: isolation, retries and memory budget.
       progress_dir: a local folder where each worker process reports its progress.
 
-    The output dict also holds ``GOVERNOR_KEY``: the memory governor's figures, one dict per
-    file read (the manifest sums them), and ``FILE_ROWS_KEY``: the rows by table as
-    :class:`FileRows`, one per batch of files (each file's rows whole in one of them; the
-    catalog writer and the roll-ups take these).
+    The output dict also holds ``FILE_ROWS_KEY``: the rows by table as :class:`FileRows`, one
+    per batch of files read in one unit (each file's rows whole in one of them), and
+    ``LARGE_FILE_ROWS_KEY``: the same, one per large file completed from its data units; the
+    catalog writer and the roll-ups take these two, kept apart so that the rows need not cross
+    a Flatten (the in-process runner encodes and decodes every element there). Each file's
+    memory governor figures are among its rows (``GOVERNOR_KEY``); ``GOVERNOR_KEY`` of the
+    output holds the data units' figures (the manifest sums both).
     """
 
     tables: list[str]
@@ -591,16 +596,11 @@ class ExtractMetadata(beam.PTransform):
         governor_units = partials | "UnitGovernor" >> beam.FlatMap(
             lambda kv: [kv[1].governor] if kv[1].governor else []
         )
-        rows = (done, completed) | "AllFiles" >> beam.Flatten()
-        out: dict[str, Any] = {
-            table: rows | f"Select{table.title()}Rows" >> beam.FlatMap(_rows_of, table)
-            for table in self.tables
-        }
-        out[GOVERNOR_KEY] = (
-            rows | "FileGovernor" >> beam.FlatMap(_rows_of, GOVERNOR_KEY),
-            governor_units,
-        ) | "GovernorFigures" >> beam.Flatten()
-        out[FILE_ROWS_KEY] = rows
+        out: dict[str, Any] = {GOVERNOR_KEY: governor_units, FILE_ROWS_KEY: done, LARGE_FILE_ROWS_KEY: completed}
+        if self.tables:
+            rows = (done, completed) | "AllFiles" >> beam.Flatten()
+            for table in self.tables:
+                out[table] = rows | f"Select{table.title()}Rows" >> beam.FlatMap(_rows_of, table)
         return out
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
+from apache_beam.transforms.window import GlobalWindows
 from fsspec.core import url_to_fs
 
 from transforms.extract import FILES_TABLE
@@ -316,6 +317,8 @@ GOVERNOR = "_governor"
 #: Optional input of WriteCatalog: rows by table, one dict per file or batch of files (keys that
 #: are not tables are ignored), instead of, or besides, one PCollection of rows per table.
 FILE_ROWS = "_file_rows"
+#: Optional input of WriteCatalog: what :class:`WriteShardsFn` wrote (shard records and figures).
+WRITTEN = "_written"
 
 
 def _carried_outcomes(shard: dict):
@@ -333,16 +336,28 @@ def _carried_changes(shard: dict):
 MAX_PENDING_BYTES = 8 << 20
 
 
-def _row_bytes(row: Mapping[str, Any]) -> int:
-    """About how much memory a row holds: its strings and bytes, plus a little per value."""
-    return sum(len(v) for v in row.values() if isinstance(v, (str, bytes))) + 64 * len(row)
+def _text_columns(schema: pa.Schema) -> tuple[str, ...]:
+    """The string and binary columns of a table: what makes its rows large."""
+    text = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary, pa.types.is_large_binary)
+    return tuple(f.name for f in schema if any(is_text(f.type) for is_text in text))
+
+
+def _row_bytes(row: Mapping[str, Any], text_columns: tuple[str, ...]) -> int:
+    """About how much memory a row holds: its text columns, plus a little per value."""
+    size = 64 * len(row)
+    for name in text_columns:
+        value = row.get(name)
+        if value:
+            size += len(value)
+    return size
 
 
 class CatalogWriterFn(beam.CombineFn):
     """Every table's rows -> their Parquet shards, and the figures of the manifest, in one combine.
 
-    Input: ``(table, row)`` pairs for the tables, ``(CARRIED, shard record)``, ``(GOVERNOR,
-    figures)`` and ``(CACHE_SIZE, n)``. Output: a :class:`CatalogFigures`-like dict with the
+    Input: ``(table, row)`` pairs for the tables, ``(FILE_ROWS, rows by table)`` (governor
+    figures among them count), ``(WRITTEN, accumulator)``, ``(CARRIED, shard record)``,
+    ``(GOVERNOR, figures)`` and ``(CACHE_SIZE, n)``. Output: a :class:`CatalogFigures`-like dict with the
     shard records of every table and what :func:`build_manifest` needs.
 
     One combine rather than one per table and one per figure: each is a dozen Beam transforms
@@ -357,6 +372,7 @@ class CatalogWriterFn(beam.CombineFn):
         self._staging = staging
         self._storage_options = dict(storage_options or {})
         self._max_rows = max_rows
+        self._text_columns = {name: _text_columns(schema) for name, schema in self._tables.items()}
 
     def create_accumulator(self):
         return {
@@ -401,11 +417,16 @@ class CatalogWriterFn(beam.CombineFn):
             acc["governor"] = value if acc["governor"] is None else merge_governor([acc["governor"], value])
         elif kind == CACHE_SIZE:
             acc["cache_size"] += value
+        elif kind == WRITTEN:
+            return self.merge_accumulators([acc, value])
         elif kind == FILE_ROWS:
             for table, rows in value.items():
                 if table in self._tables:
                     for row in rows:
                         self._add_row(acc, table, row)
+                elif table == GOVERNOR:
+                    for figures in rows:
+                        self.add_input(acc, (GOVERNOR, figures))
         else:
             self._add_row(acc, kind, value)
         return acc
@@ -421,7 +442,7 @@ class CatalogWriterFn(beam.CombineFn):
             self._flush(acc, table)
             pending = acc["pending"].setdefault(table, [])
         pending.append(row)
-        acc["pending_bytes"][table] = acc["pending_bytes"].get(table, 0) + _row_bytes(row)
+        acc["pending_bytes"][table] = acc["pending_bytes"].get(table, 0) + _row_bytes(row, self._text_columns[table])
 
     def _full(self, acc, table: str) -> bool:
         return len(acc["pending"].get(table, ())) >= self._max_rows or acc["pending_bytes"].get(table, 0) >= MAX_PENDING_BYTES
@@ -473,6 +494,35 @@ class CatalogWriterFn(beam.CombineFn):
         }
 
 
+class WriteShardsFn(beam.DoFn):
+    """Batches of files' rows (rows by table, like ``FILE_ROWS``) -> their Parquet shards,
+    written where the rows are made; emits, once per bundle, what was written (for
+    ``WriteCatalog``'s ``WRITTEN`` input: shard records and the figures of the manifest).
+
+    The rows then never cross the runner: a runner materializes a PCollection between stages
+    (the in-process runner encodes and decodes each element there, and a Flatten is such a
+    boundary), and only the shard records and sums travel on. Governor figures among the rows
+    (``GOVERNOR``) are counted, as in ``FILE_ROWS``. Emits in ``finish_bundle``: not for runners
+    that drop what is emitted there (Beam 2.77's DaskRunner), which send ``FILE_ROWS`` instead.
+    """
+
+    def __init__(self, tables: Mapping[str, pa.Schema], staging: str, storage_options=None, max_rows: int = MAX_ROWS_PER_SHARD):
+        self._writer = CatalogWriterFn(tables, staging, storage_options, max_rows)
+
+    def start_bundle(self):
+        self._acc = None
+
+    def process(self, rows: Mapping[str, list]):
+        if self._acc is None:
+            self._acc = self._writer.create_accumulator()
+        self._writer.add_input(self._acc, (FILE_ROWS, rows))
+
+    def finish_bundle(self):
+        if self._acc is not None:
+            acc, self._acc = self._writer.compact(self._acc), None
+            yield GlobalWindows.windowed_value(acc)
+
+
 def _add_outcome(acc, key, files: int, nbytes: int) -> None:
     pair = acc["outcomes"].setdefault(key, [0, 0])
     pair[0] += files
@@ -494,7 +544,8 @@ class WriteCatalog(beam.PTransform):
 
     The input dict may also hold ``FILE_ROWS`` (rows by table, one dict per file or batch of
     files: one element per batch crosses the runner instead of one per row; the rows of one file
-    in one element stay in one shard of each table), ``CARRIED`` (shard records of
+    in one element stay in one shard of each table), ``WRITTEN`` (what :class:`WriteShardsFn`
+    wrote upstream: then no row crosses the runner), ``CARRIED`` (shard records of
     rows carried forward from the previous catalog), ``CACHE_SIZE`` (ints that sum to the paths
     in that catalog) and ``GOVERNOR``.
 
@@ -519,7 +570,7 @@ class WriteCatalog(beam.PTransform):
     def expand(self, inputs: dict):
         tagged = [
             inputs[name] | f"Tag{name.title().replace('_', '')}" >> beam.Map(_tagged, name)
-            for name in (*self.tables, FILE_ROWS, CARRIED, GOVERNOR, CACHE_SIZE)
+            for name in (*self.tables, FILE_ROWS, WRITTEN, CARRIED, GOVERNOR, CACHE_SIZE)
             if inputs.get(name) is not None
         ]
         return (
