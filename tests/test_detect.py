@@ -100,3 +100,53 @@ def test_detect_format_transform_alone(tmp_path):
     with TestPipeline() as p:
         formats = p | beam.Create(infos) | DetectFormat() | beam.Map(lambda d: (d.info.path.rsplit("/", 1)[1], d.format))
         assert_that(formats, equal_to([("a.nc", "netcdf"), ("b.txt", "unknown")]))
+
+
+def _h5(path, build, **kwargs):
+    with h5py.File(path, "w", **kwargs) as f:
+        build(f)
+    return path
+
+
+@pytest.mark.parametrize("libver", ["earliest", "latest"])
+def test_small_plain_hdf5_is_told_from_its_bytes_and_netcdf_markers_still_count(tmp_path, libver):
+    """A small local HDF5 file in which no netCDF-4 marker's bytes occur is plain HDF5 without
+    walking its objects; one marker anywhere sends it through the walk, which decides."""
+    from transforms.formats import netcdf
+    from transforms.formats.base import Source
+
+    def plain(f):
+        for i in range(40):  # enough objects to take a dense (fractal heap) storage with "latest"
+            g = f.create_group(f"entry{i}")
+            g.attrs["NX_class"] = "NXentry"
+            g.create_dataset("data", data=np.arange(4))
+
+    def scales(f):  # within the objects the walk looks at (the root group's)
+        plain(f)
+        f["x"] = np.arange(3)
+        f["x"].make_scale("x")
+
+    def text_only(f):  # a marker's name in a value: the walk finds no marker attribute
+        plain(f)
+        f.attrs["comment"] = "no DIMENSION_LIST here"
+
+    def source(path):
+        return Source(str(path), path.stat().st_size, head=path.read_bytes()[:4096])
+
+    cases = {"plain": (plain, "hdf5", True), "scales": (scales, "netcdf", False), "text": (text_only, "hdf5", False)}
+    for name, (build, expected, fast) in cases.items():
+        path = _h5(tmp_path / f"{name}.h5", build, libver=libver)
+        assert path.stat().st_size <= netcdf.WHOLE_FILE_SNIFF_BYTES
+        assert netcdf._holds_no_marker_bytes(source(path)) is fast, name
+        assert detected_format(path) == expected, name
+
+
+def test_filtered_fractal_heap_sends_the_file_through_the_walk():
+    from transforms.formats.netcdf import _filtered_heap
+
+    unfiltered = b"xxFRHP" + b"\x00" + b"\x07\x00" + b"\x00\x00" + b"rest"
+    filtered = b"xxFRHP" + b"\x00" + b"\x07\x00" + b"\x0c\x00" + b"rest"
+    assert not _filtered_heap(unfiltered)
+    assert _filtered_heap(unfiltered + filtered)
+    assert _filtered_heap(b"..FRHP\x00")  # cut short: cannot tell, so walk
+    assert not _filtered_heap(b"no heap at all")
