@@ -138,6 +138,8 @@ class CatalogFiles(beam.PTransform):
     policy: CachePolicy = dataclasses.field(default_factory=lambda: CachePolicy(__version__))
     run_id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex[:12])
     listing: str | None = None
+    #: False when no listed file can have data units (``ExtractMetadata.data_units``).
+    data_units: bool = True
 
     def __post_init__(self):
         super().__init__()
@@ -160,13 +162,17 @@ class CatalogFiles(beam.PTransform):
             to_extract = planned | "FilesToExtract" >> beam.FlatMap(routed, PlanAgainstCacheFn.EXTRACT)
         else:  # a first run: every file is new (no cache stages: each costs Beam start-up time)
             to_extract = listed
-        rows = to_extract | "ExtractMetadata" >> ExtractMetadata([], self.settings, self.extract, self.progress_dir)
+        rows = to_extract | "ExtractMetadata" >> ExtractMetadata(
+            [], self.settings, self.extract, self.progress_dir, data_units=self.data_units
+        )
         # Batches of files' rows (every table's), in two branches: files read whole, large
         # files completed from their data units. Each is written and rolled up where it is
         # made: its rows never cross the runner (a Flatten would encode and decode them).
-        batches = {"ReadFiles": rows.pop(FILE_ROWS_KEY), "LargeFiles": rows.pop(LARGE_FILE_ROWS_KEY)}
+        batches = {"ReadFiles": rows[FILE_ROWS_KEY]}
+        if LARGE_FILE_ROWS_KEY in rows:
+            batches["LargeFiles"] = rows[LARGE_FILE_ROWS_KEY]
         partials = [b | f"RollUp{name}" >> beam.FlatMap(read_partials) for name, b in batches.items()]
-        written: dict[str, Any] = {GOVERNOR: rows.pop(GOVERNOR_KEY)}
+        written: dict[str, Any] = {GOVERNOR: rows[GOVERNOR_KEY]} if GOVERNOR_KEY in rows else {}
         if self.extract.batch_calls:
             written[WRITTEN] = [
                 b | f"WriteShardsOf{name}" >> beam.ParDo(WriteShardsFn(all_tables, writer.staging, self.storage_options))
@@ -279,10 +285,12 @@ def run(
         else contextlib.nullcontext(),
         tempfile.TemporaryDirectory(prefix="metaextract-run-") as progress_dir,
     ):
-        listing = None
+        listing, data_units = None, True
         if in_this_process:  # the pipeline reads this listing instead of listing the inputs again
             listing = os.path.join(progress_dir, "listing.pickle")
             write_listing(listed.values(), listing)
+            # ... and knows its sizes: without a file to split, no data-unit branch
+            data_units = settings.reads_data and any(i.size > settings.chunk_threshold_bytes for i in listed.values())
         recipe = CatalogFiles(
             inputs,
             output,
@@ -296,6 +304,7 @@ def run(
             policy,
             run_id,
             listing,
+            data_units,
         )
         start = time.monotonic()
         pipeline = beam.Pipeline(runner=direct_runner(pipeline_options), options=pipeline_options)

@@ -23,6 +23,7 @@ from tests.catalog_helpers import TEST_BUDGET
 from transforms.detect import detect
 from transforms.extract import ExtractOptions, catalog_rows
 from transforms.formats.base import FileInfo
+from transforms.listing import list_input
 from transforms.work import Settings
 
 MiB = 1 << 20
@@ -149,6 +150,38 @@ def test_pipeline_splits_a_large_file_into_units_and_merges_them(tmp_path):
     # one line of SQL over the statistics
     sql = f"select stat_mean from '{out}/hdf5/*.parquet' where object_path = '/temperature' and path = '{h5}'"
     assert duckdb.sql(sql).fetchall()[0][0] == pytest.approx(float(np.nanmean(data.astype('float64'))), rel=1e-9)
+
+
+def test_a_run_without_large_files_has_no_data_unit_branch_and_reads_any_file_whole(tmp_path):
+    """The launcher's listing holds no file above the threshold: no data-unit branch in the
+    graph. A file that is larger when read (it grew after the listing) is read in one unit."""
+    import apache_beam as beam
+    from apache_beam.testing.util import assert_that
+
+    from pipelines.catalog import CatalogFiles
+    from transforms.extract import FILE_ROWS_KEY, GOVERNOR_KEY, LARGE_FILE_ROWS_KEY, ExtractMetadata
+
+    p = beam.Pipeline()
+    _ = p | CatalogFiles([str(tmp_path)], str(tmp_path / "out"), {}, data_units=False)
+    names = {t.unique_name for t in p.to_runner_api().components.transforms.values()}
+    assert not any("SpreadUnits" in n or "JoinUnitsToFile" in n for n in names)
+
+    h5 = tmp_path / "in" / "grown.h5"
+    h5.parent.mkdir()
+    data = _hdf5(h5, shape=(800, 1000), chunks=(50, 1000))  # 3.2 MB, above a 1 MiB threshold
+    (info,) = list_input(str(h5))
+    settings = Settings(stats=True, chunk_threshold_bytes=1 << 20, unit_bytes=1 << 20)
+    expected = f"blake3:{_tool('b3sum', h5)}"
+
+    def check(batches):
+        ((files, (row,)),) = [(b["files"], [r for r in b["hdf5"] if r["object_path"] == "/temperature"]) for b in batches]
+        assert files[0]["status"] == "ok" and files[0]["checksum"] == expected
+        _assert_stats(row, data, int(np.isnan(data).sum()))
+
+    with beam.Pipeline() as p:
+        out = p | beam.Create([[info]]) | ExtractMetadata([], settings, ExtractOptions(file_timeout_s=0), data_units=False)
+        assert set(out) == {FILE_ROWS_KEY} and LARGE_FILE_ROWS_KEY not in out and GOVERNOR_KEY not in out
+        assert_that(out[FILE_ROWS_KEY], check)
 
 
 def test_checksum_none_reads_headers_only_of_a_4_gib_file(tmp_path):

@@ -46,6 +46,8 @@ MAX_UNITS_PER_CALL = 256
 
 #: Reserved key of a file's rows dict: memory governor figures for the manifest, not a table.
 GOVERNOR_KEY = "_governor"
+#: A chunk threshold no file reaches: every file is read in one unit.
+ONE_UNIT = 1 << 62
 #: Outputs of ExtractMetadata besides the tables: batches of files' rows by table
 #: (:class:`FileRows`), what the catalog writer takes (one element per batch, not per row),
 #: for files read in one unit and for large files completed from their data units.
@@ -562,24 +564,39 @@ class ExtractMetadata(beam.PTransform):
     catalog writer and the roll-ups take these two, kept apart so that the rows need not cross
     a Flatten (the in-process runner encodes and decodes every element there). Each file's
     memory governor figures are among its rows (``GOVERNOR_KEY``); ``GOVERNOR_KEY`` of the
-    output holds the data units' figures (the manifest sums both).
+    output holds the data units' figures (the manifest sums both). Without ``data_units``,
+    ``LARGE_FILE_ROWS_KEY`` and ``GOVERNOR_KEY`` are left out.
     """
 
     tables: list[str]
     settings: Settings = dataclasses.field(default_factory=Settings)
     options: ExtractOptions = dataclasses.field(default_factory=ExtractOptions)
     progress_dir: str | None = None
+    #: False: no file is split into data units (each is read in one unit, whatever its size)
+    #: and the graph has no data-unit branch, a dozen transforms and three shuffles fewer. For
+    #: a run whose listing is known to hold no file above the chunk threshold.
+    data_units: bool = True
 
     def __post_init__(self):
         super().__init__()
 
     def expand(self, detected):
+        settings = self.settings if self.data_units else dataclasses.replace(self.settings, chunk_threshold_bytes=ONE_UNIT)
         # Single-output DoFns with a tag in each element, split by FlatMaps: Beam 2.77's
         # DaskRunner sends every output of a multi-output ParDo to each tagged PCollection.
-        headers = detected | "ExtractFile" >> beam.ParDo(
-            ExtractFileFn(self.settings, self.options, self.progress_dir)
-        )
+        headers = detected | "ExtractFile" >> beam.ParDo(ExtractFileFn(settings, self.options, self.progress_dir))
         done = headers | "CompleteFiles" >> beam.FlatMap(_tagged, "done")
+        out: dict[str, Any] = {FILE_ROWS_KEY: done}
+        if self.data_units:
+            out.update(self._data_units(headers))
+        if self.tables:
+            rows = (done, out[LARGE_FILE_ROWS_KEY]) | "AllFiles" >> beam.Flatten() if self.data_units else done
+            for table in self.tables:
+                out[table] = rows | f"Select{table.title()}Rows" >> beam.FlatMap(_rows_of, table)
+        return out
+
+    def _data_units(self, headers) -> dict[str, Any]:
+        """The large files' branch: data units spread, run, merged per file and joined back."""
         pending = headers | "PendingFiles" >> beam.FlatMap(_tagged, "pending")
         partials = (
             headers
@@ -596,12 +613,7 @@ class ExtractMetadata(beam.PTransform):
         governor_units = partials | "UnitGovernor" >> beam.FlatMap(
             lambda kv: [kv[1].governor] if kv[1].governor else []
         )
-        out: dict[str, Any] = {GOVERNOR_KEY: governor_units, FILE_ROWS_KEY: done, LARGE_FILE_ROWS_KEY: completed}
-        if self.tables:
-            rows = (done, completed) | "AllFiles" >> beam.Flatten()
-            for table in self.tables:
-                out[table] = rows | f"Select{table.title()}Rows" >> beam.FlatMap(_rows_of, table)
-        return out
+        return {GOVERNOR_KEY: governor_units, LARGE_FILE_ROWS_KEY: completed}
 
 
 @dataclasses.dataclass
