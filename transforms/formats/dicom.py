@@ -142,6 +142,11 @@ class _Window:
         return self._stream.read(left if n is None or n < 0 else min(n, left))
 
 
+#: Local files are read through a buffer of this size: pydicom reads each element's tag,
+#: length and value apart (about 270 reads for a CT header), each a system call unbuffered.
+LOCAL_BUFFER_BYTES = 16 * 1024
+
+
 @contextlib.contextmanager
 def _open(source: Source) -> Iterator[tuple[IO[bytes], int]]:
     """The file as a bounded, seekable stream, and its size."""
@@ -149,6 +154,8 @@ def _open(source: Source) -> Iterator[tuple[IO[bytes], int]]:
         f.seek(0, 2)
         size = f.tell()
         f.seek(0)
+        if isinstance(f, io.RawIOBase):  # a local file (remote ones are read in cached blocks)
+            f = io.BufferedReader(f, LOCAL_BUFFER_BYTES)
         yield _Bounded(f, size), size  # type: ignore[misc]
 
 
