@@ -1048,6 +1048,10 @@ class _RawHDF5:
 
     def __init__(self, blocks: _Blocks) -> None:
         self.r = blocks
+        # Attribute messages repeat a few datatypes and dataspaces: parsed once per file, by
+        # their bytes (what each parse depends on, with the file's sizes of offsets/lengths).
+        self._attribute_types: dict[bytes, tuple] = {}
+        self._attribute_spaces: dict[bytes, tuple[str, tuple[int, ...]]] = {}
         self.headers: dict[int, _Header] = {}
         self.gheaps: dict[int, dict[int, bytes]] = {}
         self._superblock()
@@ -1420,8 +1424,18 @@ class _RawHDF5:
                 raise _Unsupported("shared attribute dataspace")
             desc = self.shared_type(0x02, body[dt_pos:dt_pos + dt_size])
         else:
-            desc = self.datatype(body, dt_pos)[0]
-        kind, dims, _ = self.dataspace(body[ds_pos:ds_pos + ds_size])
+            key = body[dt_pos:dt_pos + dt_size]
+            desc = self._attribute_types.get(key)
+            if desc is None:
+                desc, used = self.datatype(body, dt_pos)
+                if used <= dt_size:  # parsed from these bytes alone
+                    self._attribute_types[key] = desc
+        space = body[ds_pos:ds_pos + ds_size]
+        found = self._attribute_spaces.get(space)
+        if found is None:
+            kind, dims, _ = self.dataspace(space)
+            found = self._attribute_spaces[space] = (kind, tuple(dims))
+        kind, dims = found
         n = 0
         if kind == "simple":
             if len(dims) > 1 and desc[0] != "string":
