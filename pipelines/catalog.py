@@ -254,6 +254,7 @@ def run(
         unit_threads=opts.unit_threads,
         memory_thresholds=tuple(opts.memory_thresholds),
         batch_calls=not _drops_finish_bundle_output(pipeline_options),
+        preload=tuple(likely_formats(listed)),
     )
     policy = CachePolicy(
         __version__, full=opts.full, retry_errors=opts.retry_errors, settings=settings.recorded()
@@ -285,11 +286,12 @@ def run(
         else contextlib.nullcontext(),
         tempfile.TemporaryDirectory(prefix="metaextract-run-") as progress_dir,
     ):
-        listing, data_units = None, True
+        listing = None
         if in_this_process:  # the pipeline reads this listing instead of listing the inputs again
             listing = os.path.join(progress_dir, "listing.pickle")
             write_listing(listed.values(), listing)
-            # ... and knows its sizes: without a file to split, no data-unit branch
+        data_units = True
+        if wait and local:  # runs now, here, over this listing: without a file to split, no data-unit branch
             data_units = settings.reads_data and any(i.size > settings.chunk_threshold_bytes for i in listed.values())
         recipe = CatalogFiles(
             inputs,

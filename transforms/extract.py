@@ -70,6 +70,9 @@ class ExtractOptions:
     memory_thresholds: tuple[float, float, float] = (0.70, 0.85, 0.95)
     #: A data unit's time limit grows with its size at this rate (a slow disk must not time out).
     min_rate_bytes_per_s: float = 50e6
+    #: Formats whose libraries a worker's first extraction process loads as the worker sets up
+    #: (a hint from the listing's file names, never detection).
+    preload: tuple[str, ...] = ()
 
 
 def catalog_rows(
@@ -346,6 +349,16 @@ class _Reader:
         )
         return FileWork({FILES_TABLE: [row]})
 
+    def warm(self) -> None:
+        """Start the first extraction process now, in the background, loading the libraries of
+        ``options.preload``: a worker overlaps that with the rest of its set-up."""
+        if self._options.file_timeout_s <= 0:
+            return
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = _acquire_pool(self._options.file_timeout_s)
+        self._pool.warm(self._options.preload)
+
     def close(self):
         if self._pool is not None:
             self._pool = None
@@ -389,6 +402,7 @@ class ExtractFileFn(beam.DoFn):
         self._counter = _FileCounter(self._progress_dir)
         self._governor_metrics = BeamGovernorMetrics()
         self._reader = _Reader(self._settings, self._options)
+        self._reader.warm()
         self._batch_size = FIRST_BATCH
 
     def start_bundle(self):
