@@ -478,6 +478,25 @@ def inproc_pipeline(inputs: list[str], output: str, profile: str | None = None) 
     return {"import_s": imported - t0, "run_s": end - start, "cpu_s": time.process_time() - c0, "files": files}
 
 
+def inproc_floor() -> dict[str, Any]:
+    """Child mode: Beam's floor, the smallest pipeline with an output (Create, Map,
+    CombineGlobally) on the runner ``metaextract`` uses, timed inside its process."""
+    t0 = time.perf_counter()
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipelines.catalog import direct_runner
+
+    imported = time.perf_counter()
+    options = PipelineOptions([])
+    c0 = time.process_time()
+    start = time.perf_counter()
+    with beam.Pipeline(runner=direct_runner(options), options=options) as p:
+        _ = p | beam.Create([1, 2, 3, 4]) | beam.Map(lambda x: x + 1) | beam.combiners.Count.Globally()
+    end = time.perf_counter()
+    return {"import_s": imported - t0, "run_s": end - start, "cpu_s": time.process_time() - c0, "files": 0}
+
+
 def inproc_nobeam(inputs: list[str], output: str) -> dict[str, Any]:
     """Child mode: the pipeline's work without Beam: list, detect, extract, write each table."""
     t0 = time.perf_counter()
@@ -606,6 +625,8 @@ def child(mode: str, output: str, inputs: list[str], memo: bool, profile: str | 
         bench_speed.install_memo(inputs)
     if mode == "pipeline":
         result = inproc_pipeline(inputs, output, profile)
+    elif mode == "floor":
+        result = inproc_floor()
     else:
         result = inproc_nobeam(inputs, output)
     print(RESULT_MARK + json.dumps(result))
@@ -638,10 +659,12 @@ def bench_overhead(corpus_dir: str, files: int, runs: int, work: str) -> dict[st
         "real_full": ([corpus_dir], False, files),
     }
     samples: dict[str, list[dict[str, Any]]] = {f"{m}_{c}": [] for m in ("pipeline", "nobeam") for c in cases}
+    samples["floor"] = []
     for r in range(runs):
         for case, (inputs, memo, expected) in cases.items():
             for mode in ("pipeline", "nobeam") if r % 2 == 0 else ("nobeam", "pipeline"):
                 samples[f"{mode}_{case}"].append(measure(mode, inputs, memo, expected, f"{case}-{r}"))
+        samples["floor"].append(measure("floor", [], False, 0, f"floor-{r}"))
         last = {k: v[-1]["run_s"] for k, v in samples.items()}
         log(
             f"(d) run {r + 1}/{runs}: extraction memoized: pipeline {last['pipeline_memo_full']:.2f} s vs no Beam "
@@ -669,6 +692,8 @@ def bench_overhead(corpus_dir: str, files: int, runs: int, work: str) -> dict[st
         "overhead_us_per_file": total / files * 1e6,
         "overhead_cpu_us_per_file": total_cpu / files * 1e6,
         "fixed_startup_s": fixed,
+        "beam_floor_s": med("floor"),
+        "beam_floor_us_per_file": med("floor") / files * 1e6,
         "marginal_us_per_file": (total - fixed) / (files - len(tiny)) * 1e6 if files > len(tiny) else None,
         "real_extraction_overhead_us_per_file": real / files * 1e6,
     }
@@ -844,6 +869,11 @@ def report(results: dict[str, Any]) -> str:
             f"{verdict(passes('beam_overhead_us', d['overhead_us_per_file']))} |"
         )
         lines.append(f"| (d) of which fixed start-up (one file per format) | {d['fixed_startup_s']:.2f} s | | | | |")
+        if "beam_floor_s" in d:
+            lines.append(
+                f"| (d) Beam's floor: the smallest pipeline (Create, Map, CombineGlobally) on the same runner; as us per file of this corpus | "
+                f"{d['beam_floor_s']:.2f} s; {d['beam_floor_us_per_file']:,.0f} us | | | | |"
+            )
         if d["marginal_us_per_file"] is not None:
             lines.append(f"| (d) of which marginal, per file | {d['marginal_us_per_file']:,.0f} us | | | | |")
         lines.append(
@@ -913,7 +943,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="also profile one pipeline run with cProfile")
     parser.add_argument("--output_json", default=os.path.join(RESULTS_DIR, "speed.json"), help="where to write the results (default %(default)s)")
     # child modes (internal)
-    parser.add_argument("--_child", choices=["pipeline", "nobeam"], help=argparse.SUPPRESS)
+    parser.add_argument("--_child", choices=["pipeline", "nobeam", "floor"], help=argparse.SUPPRESS)
     parser.add_argument("--_output", help=argparse.SUPPRESS)
     parser.add_argument("--_input", action="append", default=[], help=argparse.SUPPRESS)
     parser.add_argument("--_profile", help=argparse.SUPPRESS)
