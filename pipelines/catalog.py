@@ -286,12 +286,13 @@ def run(
         else contextlib.nullcontext(),
         tempfile.TemporaryDirectory(prefix="metaextract-run-") as progress_dir,
     ):
-        listing = None
-        if in_this_process:  # the pipeline reads this listing instead of listing the inputs again
+        listing, data_units = None, True
+        if wait and local:
+            # The pipeline runs now, on this machine: it reads this listing (this process or
+            # its local workers) instead of listing the inputs again, and without a file to
+            # split it has no data-unit branch.
             listing = os.path.join(progress_dir, "listing.pickle")
             write_listing(listed.values(), listing)
-        data_units = True
-        if wait and local:  # runs now, here, over this listing: without a file to split, no data-unit branch
             data_units = settings.reads_data and any(i.size > settings.chunk_threshold_bytes for i in listed.values())
         recipe = CatalogFiles(
             inputs,

@@ -370,3 +370,19 @@ def test_file_batch_pickles_whole():
     pieces = [FileBatch([FileInfo("/a", 1), FileInfo("/b", 2)]), FileBatch([FileInfo("/a", 1), FileInfo("/c", 3)])]
     out = list(distinct_batches((0, pieces), batch_files=2))
     assert [[i.path for i in b] for b in out] == [["/a", "/b"], ["/c"]]
+
+
+def test_the_launchers_listing_is_read_back_one_element_per_batch(tree, tmp_path):
+    """ListedFileBatches: the saved listing's batches, one element each (so that workers can
+    share them), every file once."""
+    from transforms.listing import ListedFileBatches, listing_offsets, read_listing_batch, write_listing
+
+    listed = list(list_inputs([str(tree)]).values())
+    saved = str(tmp_path / "listing.pickle")
+    write_listing(listed, saved, batch_files=2)
+    offsets = listing_offsets(saved)
+    assert len(offsets) == (len(listed) + 1) // 2 >= 2
+    assert [i.path for o in offsets for i in read_listing_batch(o)] == [i.path for i in listed]
+    with beam.Pipeline() as p:
+        sizes = p | ListedFileBatches(saved) | beam.Map(len)
+        assert_that(sizes, equal_to([len(read_listing_batch(o)) for o in offsets]))

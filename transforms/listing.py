@@ -411,6 +411,27 @@ def read_listing(path: str) -> Iterator[FileBatch]:
                 return
 
 
+def listing_offsets(path: str) -> list[tuple[str, int]]:
+    """``(path, offset)`` of each batch in a listing :func:`write_listing` saved."""
+    offsets = []
+    with open(path, "rb") as f:
+        while True:
+            at = f.tell()
+            try:
+                pickle.load(f)
+            except EOFError:
+                return offsets
+            offsets.append((path, at))
+
+
+def read_listing_batch(where: tuple[str, int]) -> FileBatch:
+    """One batch of a saved listing, at ``(path, offset)`` (:func:`listing_offsets`)."""
+    path, offset = where
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return pickle.load(f)
+
+
 @dataclasses.dataclass
 class ListedFileBatches(beam.PTransform):
     """The batches of a listing the launcher made and saved (:func:`write_listing`): a run on
@@ -426,7 +447,9 @@ class ListedFileBatches(beam.PTransform):
         super().__init__()
 
     def expand(self, pbegin):
-        return pbegin | "ListingFile" >> beam.Create([self.path]) | "ReadListing" >> beam.FlatMap(read_listing)
+        # One element per batch (where it starts in the file): the runner can give the batches
+        # to different workers, which one element holding the whole listing would prevent.
+        return pbegin | "ListingBatches" >> beam.Create(listing_offsets(self.path)) | "ReadBatch" >> beam.Map(read_listing_batch)
 
 
 def _each(batch: FileBatch) -> list[FileInfo]:
