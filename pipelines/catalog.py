@@ -254,7 +254,7 @@ def run(
         unit_threads=opts.unit_threads,
         memory_thresholds=tuple(opts.memory_thresholds),
         batch_calls=not _drops_finish_bundle_output(pipeline_options),
-        preload=tuple(likely_formats(listed)),
+        preload=tuple(likely_formats(listed)),  # a hint from the file names, for the extraction processes
     )
     policy = CachePolicy(
         __version__, full=opts.full, retry_errors=opts.retry_errors, settings=settings.recorded()
@@ -281,7 +281,7 @@ def run(
     direct = pipeline_options.view_as(DirectOptions)
     in_this_process = wait and local and direct.direct_running_mode != "multi_processing" and opts.file_timeout_s > 0
     with (
-        extraction_started(opts.file_timeout_s, likely_formats(listed))
+        extraction_started(opts.file_timeout_s, extract.preload)
         if in_this_process
         else contextlib.nullcontext(),
         tempfile.TemporaryDirectory(prefix="metaextract-run-") as progress_dir,

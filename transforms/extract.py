@@ -231,10 +231,7 @@ class _Reader:
         def attempt():
             if self._options.file_timeout_s <= 0 or path.startswith("memory://"):
                 return fn(*args)
-            with self._pool_lock:
-                if self._pool is None:
-                    self._pool = _acquire_pool(self._options.file_timeout_s)
-            with self._pool.borrow() as runner:
+            with self._extraction_pool().borrow() as runner:
                 return runner.call_within(timeout_s, fn, *args)
 
         return retry(
@@ -349,15 +346,17 @@ class _Reader:
         )
         return FileWork({FILES_TABLE: [row]})
 
-    def warm(self) -> None:
-        """Start the first extraction process now, in the background, loading the libraries of
-        ``options.preload``: a worker overlaps that with the rest of its set-up."""
-        if self._options.file_timeout_s <= 0:
-            return
+    def _extraction_pool(self) -> ExtractionPool:
         with self._pool_lock:
             if self._pool is None:
                 self._pool = _acquire_pool(self._options.file_timeout_s)
-        self._pool.warm(self._options.preload)
+            return self._pool
+
+    def warm(self) -> None:
+        """Start the first extraction process now, in the background, loading the libraries of
+        ``options.preload``: a worker overlaps that with the rest of its set-up."""
+        if self._options.file_timeout_s > 0:
+            self._extraction_pool().warm(self._options.preload)
 
     def close(self):
         if self._pool is not None:

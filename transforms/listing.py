@@ -20,6 +20,7 @@ import os
 import pickle
 import re
 import stat
+import struct
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -388,40 +389,41 @@ class ListFileBatches(beam.PTransform):
         )
 
 
+#: A saved listing's record: a batch's pickle after its length, so that any batch can be found
+#: without reading the ones before it.
+_RECORD_LENGTH = struct.Struct("<Q")
+
+
 def write_listing(listed: Iterable[FileInfo], path: str, batch_files: int = BATCH_FILES) -> None:
-    """Save a listing (:func:`list_inputs`'s values) to a local file as :class:`FileBatch` pickles."""
+    """Save a listing (:func:`list_inputs`'s values) to a local file as :class:`FileBatch` records."""
+
+    def save(batch: FileBatch) -> None:
+        data = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+        f.write(_RECORD_LENGTH.pack(len(data)))
+        f.write(data)
+
     with open(path, "wb") as f:
         batch = FileBatch()
         for info in listed:
             batch.append(info)
             if len(batch) >= batch_files:
-                pickle.dump(batch, f, protocol=pickle.HIGHEST_PROTOCOL)
+                save(batch)
                 batch = FileBatch()
         if batch:
-            pickle.dump(batch, f, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def read_listing(path: str) -> Iterator[FileBatch]:
-    """The batches :func:`write_listing` saved."""
-    with open(path, "rb") as f:
-        while True:
-            try:
-                yield pickle.load(f)
-            except EOFError:
-                return
+            save(batch)
 
 
 def listing_offsets(path: str) -> list[tuple[str, int]]:
-    """``(path, offset)`` of each batch in a listing :func:`write_listing` saved."""
-    offsets = []
+    """``(path, offset)`` of each batch in a listing :func:`write_listing` saved (its records'
+    lengths are read, not the batches)."""
+    offsets, at, size = [], 0, os.path.getsize(path)
     with open(path, "rb") as f:
-        while True:
-            at = f.tell()
-            try:
-                pickle.load(f)
-            except EOFError:
-                return offsets
+        while at < size:
             offsets.append((path, at))
+            f.seek(at)
+            (length,) = _RECORD_LENGTH.unpack(f.read(_RECORD_LENGTH.size))
+            at += _RECORD_LENGTH.size + length
+    return offsets
 
 
 def read_listing_batch(where: tuple[str, int]) -> FileBatch:
@@ -429,7 +431,8 @@ def read_listing_batch(where: tuple[str, int]) -> FileBatch:
     path, offset = where
     with open(path, "rb") as f:
         f.seek(offset)
-        return pickle.load(f)
+        (length,) = _RECORD_LENGTH.unpack(f.read(_RECORD_LENGTH.size))
+        return pickle.loads(f.read(length))
 
 
 @dataclasses.dataclass

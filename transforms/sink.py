@@ -342,8 +342,6 @@ def _text_columns(schema: pa.Schema) -> tuple[str, ...]:
     return tuple(f.name for f in schema if any(is_text(f.type) for is_text in text))
 
 
-
-
 class CatalogWriterFn(beam.CombineFn):
     """Every table's rows -> their Parquet shards, and the figures of the manifest, in one combine.
 
