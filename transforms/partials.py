@@ -16,6 +16,8 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
+from transforms.formats.base import cf_text
+
 logger = logging.getLogger("transforms.rollups")  # one name for the roll-ups' warnings
 
 #: Acquisition time, in order of preference: (datetime tag) or (date tag, time tag).
@@ -306,18 +308,7 @@ def _attributes_json(acc: DicomAccumulator) -> str:
 
 def series_row(key: tuple[str, str], acc: DicomAccumulator) -> dict[str, Any]:
     study, series = key
-    return {
-        "study_instance_uid": study,
-        "series_instance_uid": series,
-        "modality": joined(acc.modalities),
-        "body_part": joined(acc.body_parts),
-        "instance_count": acc.instance_count,
-        "total_bytes": acc.total_bytes,
-        "first_acquisition": acc.first,
-        "last_acquisition": acc.last,
-        "invariant_attributes": _attributes_json(acc),
-        "varying_attributes": sorted(acc.varying),
-    }
+    return {"study_instance_uid": study, "series_instance_uid": series, **_summary_columns(acc)}
 
 
 def study_row(study: str, acc: DicomAccumulator) -> dict[str, Any]:
@@ -325,10 +316,17 @@ def study_row(study: str, acc: DicomAccumulator) -> dict[str, Any]:
         "study_instance_uid": study,
         "patient_id": joined(acc.patient_ids),
         "study_date": min(acc.study_dates) if acc.study_dates else None,
-        "modality": joined(acc.modalities),
         "modalities": sorted(acc.modalities),
-        "body_part": joined(acc.body_parts),
         "series_count": len(acc.series),
+        **_summary_columns(acc),
+    }
+
+
+def _summary_columns(acc: DicomAccumulator) -> dict[str, Any]:
+    """The columns ``dicom_series`` and ``dicom_studies`` share."""
+    return {
+        "modality": joined(acc.modalities),
+        "body_part": joined(acc.body_parts),
         "instance_count": acc.instance_count,
         "total_bytes": acc.total_bytes,
         "first_acquisition": acc.first,
@@ -342,14 +340,11 @@ def study_row(study: str, acc: DicomAccumulator) -> dict[str, Any]:
 
 
 def cf_string(attributes: Mapping[str, Any], name: str) -> str | None:
-    """A CF attribute as a string (a list of strings joined with spaces), as in ``netcdf``."""
-    value = attributes.get(name)
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return " ".join(value)
+    """A CF attribute as text, as in ``netcdf`` (:func:`cf_text`), other values as sorted-key JSON."""
+    return cf_text(attributes, name, _sorted_json)
+
+
+def _sorted_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 

@@ -326,6 +326,19 @@ def _default(value: Any) -> Any:
     return converted
 
 
+def cf_text(attributes: Mapping[str, Any], name: str, encode: Callable[[Any], str] | None = None) -> str | None:
+    """A CF attribute (``units``, ``standard_name``, ...) as text: a string as it is, a list of
+    strings joined with spaces, any other value as ``encode`` writes it (default :func:`dumps`)."""
+    value = attributes.get(name)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return " ".join(value)
+    return (encode or dumps)(value)
+
+
 def dumps(value: Any) -> str:
     """Strict JSON text (no NaN/Infinity literals) that DuckDB's json functions parse."""
     try:  # fast path: plain values need no conversion pass

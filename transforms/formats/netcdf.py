@@ -66,7 +66,7 @@ import numpy as np
 from h5py import h5, h5a, h5d, h5g, h5l, h5o, h5p, h5r, h5s, h5t
 
 from transforms.formats.arrays import open_netcdf_arrays
-from transforms.formats.base import REMOTE_BLOCK_SIZE, Extraction, Extractor, SchemaTables, Source, dumps
+from transforms.formats.base import REMOTE_BLOCK_SIZE, Extraction, Extractor, SchemaTables, Source, cf_text, dumps
 
 TABLE = "netcdf"
 
@@ -132,17 +132,6 @@ def _attr_value(nctype: str, values: list[Any]) -> Any:
     return values[0] if len(values) == 1 else values
 
 
-def _cf_string(attributes: dict[str, Any], name: str) -> str | None:
-    value = attributes.get(name)
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return " ".join(value)
-    return dumps(value)
-
-
 def _add_rows(out: Extraction, group: str, variables: Iterable[dict[str, Any]]) -> None:
     for var in variables:
         attrs = var["attributes"]
@@ -155,9 +144,9 @@ def _add_rows(out: Extraction, group: str, variables: Iterable[dict[str, Any]]) 
             "shape": None if shape is not None and any(n > _INT64_MAX for n in shape) else shape,
             "dtype": var["dtype"],
             "attributes": dumps(attrs),
-            "units": _cf_string(attrs, "units"),
-            "standard_name": _cf_string(attrs, "standard_name"),
-            "long_name": _cf_string(attrs, "long_name"),
+            "units": cf_text(attrs, "units"),
+            "standard_name": cf_text(attrs, "standard_name"),
+            "long_name": cf_text(attrs, "long_name"),
         })
 
 
