@@ -208,3 +208,76 @@ def test_buffer_stays_bounded_and_shrinks():
     assert owners[2] is not owners[1] and len(owners[2]) == 1 << 18
     assert owners[3] is owners[2]
     assert max(len(o) for o in owners) == 1 << 20
+
+
+# --- one pass: the digest taken from the statistics' reads (DigestingReader) -------------------
+
+
+def _reads(data: bytes, reads, algorithm: str, *, reuse: bool) -> tuple[str, int]:
+    """Digest ``data`` through a DigestingReader after ``reads`` (offset, length) with read_at,
+    checking each read's bytes; ``reuse``: one buffer for every read (the caller's buffer is
+    reused only after read_at waited for its hash). Returns (digest, bytes read)."""
+    counted = [0]
+
+    class Counting(io.BytesIO):
+        def readinto(self, b):
+            n = super().readinto(b)
+            counted[0] += n
+            return n
+
+        def read(self, size=-1):
+            out = super().read(size)
+            counted[0] += len(out)
+            return out
+
+    raw = Counting(data)
+    shared = bytearray(max((n for _, n in reads), default=0))
+    with checksums.DigestingReader(raw, algorithm, len(data), chunk_size=1000) as f:
+        for offset, n in reads:
+            n = min(n, len(data) - offset)
+            out = memoryview(shared)[:n] if reuse else memoryview(bytearray(n))
+            f.read_at(offset, out)
+            assert bytes(out) == data[offset:offset + n]
+            f.seek(0)  # reads of the library pass through
+            assert f.read(3) == data[:3]
+        digest = f.hexdigest()
+    return digest, counted[0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=st.binary(min_size=1, max_size=20_000),
+    cuts=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 5000)), max_size=12),
+    algorithm=st.sampled_from(["blake3", "sha256", "md5"]),
+    reuse=st.booleans(),
+)
+def test_digesting_reader_equals_library_whatever_the_reads(data, cuts, algorithm, reuse):
+    reads = [(int(at * (len(data) - 1)), n) for at, n in cuts]
+    digest, _ = _reads(data, reads, algorithm, reuse=reuse)
+    assert digest == f"{algorithm}:{reference(algorithm, data)}"
+
+
+def test_digesting_reader_reads_each_byte_once_when_reads_move_forward():
+    data = os.urandom(100_000)
+    forward = [(100, 5000), (5100, 20_000), (30_000, 10_000), (40_000, 60_000)]  # gaps: 0-100, 25100-30000
+    digest, read = _reads(data, forward, "blake3", reuse=True)
+    assert digest == f"blake3:{reference('blake3', data)}"
+    assert read == len(data) + 3 * len(forward)  # + the library's reads (3 bytes each)
+    backward = list(reversed(forward))
+    digest, read = _reads(data, backward, "blake3", reuse=False)
+    assert digest == f"blake3:{reference('blake3', data)}"
+    assert read == len(data) + 35_000 + 12  # out of order: read again, still the file's digest
+
+
+def test_digesting_reader_short_file_and_pending_bound():
+    data = os.urandom(10_000)
+    with checksums.DigestingReader(io.BytesIO(data), "blake3", 20_000) as f:
+        f.read_at(0, memoryview(bytearray(5000)))
+        with pytest.raises(EOFError):
+            f.hexdigest()
+    with checksums.DigestingReader(io.BytesIO(data), "sha256", len(data)) as f:
+        buffers = [memoryview(bytearray(1000)) for _ in range(10)]
+        for i, b in enumerate(buffers):
+            f.read_at(i * 1000, b)
+            assert len(f._pending) <= checksums.DigestingReader.MAX_PENDING
+        assert f.hexdigest() == f"sha256:{hashlib.sha256(data).hexdigest()}"

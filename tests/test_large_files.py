@@ -125,16 +125,22 @@ def test_statistics_of_small_and_split_files_equal_numpy(tmp_path, threshold):
     _assert_stats(row, sst.compressed(), int(np.ma.count_masked(sst)))
 
 
-def test_pipeline_splits_a_large_file_into_units_and_merges_them(tmp_path):
+@pytest.mark.parametrize("checksum", ["crc32c", "blake3"])
+def test_pipeline_splits_a_large_file_into_units_and_merges_them(tmp_path, checksum):
+    """crc32c: byte ranges and statistics units apart; blake3: one unit, one pass over the
+    file (the digest takes the statistics' reads)."""
+    import google_crc32c
+
     h5 = tmp_path / "in" / "big.h5"
     h5.parent.mkdir()
     data = _hdf5(h5, shape=(800, 1000), chunks=(50, 1000))  # 3.2 MB
     small = tmp_path / "in" / "small.h5"
     _hdf5(small, shape=(10, 10), chunks=(5, 10))
-    out, manifest = _run(tmp_path, [tmp_path / "in"], "--stats", "--chunk_threshold_mb", "1")
+    out, manifest = _run(tmp_path, [tmp_path / "in"], "--stats", "--chunk_threshold_mb", "1", "--checksum", checksum)
     files = {r["path"]: r for r in _table(out, "files")}
-    assert files[str(h5)]["checksum"] == f"blake3:{_tool('b3sum', h5)}"
-    assert files[str(small)]["checksum"] == f"blake3:{_tool('b3sum', small)}"
+    for path in (h5, small):
+        expected = _tool("b3sum", path) if checksum == "blake3" else f"{google_crc32c.value(path.read_bytes()):08x}"
+        assert files[str(path)]["checksum"] == f"{checksum}:{expected}"
     assert all(r["status"] == "ok" for r in files.values())
     (row,) = [r for r in _table(out, "hdf5") if r["path"] == str(h5) and r["object_path"] == "/temperature"]
     _assert_stats(row, data, int(np.isnan(data).sum()))
@@ -143,10 +149,16 @@ def test_pipeline_splits_a_large_file_into_units_and_merges_them(tmp_path):
     assert manifest["bytes_read"] >= h5.stat().st_size + small.stat().st_size
     assert "memory_governor" in manifest
     units = manifest["data_units"]  # the big file's units only: the small one is a single unit
-    assert units["count"] >= 3 and units["bytes"] >= h5.stat().st_size
+    if checksum == "crc32c":
+        assert units["count"] >= 3 and units["bytes"] >= h5.stat().st_size
+        assert files[str(h5)]["bytes_read"] > 2 * h5.stat().st_size - 100_000
+    else:
+        assert units["count"] == 1
+        for path in (h5, small):  # each byte once (and the few metadata reads of the library)
+            assert path.stat().st_size <= files[str(path)]["bytes_read"] < 1.1 * path.stat().st_size + 100_000
     assert 0 < units["wall_seconds"] < manifest["duration_s"]
     assert not any(k.startswith("data_unit") for k in manifest["memory_governor"])
-    assert json.loads(files[str(h5)]["settings"]) == {"checksum": "blake3", "stats": True}
+    assert json.loads(files[str(h5)]["settings"]) == {"checksum": checksum, "stats": True}
     # one line of SQL over the statistics
     sql = f"select stat_mean from '{out}/hdf5/*.parquet' where object_path = '/temperature' and path = '{h5}'"
     assert duckdb.sql(sql).fetchall()[0][0] == pytest.approx(float(np.nanmean(data.astype('float64'))), rel=1e-9)
@@ -220,6 +232,26 @@ def test_header_only_bound_over_s3(tmp_path, s3_server):
     assert manifest["bytes_read"] < 4 * MiB
 
 
+def test_checksum_and_statistics_over_s3_fetch_each_byte_once(tmp_path, s3_server):
+    import s3fs
+
+    _, storage_options = s3_server
+    fs = s3fs.S3FileSystem(**storage_options)
+    fs.mkdir("one-pass")
+    h5 = tmp_path / "big.h5"
+    data = _hdf5(h5, shape=(2000, 1000), chunks=(100, 1000))  # 8 MB
+    fs.put(str(h5), "one-pass/big.h5")
+    out, _ = _run(tmp_path, ["s3://one-pass/"], "--stats", "--chunk_threshold_mb", "2",
+                         "--storage_options", json.dumps(storage_options))
+    (row,) = _table(out, "files")
+    assert row["status"] == "ok", row["error"]
+    assert row["checksum"] == f"blake3:{_tool('b3sum', h5)}"
+    size = h5.stat().st_size
+    assert size <= row["bytes_read"] < size + 2 * MiB  # blocks of the header walk fetched again
+    (stats_row,) = [r for r in _table(out, "hdf5") if r["object_path"] == "/temperature"]
+    _assert_stats(stats_row, data, int(np.isnan(data).sum()))
+
+
 def test_settings_change_re_extracts_on_an_incremental_run(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
@@ -260,25 +292,29 @@ def test_units_on_several_threads_equal_units_one_by_one(tmp_path):
 
     h5 = tmp_path / "a.h5"
     _hdf5(h5, shape=(800, 1000), chunks=(50, 1000))
-    settings = Settings(checksum="blake3", stats=True, chunk_threshold_bytes=MiB, unit_bytes=MiB // 2)
+    import google_crc32c
+
+    settings = Settings(checksum="crc32c", stats=True, chunk_threshold_bytes=MiB, unit_bytes=MiB // 2)
     fw = work.read_detected(detect(FileInfo(str(h5), h5.stat().st_size)), settings)
-    assert len(fw.units) > 4 and fw.units[0].kind == "digest"
+    assert len(fw.units) > 4 and {u.kind for u in fw.units} == {"crc32c", "stats"}
     one = work.run_units(fw.units, settings, threads=1)
     three = work.run_units(fw.units, settings, threads=3)
-    assert [p.digest for p in three] == [p.digest for p in one]
+    assert [p.crc_parts for p in three] == [p.crc_parts for p in one]
     assert [p.moments for p in three] == [p.moments for p in one]
     assert [p.bytes_read for p in three] == [p.bytes_read for p in one]
-    assert one[0].digest == f"blake3:{_tool('b3sum', h5)}"
+    assert work._checksum(work.merge_partials(one), settings) == f"crc32c:{google_crc32c.value(h5.read_bytes()):08x}"
 
 
-@pytest.mark.parametrize("threads", ["1", "2"])
-def test_pipeline_with_one_or_two_unit_threads(tmp_path, threads):
+@pytest.mark.parametrize("threads,checksum", [("1", "blake3"), ("2", "blake3"), ("2", "sha256")])
+def test_pipeline_with_one_or_two_unit_threads(tmp_path, threads, checksum):
     h5 = tmp_path / "in" / "big.h5"
     h5.parent.mkdir()
     data = _hdf5(h5, shape=(800, 1000), chunks=(50, 1000))
-    out, manifest = _run(tmp_path, [tmp_path / "in"], "--stats", "--chunk_threshold_mb", "1", "--unit_threads", threads)
+    out, manifest = _run(tmp_path, [tmp_path / "in"], "--stats", "--chunk_threshold_mb", "1", "--unit_threads", threads,
+                         "--checksum", checksum)
     (file_row,) = _table(out, "files")
-    assert file_row["checksum"] == f"blake3:{_tool('b3sum', h5)}"
+    tool = {"blake3": "b3sum", "sha256": "sha256sum"}[checksum]
+    assert file_row["checksum"] == f"{checksum}:{_tool(tool, h5)}"
     (row,) = [r for r in _table(out, "hdf5") if r["object_path"] == "/temperature"]
     _assert_stats(row, data, int(np.isnan(data).sum()))
     assert manifest["options"]["unit_threads"] == int(threads)
@@ -337,3 +373,68 @@ def test_small_files_go_to_the_extraction_process_in_governed_batches(tmp_path, 
         assert_that(files, equal_to([(str(p), "ok", 1) for p in paths]))
         assert_that(done | beam.Map(lambda kv: len(kv[1]["files"])), equal_to([3, 2, 2]), label="OneElementPerCall")
     assert calls == [3, 2, 2]
+
+
+def _one_pass_files(folder):
+    """Files of every format whose arrays are stored as they are (one pass reads each byte
+    once), written by their libraries; HDF5 datasets created in another order than their
+    names sort, so file order differs from the order the reader lists them."""
+    from astropy.io import fits
+
+    rng = np.random.default_rng(7)
+    paths = {}
+    paths["hdf5"] = folder / "a.h5"
+    with h5py.File(paths["hdf5"], "w") as f:
+        f.create_dataset("z_first", data=rng.normal(size=(200, 500)).astype("f4"), chunks=(20, 500))
+        f.create_dataset("m_contiguous", data=rng.integers(0, 9, size=(300, 300), dtype="i2"))
+        f.create_dataset("a_last", data=rng.normal(size=(100, 400)), chunks=(10, 400))
+    paths["netcdf4"] = folder / "b.nc"
+    _netcdf(paths["netcdf4"])
+    paths["classic"] = folder / "c.nc"
+    with netCDF4.Dataset(paths["classic"], "w", format="NETCDF3_64BIT_OFFSET") as ds:
+        ds.createDimension("y", 300)
+        ds.createDimension("x", 400)
+        for name in ("w", "v", "u"):
+            ds.createVariable(name, "f4", ("y", "x"))[:] = rng.normal(size=(300, 400))
+    paths["fits"] = folder / "d.fits"
+    fits.HDUList([fits.PrimaryHDU(rng.normal(size=(300, 300)).astype(">f4")),
+                  fits.ImageHDU(rng.integers(0, 1000, size=(200, 300)).astype(">i2"), name="SCI")]).writeto(paths["fits"])
+    return paths
+
+
+@pytest.mark.parametrize("threshold", [200_000, 64 * MiB])  # data units, or one read of a small file
+@pytest.mark.parametrize("algorithm", ["blake3", "sha256"])
+def test_checksum_and_statistics_in_one_pass_read_each_byte_once(tmp_path, threshold, algorithm):
+    """A sequential digest with --stats: one unit whose statistics' reads feed the digest. The
+    checksum is the file's (command-line tool), the statistics those of a statistics-only run,
+    and the file is read once (plus the libraries' metadata reads)."""
+    tools = {"blake3": "b3sum", "sha256": "sha256sum"}
+    for kind, path in _one_pass_files(tmp_path).items():
+        info = detect(FileInfo(str(path), path.stat().st_size))
+        both = catalog_rows(info, settings=Settings(checksum=algorithm, stats=True,
+                                                    chunk_threshold_bytes=threshold, unit_bytes=threshold))
+        alone = catalog_rows(info, settings=Settings(checksum="none", stats=True,
+                                                     chunk_threshold_bytes=threshold, unit_bytes=threshold))
+        (row,) = both["files"]
+        assert row["status"] == "ok", (kind, row["error"])
+        assert row["checksum"] == f"{algorithm}:{_tool(tools[algorithm], path)}", kind
+        size = path.stat().st_size
+        assert size <= row["bytes_read"] < size + 200_000, (kind, row["bytes_read"], size)
+        table = next(t for t in both if t not in ("files",) and both[t])
+        stat_keys = [k for k in both[table][0] if k.startswith("stat_")]
+        assert any(r.get("stat_count") for r in both[table]), kind
+        assert [{k: r.get(k) for k in stat_keys} for r in both[table]] == \
+            [{k: r.get(k) for k in stat_keys} for r in alone[table]], kind
+
+
+def test_one_pass_digest_of_a_compressed_file_reads_it_again(tmp_path):
+    """Filtered (compressed) chunks are read by h5py: the digest reads the file on its own."""
+    path = tmp_path / "z.h5"
+    data = np.random.default_rng(3).normal(size=(400, 500)).astype("f4")
+    with h5py.File(path, "w") as f:
+        f.create_dataset("gz", data=data, chunks=(50, 500), compression="gzip")
+    rows = catalog_rows(detect(FileInfo(str(path), path.stat().st_size)),
+                        settings=Settings(checksum="blake3", stats=True, chunk_threshold_bytes=100_000, unit_bytes=100_000))
+    assert rows["files"][0]["checksum"] == f"blake3:{_tool('b3sum', path)}"
+    (row,) = rows["hdf5"]
+    _assert_stats(row, data, 0)

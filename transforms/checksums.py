@@ -14,9 +14,10 @@ of byte ranges hashed apart (on different workers) merge exactly with :func:`mer
 from __future__ import annotations
 
 import hashlib
+import io
 import mmap
 from collections.abc import Callable, Iterable, Iterator
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 import blake3
 import google_crc32c
@@ -124,6 +125,120 @@ def iter_chunks(
             return
         position += n
         yield target[:n]
+
+
+def read_exactly(fileobj: IO[bytes], offset: int, out: memoryview) -> None:
+    """Fill ``out`` (bytes) from ``offset``: one read call unless the file returns less.
+
+    Raises:
+        EOFError: the file ends before ``out`` is full.
+    """
+    fileobj.seek(offset)
+    filled, nbytes = 0, out.nbytes
+    while filled < nbytes:
+        n = fileobj.readinto(out[filled:])
+        if not n:
+            raise EOFError(f"file ends before byte {offset + nbytes} (data cut short)")
+        filled += n
+
+
+class DigestingReader(io.RawIOBase):
+    """A file object that digests the file while a reader reads its data: each byte read once.
+
+    Reads go through to ``raw`` unchanged. The reads made with :meth:`read_at` (array data:
+    the statistics' reads) also feed the digest of ``raw[0:size]`` when they continue where it
+    stands; the bytes they skip (metadata between chunks) are read and digested then, and
+    :meth:`hexdigest` reads the rest. Data read out of order, or read again, is read again
+    (``bytes_read`` shows it); the digest is the file's whatever the order.
+
+    A :meth:`read_at` buffer is hashed on a thread of its own while the caller works on the
+    values and reads the next piece (blake3, sha256 and md5 release the GIL): the caller must
+    leave the buffer as it is until it passes it (or memory overlapping it) to :meth:`read_at`
+    again, which waits for that hash first. At most :attr:`MAX_PENDING` buffers wait for
+    their hash (memory stays bounded when the hash is the slower side).
+    """
+
+    MAX_PENDING = 2
+
+    def __init__(self, raw: IO[bytes], algorithm: str, size: int, *, chunk_size: ChunkSize = DEFAULT_CHUNK_BYTES,
+                 before_read: Callable[[], None] | None = None) -> None:
+        super().__init__()
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._raw, self._algorithm, self._size = raw, algorithm, size
+        self._hasher = new_hasher(algorithm, threads=False)
+        self._chunk_size, self._before_read = chunk_size, before_read
+        self._done = 0  # raw[0:done] is digested, or queued for it
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="metaextract-digest")
+        self._pending: list[tuple[Any, int, int]] = []  # (future, first address, end address), oldest first
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        return self._raw.readinto(buffer)
+
+    def read(self, size: int = -1) -> bytes:
+        return self._raw.read(size)
+
+    def readall(self) -> bytes:
+        return self._raw.read(-1)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def read_at(self, offset: int, out: memoryview) -> None:
+        """:func:`read_exactly`, digesting the bytes read when they continue the digest."""
+        first = np.frombuffer(out, np.uint8).ctypes.data if out.nbytes else 0
+        while self._pending and (len(self._pending) >= self.MAX_PENDING or any(
+                lo < first + out.nbytes and first < hi for _, lo, hi in self._pending)):
+            self._wait_oldest()
+        if self._done < min(offset, self._size):
+            self._digest_up_to(min(offset, self._size))
+        read_exactly(self._raw, offset, out)
+        end = min(offset + out.nbytes, self._size)
+        if offset <= self._done < end:
+            piece = out.cast("B")[self._done - offset:end - offset]
+            self._done = end
+            future = self._pool.submit(self._hasher.update, piece)
+            self._pending.append((future, first, first + out.nbytes))
+
+    def hexdigest(self) -> str:
+        """``<algorithm>:<hex>`` of ``raw[0:size]``, reading what the reads so far left out.
+
+        Raises:
+            EOFError: the file ends before ``size``.
+        """
+        self._digest_up_to(self._size)
+        return f"{self._algorithm}:{self._hasher.hexdigest()}"
+
+    def _digest_up_to(self, stop: int) -> None:
+        while self._pending:  # the bytes before these come first
+            self._wait_oldest()
+        for chunk in iter_chunks(self._raw, start=self._done, stop=stop, chunk_size=self._chunk_size,
+                                 before_read=self._before_read):
+            self._hasher.update(chunk)
+        self._done = stop
+
+    def _wait_oldest(self) -> None:
+        future, _, _ = self._pending.pop(0)
+        future.result()
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                for future, _, _ in self._pending:
+                    future.cancel()
+                self._pending = []
+            finally:
+                self._pool.shutdown()
+                super().close()
 
 
 def stream_digest(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import datetime as dt
 import pickle
 import time
@@ -108,7 +109,9 @@ class Unit:
     path: str
     size: int
     format: str
-    kind: str  # "digest" (sequential, whole file), "crc32c" (a byte range) or "stats"
+    #: "digest" (sequential, whole file; with ``pieces``, their statistics in the same pass),
+    #: "crc32c" (a byte range) or "stats"
+    kind: str
     start: int = 0
     stop: int = 0
     pieces: tuple[tuple[ArrayRef, Slab], ...] = ()
@@ -389,7 +392,11 @@ def plan_units(info: FileInfo, fmt: str, source: Source, settings: Settings) -> 
     elif settings.checksum != "none":
         units.append(Unit(info.path, size, fmt, "digest", 0, size, location=loc))
     if settings.stats:
-        units += _stats_units(info, fmt, source, step, loc)
+        stats_units = _stats_units(info, fmt, source, step, loc)
+        if units and units[0].kind == "digest":  # one pass: the digest takes the statistics' reads
+            units[0] = dataclasses.replace(units[0], pieces=tuple(p for u in stats_units for p in u.pieces))
+        else:
+            units += stats_units
     return units
 
 
@@ -462,7 +469,14 @@ def run_unit(
     partial = Partial(units=1)
     try:
         if unit.kind == "stats":
-            partial.moments, partial.unreadable = _unit_moments(unit, source, chunk, before_read)
+            with source.open() as f:
+                partial.moments, partial.unreadable = _unit_moments(unit, source, f, chunk, before_read)
+        elif unit.kind == "digest" and unit.pieces:
+            with source.open(block_size=max(chunk(), 2 * MiB)) as f, checksums.DigestingReader(
+                f, settings.checksum, unit.size, chunk_size=chunk, before_read=before_read
+            ) as digesting:
+                partial.moments, partial.unreadable = _unit_moments(unit, source, digesting, chunk, before_read)
+                partial.digest = digesting.hexdigest()
         else:
             with source.open(block_size=max(chunk(), 2 * MiB)) as f:
                 if unit.kind == "digest":
@@ -483,8 +497,9 @@ def run_unit(
     return partial
 
 
-def _unit_moments(unit: Unit, source: Source, chunk: Callable[[], int], before_read) -> tuple[dict, frozenset]:
-    """The unit's moments per array, and the arrays it could not read (no decoder or filter)."""
+def _unit_moments(unit: Unit, source: Source, f, chunk: Callable[[], int], before_read) -> tuple[dict, frozenset]:
+    """The unit's moments per array, and the arrays it could not read (no decoder or filter),
+    reading the open file ``f``."""
     from transforms.formats.arrays import ArrayUnreadable
 
     extractor = registry()[unit.format]
@@ -494,9 +509,9 @@ def _unit_moments(unit: Unit, source: Source, chunk: Callable[[], int], before_r
     def slab_bytes() -> int:
         return min(chunk(), MAX_STATS_SLAB_BYTES)
 
-    with source.open() as f, extractor.open_arrays(source, f) as reader:
+    with extractor.open_arrays(source, f) as reader:
         reader.arrays()  # readers know only the arrays they listed
-        for ref, slab in unit.pieces:
+        for ref, slab in _in_file_order(reader, unit.pieces):
             key = (ref.table, ref.key)
             if key in unreadable:
                 continue
@@ -508,6 +523,21 @@ def _unit_moments(unit: Unit, source: Source, chunk: Callable[[], int], before_r
                 continue
             out[key] = out[key].merge(m) if key in out else m
     return out, frozenset(unreadable)
+
+
+def _in_file_order(reader, pieces: tuple[tuple[ArrayRef, Slab], ...]) -> list[tuple[ArrayRef, Slab]]:
+    """The pieces in the order of their bytes in the file where the reader knows it (the
+    others last, in planned order): reads move forward, and the digest of a one-pass unit
+    (:class:`checksums.DigestingReader`) takes them as they come."""
+    offset = getattr(reader, "offset", None)
+    if offset is None:
+        return list(pieces)
+
+    def key(piece: tuple[ArrayRef, Slab]) -> float:
+        at = offset(*piece)
+        return math.inf if at is None else at
+
+    return sorted(pieces, key=key)
 
 
 def slab_moments(reader, ref: ArrayRef, slab: Slab, slab_bytes: Callable[[], int], before_read=None):

@@ -35,7 +35,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from transforms.checksums import aligned_buffer
+from transforms.checksums import aligned_buffer, read_exactly
 from transforms.formats.base import ArrayRef, Extraction, Slab, Source
 from transforms.stats import is_numeric
 
@@ -48,15 +48,21 @@ def _slices(slab: Slab) -> tuple[slice, ...]:
     return tuple(slice(lo, hi) for lo, hi in slab)
 
 
+def _first_byte(offset: int, shape: tuple[int, ...], itemsize: int, slab: Slab) -> int:
+    """Where ``slab`` starts in a C-order array of ``shape`` stored at ``offset``."""
+    index = sum(lo * math.prod(shape[i + 1:]) for i, (lo, _) in enumerate(slab))
+    return offset + index * itemsize
+
+
 def _read_into(fileobj: IO[bytes], offset: int, out: memoryview) -> None:
-    """Fill ``out`` (bytes) from ``offset``: one read call unless the file returns less."""
-    fileobj.seek(offset)
-    filled, nbytes = 0, out.nbytes
-    while filled < nbytes:
-        n = fileobj.readinto(out[filled:])
-        if not n:
-            raise EOFError(f"file ends before byte {offset + nbytes} (array data cut short)")
-        filled += n
+    """Fill ``out`` (bytes) from ``offset``: one read call unless the file returns less. The
+    caller leaves ``out`` as it is until its next read (see
+    :class:`transforms.checksums.DigestingReader`, whose ``read_at`` digests it meanwhile)."""
+    read_at = getattr(fileobj, "read_at", None)
+    if read_at is not None:
+        read_at(offset, out)
+    else:
+        read_exactly(fileobj, offset, out)
 
 
 def _read_exact(fileobj: IO[bytes], offset: int, nbytes: int) -> np.ndarray:
@@ -160,7 +166,7 @@ class _H5Stored:
                  offset: int | None) -> None:
         self._ds, self._f, self.dtype = ds, fileobj, dtype
         self._chunks, self._offset = chunks, offset
-        self._buffer = np.empty(0, np.uint8)
+        self._buffer = self._other = np.empty(0, np.uint8)
 
     @classmethod
     def of(cls, ds: Any, fileobj: IO[bytes]) -> _H5Stored | None:
@@ -185,13 +191,23 @@ class _H5Stored:
     def _read(self, offset: int, nbytes: int) -> np.ndarray:
         # The copy from the page cache runs at full speed when the buffer sits at the file
         # offset's place in its page, or a little before it; a little after it (1-32 bytes),
-        # several times slower. The start is kept 64-byte aligned for numpy.
+        # several times slower. The start is kept 64-byte aligned for numpy. Reading through
+        # a DigestingReader, two buffers take turns: one is hashed while the next is read.
         shift = (offset % _PAGE) & ~63
+        if hasattr(self._f, "read_at"):
+            self._buffer, self._other = self._other, self._buffer
         if self._buffer.size < shift + nbytes:
             self._buffer = np.frombuffer(aligned_buffer(nbytes + _PAGE), np.uint8)
         view = self._buffer[shift:shift + nbytes]
         _read_into(self._f, offset, memoryview(view))
         return view.view(self.dtype)
+
+    def offset(self, slab: Slab) -> int | None:
+        """Where the stored bytes of ``slab`` start (its first chunk's), None if unwritten."""
+        if self._chunks is None:
+            return _first_byte(self._offset, self._ds.shape, self.dtype.itemsize, slab)
+        origin = tuple(lo // c * c for (lo, _), c in zip(slab, self._chunks, strict=True))
+        return self._ds.id.get_chunk_info_by_coord(origin).byte_offset
 
     def pieces(self, slab: Slab) -> Iterator[np.ndarray]:
         """Every value of ``slab`` exactly once, in pieces; each piece is valid only until
@@ -257,6 +273,11 @@ class _HDF5Reader:
         if ref.locator in self._unreadable:
             raise ArrayUnreadable(self._unreadable[ref.locator])
         return np.asarray(self._datasets[ref.locator][_slices(slab)])
+
+    def offset(self, ref: ArrayRef, slab: Slab) -> int | None:
+        """Where the stored bytes of ``slab`` start, None where h5py reads them."""
+        stored = self._stored.get(ref.locator)
+        return stored.offset(slab) if stored is not None and slab else None
 
     def pieces(self, ref: ArrayRef, slab: Slab) -> Iterator[np.ndarray]:
         """The values of ``slab`` in pieces (see :class:`_H5Stored`), for statistics."""
@@ -480,6 +501,11 @@ class _NetCDF4Reader:
             return cf.apply(ds[()])
         return cf.apply(_pad_unwritten(cf, slab, extent, lambda part: ds[_slices(part)]))
 
+    def offset(self, ref: ArrayRef, slab: Slab) -> int | None:
+        """Where the stored bytes of ``slab`` start, None where h5py reads them."""
+        stored = self._stored.get(ref.locator)
+        return stored.offset(slab) if stored is not None and slab else None
+
     def pieces(self, ref: ArrayRef, slab: Slab) -> Iterator[Any]:
         """The values of ``slab`` in pieces, masked and scaled (see :class:`_H5Stored`)."""
         _, cf, extent = self._vars[ref.locator]
@@ -531,6 +557,15 @@ class _ClassicReader:
                                  shape=shape, itemsize=dtype.itemsize, chunks=chunks,
                                  locator=name))
         return refs
+
+    def offset(self, ref: ArrayRef, slab: Slab) -> int | None:
+        """Where ``slab`` starts in the file (a record variable's: its first record's)."""
+        begin, dtype, shape, recsize, _ = self._vars[ref.locator]
+        if not slab:
+            return begin
+        if recsize is None:
+            return _first_byte(begin, shape, dtype.itemsize, slab)
+        return _first_byte(begin + slab[0][0] * recsize, shape[1:], dtype.itemsize, slab[1:])
 
     def read(self, ref: ArrayRef, slab: Slab) -> Any:
         begin, dtype, shape, recsize, cf = self._vars[ref.locator]
@@ -673,6 +708,11 @@ class _FITSReader:
             refs.append(ArrayRef(table="fits", key=(("hdu_index", index),), shape=shape,
                                  itemsize=image.raw.itemsize, locator=index))
         return refs
+
+    def offset(self, ref: ArrayRef, slab: Slab) -> int | None:
+        """Where ``slab`` starts in the file."""
+        offset, shape, image = self._hdus[ref.locator]
+        return _first_byte(offset, shape, image.raw.itemsize, slab)
 
     def read(self, ref: ArrayRef, slab: Slab) -> Any:
         offset, shape, image = self._hdus[ref.locator]

@@ -225,6 +225,8 @@ class ArrayReader(Protocol):
     # Optional: ``pieces(ref, slab)`` yields the values of ``slab`` in several arrays (every
     # value once, any order, each valid until the next is asked for) where that saves a copy;
     # statistics use it when a reader has it (:func:`transforms.stats.slab_values`).
+    # Optional: ``offset(ref, slab)``, the file offset where the stored bytes of ``slab`` start
+    # (None when unknown): statistics read slabs in file order when a reader has it.
 
 
 #: ``open_arrays(source, fileobj)``: an ArrayReader over an already open (counted) file.
