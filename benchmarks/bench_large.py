@@ -13,7 +13,9 @@ alternated, median of ``--runs``, for each file:
   ``--checksum blake3 --stats`` and ``--checksum crc32c --stats`` (in-process DirectRunner);
 * ``--checksum none --stats`` with 2 workers against 1: ``--unit_threads 2`` against ``1``, the
   threads of the extraction process that run the file's data units;
-* every pipeline configuration once more on the tiny file: its start-up cost.
+* every pipeline configuration once more on the tiny file (2 MiB, with ``--chunk_threshold_mb 1``
+  so that its run has the big file's large-file branch: data units, their merge): its start-up
+  cost.
 
 Reported: wall time, GB/s net of start-up (size / (wall - wall on the tiny file)), GB/s of the
 data phase (size / the manifest's ``data_units.wall_seconds``: from the start of the first call
@@ -61,7 +63,9 @@ GB = 1e9  # GB/s are decimal, like the issue's figures
 DEFAULT_DATA_DIR = os.path.join(HERE, "_corpus", "large")
 GENERATOR_VERSION = 1
 SIDE = 1024  # a slice is SIDE x SIDE float32 = one 4 MiB chunk
-TINY_SIDE = 256
+TINY_SIDE = 512  # the tiny file: two 1 MiB slices, above --chunk_threshold_mb 1 (TINY_FLAGS)
+#: The tiny file's runs take the large-file branch too (data units), as the big file's do.
+TINY_FLAGS = ["--chunk_threshold_mb", "1"]
 NANS_PER_SLICE = 64
 NC_FILL = np.float32(-9999.0)
 SIZES = {"full": {"hdf5": 4 * GIB, "netcdf": 2 * GIB}, "quick": {"hdf5": 256 * MIB, "netcdf": 128 * MIB}}
@@ -179,7 +183,7 @@ def ensure_file(data_dir: str, fmt: str, size: int, tiny: bool = False) -> dict[
     """Write (or reuse) the file of ``fmt`` and ``size`` bytes of data; its description."""
     writer, ext = WRITERS[fmt]
     side = TINY_SIDE if tiny else SIDE
-    n_slices = 1 if tiny else size // (4 * side * side)
+    n_slices = 2 if tiny else size // (4 * side * side)
     name = f"{fmt}-tiny{ext}" if tiny else f"{fmt}-{size // MIB}MiB{ext}"
     path = os.path.join(data_dir, name)
     meta_path = path + ".json"
@@ -224,24 +228,50 @@ def warm(path: str) -> None:
 # --- running and measuring -----------------------------------------------------------------
 
 
-def tree_memory(root: psutil.Process) -> tuple[int, int]:
-    """RSS and PSS of ``root``'s descendants (not ``root`` itself), each summed, in bytes.
+class TreeMemory:
+    """Samples the RSS and PSS of ``root``'s descendants (not ``root`` itself), each summed.
 
     RSS counts pages shared between processes (libraries, a fork server's copy-on-write pages)
-    once per process; PSS splits them between the processes sharing them.
+    once per process; PSS splits them between the processes sharing them. Sampling must not
+    take the cores the measured run needs: RSS is cheap (``/proc/PID/statm``, 0.03 ms), but PSS
+    walks every mapping (``smaps``, about 3 ms per process) and listing the tree scans ``/proc``
+    (about 2 ms). Sampling all three every 20 ms kept half a core busy here and made
+    ``--checksum blake3 --stats`` on the 4 GiB file take 2.1-2.8 s instead of 1.4-1.6 s. So
+    the tree is listed every ``list_every_s`` and PSS taken every ``pss_every_s``; RSS at every
+    sample.
     """
-    rss = pss = 0
-    try:
-        family = root.children(recursive=True)
-    except psutil.Error:
-        return 0, 0
-    for proc in family:
-        try:
-            info = proc.memory_full_info()
-        except psutil.Error:  # gone meanwhile
-            continue
-        rss, pss = rss + info.rss, pss + getattr(info, "pss", info.rss)
-    return rss, pss
+
+    def __init__(self, root: psutil.Process, *, list_every_s: float = 0.25, pss_every_s: float = 0.5) -> None:
+        self._root = root
+        self._list_every_s, self._pss_every_s = list_every_s, pss_every_s
+        self._family: list[psutil.Process] = []
+        self._listed = self._pss_taken = -math.inf
+        self.peak_rss = self.peak_pss = 0
+
+    def sample(self) -> None:
+        now = time.monotonic()
+        if now - self._listed >= self._list_every_s:
+            try:
+                self._family = self._root.children(recursive=True)
+            except psutil.Error:
+                self._family = []
+            self._listed = now
+        take_pss = now - self._pss_taken >= self._pss_every_s
+        rss = pss = 0
+        for proc in self._family:
+            try:
+                if take_pss:
+                    info = proc.memory_full_info()
+                    pss += getattr(info, "pss", info.rss)
+                else:
+                    info = proc.memory_info()
+            except psutil.Error:  # gone meanwhile
+                continue
+            rss += info.rss
+        self.peak_rss = max(self.peak_rss, rss)
+        if take_pss:
+            self._pss_taken = now
+            self.peak_pss = max(self.peak_pss, pss)
 
 
 def run_tree(
@@ -252,8 +282,8 @@ def run_tree(
     ``cmd`` runs under ``/usr/bin/time -f %M``, whose figure is the peak RSS of the largest single
     process (exact; taken from a small parent, since on Linux a child's ``ru_maxrss`` starts at
     its parent's RSS at exec). A thread polls the RSS of every process of the tree, summed,
-    every ``poll_s`` (and their PSS, which counts shared pages once). The peak reported is the
-    larger of the two RSS figures. On ``timeout_s`` the process group is killed.
+    every ``poll_s`` (and their PSS, which counts shared pages once, less often: see
+    :class:`TreeMemory`). The peak reported is the larger of the two RSS figures. On ``timeout_s`` the process group is killed.
     ``discard_stdout``: the output goes to ``/dev/null`` (``cat FILE > /dev/null``).
     """
     with tempfile.TemporaryDirectory(prefix="run-") as tmp:
@@ -264,13 +294,11 @@ def run_tree(
                 ["/usr/bin/time", "-f", "%M", "-o", rss_path, *cmd],
                 stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
-            peak, peak_pss, stop = [0], [0], threading.Event()
+            memory, stop = TreeMemory(psutil.Process(proc.pid)), threading.Event()
 
             def sample() -> None:
-                root = psutil.Process(proc.pid)
                 while not stop.is_set():
-                    rss, pss = tree_memory(root)
-                    peak[0], peak_pss[0] = max(peak[0], rss), max(peak_pss[0], pss)
+                    memory.sample()
                     stop.wait(poll_s)
 
             sampler = threading.Thread(target=sample, daemon=True)
@@ -284,6 +312,7 @@ def run_tree(
             if killer:
                 killer.cancel()
             sampler.join()
+            peak, peak_pss = [memory.peak_rss], [memory.peak_pss]
         proc.returncode = os.waitstatus_to_exitcode(status)
         with open(err_path, "rb") as err, open(rss_path) as rss:
             stdout = "" if discard_stdout else pathlib.Path(out_path).read_bytes().decode("utf-8", "replace")
@@ -445,6 +474,7 @@ def bench_file(fmt: str, meta: dict[str, Any], tiny: dict[str, Any], runs: int, 
             else:
                 out = os.path.join(work, f"{fmt}-{key}-{r}")
                 cmd = speed.metaextract_command() + ["--input", target["path"], "--output", out] + PIPELINE_CONFIGS[name]
+                cmd += TINY_FLAGS if on_tiny else []
                 result = run_tree(cmd)
                 checksum = PIPELINE_CONFIGS[name][1]
                 result.update(check_run(out, target, fmt, checksum, "--stats" in PIPELINE_CONFIGS[name]))
