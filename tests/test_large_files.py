@@ -301,7 +301,8 @@ def test_units_on_several_threads_equal_units_one_by_one(tmp_path):
     three = work.run_units(fw.units, settings, threads=3)
     assert [p.crc_parts for p in three] == [p.crc_parts for p in one]
     assert [p.moments for p in three] == [p.moments for p in one]
-    assert [p.bytes_read for p in three] == [p.bytes_read for p in one]
+    # a thread opens the file once for its units (the metadata reads count on its first unit)
+    assert 0 <= sum(p.bytes_read for p in three) - sum(p.bytes_read for p in one) < 3 * 100_000
     assert work._checksum(work.merge_partials(one), settings) == f"crc32c:{google_crc32c.value(h5.read_bytes()):08x}"
 
 
@@ -438,3 +439,45 @@ def test_one_pass_digest_of_a_compressed_file_reads_it_again(tmp_path):
     assert rows["files"][0]["checksum"] == f"blake3:{_tool('b3sum', path)}"
     (row,) = rows["hdf5"]
     _assert_stats(row, data, 0)
+
+
+def test_a_thread_reads_the_units_of_one_file_through_one_open_reader(tmp_path, monkeypatch):
+    """work.OpenArrays: one open file and array reader per thread for the stats units of one
+    file; a unit that fails drops it (the next unit opens the file again and reads right)."""
+    from transforms import work
+    from transforms.formats.base import Source
+
+    h5 = tmp_path / "a.h5"
+    _hdf5(h5, shape=(800, 1000), chunks=(50, 1000))
+    settings = Settings(checksum="none", stats=True, chunk_threshold_bytes=MiB, unit_bytes=MiB // 2)
+    fw = work.read_detected(detect(FileInfo(str(h5), h5.stat().st_size)), settings)
+    assert len(fw.units) > 4 and {u.kind for u in fw.units} == {"stats"}
+    opened = []
+    real_open = Source.open
+    monkeypatch.setattr(Source, "open", lambda self, *a, **k: opened.append(self.url) or real_open(self, *a, **k))
+    reference = work.merge_partials(work.run_unit(u, settings) for u in fw.units)  # one open per unit
+    assert len(opened) == len(fw.units)
+    opened.clear()
+    one = work.run_units(fw.units, settings, threads=1)
+    assert len(opened) == 1 and work.merge_partials(one).moments == reference.moments
+    opened.clear()
+    two = work.run_units(fw.units, settings, threads=2)
+    assert len(opened) <= 2 and work.merge_partials(two).moments == reference.moments
+
+    calls = []
+    real_moments = work.slab_moments
+
+    def fail_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("disk went away")
+        return real_moments(*args, **kwargs)
+
+    monkeypatch.setattr(work, "slab_moments", fail_once)
+    opened.clear()
+    parts = work.run_units(fw.units, settings, threads=1)
+    failed = [p for p in parts if p.error]
+    assert len(failed) == 1 and failed[0].error == "OSError: disk went away"
+    assert len(opened) == 2  # opened again after the failure
+    ok = [p for p, q in zip(parts, one) if not p.error]
+    assert [p.moments for p in ok] == [q.moments for p, q in zip(parts, one) if not p.error]

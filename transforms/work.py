@@ -16,6 +16,7 @@ this module must not import Beam.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -441,41 +442,110 @@ def run_units(units: list[Unit], settings: Settings, *, threads: int = 1, govern
     """
     threads = max(1, min(threads, len(units)))
     if threads == 1:
-        return [run_unit(u, settings, governor=governor) for u in units]
+        with OpenArrays() as open_arrays:
+            return [run_unit(u, settings, governor=governor, open_arrays=open_arrays) for u in units]
+    import collections
     from concurrent.futures import ThreadPoolExecutor
 
-    order = sorted(range(len(units)), key=lambda i: -units[i].nbytes)
+    queue = collections.deque(sorted(range(len(units)), key=lambda i: -units[i].nbytes))
     out: list[Partial | None] = [None] * len(units)
+
+    def work() -> None:  # one thread: the next unit while there is one
+        with OpenArrays() as open_arrays:
+            while True:
+                try:
+                    i = queue.popleft()
+                except IndexError:
+                    return
+                out[i] = run_unit(units[i], settings, governor=governor, hash_threads=False, open_arrays=open_arrays)
+
     with ThreadPoolExecutor(threads, thread_name_prefix="metaextract-unit") as pool:
-        futures = {i: pool.submit(run_unit, units[i], settings, governor=governor, hash_threads=False) for i in order}
-        for i, future in futures.items():
-            out[i] = future.result()
+        for future in [pool.submit(work) for _ in range(threads)]:
+            future.result()
     return out  # type: ignore[return-value]
 
 
+class OpenArrays:
+    """The open file and array reader of the last file a thread's stats units read: the next
+    unit of the same file reads on through them (opening a NetCDF-4 file and listing its
+    arrays took 3.6 ms a unit, an HDF5 file 1 ms). One file at a time; closed on exit, and
+    dropped after a unit that failed."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._stack: contextlib.ExitStack | None = None
+        self._open: tuple[Any, ReadCounter] | None = None
+
+    def get(self, unit: Unit, source: Source) -> tuple[Any, ReadCounter]:
+        """(reader, the counter of its reads) for ``unit``'s file, opened through ``source``
+        unless the previous unit's file is the same."""
+        key = (unit.location or unit.path, unit.size, unit.format)
+        if key != self._key or self._open is None:
+            self.close()
+            stack = contextlib.ExitStack()
+            try:
+                f = stack.enter_context(source.open())
+                reader = stack.enter_context(registry()[unit.format].open_arrays(source, f))
+                reader.arrays()  # readers know only the arrays they listed
+            except BaseException:
+                stack.close()
+                raise
+            self._key, self._stack, self._open = key, stack, (reader, source.counter)
+        return self._open
+
+    def close(self) -> None:
+        stack, self._stack, self._key, self._open = self._stack, None, None, None
+        if stack is not None:
+            stack.close()
+
+    def __enter__(self) -> OpenArrays:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def run_unit(
-    unit: Unit, settings: Settings, *, governor: Any = None, source: Source | None = None, hash_threads: bool = True
+    unit: Unit,
+    settings: Settings,
+    *,
+    governor: Any = None,
+    source: Source | None = None,
+    hash_threads: bool = True,
+    open_arrays: OpenArrays | None = None,
 ) -> Partial:
     """Run one data unit; a read failure is recorded in the partial (the file becomes an error).
-    ``hash_threads``: a digest may hash on several threads (see :func:`checksums.new_hasher`)."""
+    ``hash_threads``: a digest may hash on several threads (see :func:`checksums.new_hasher`);
+    ``open_arrays``: a stats unit reads through the previous unit's reader when it can."""
     start = time.perf_counter()
     if source is None:
         source = Source(unit.location or unit.path, unit.size, settings.storage_options, b"", settings.format_options)
-    before = (source.counter.bytes_read, source.counter.read_requests)
+    counter = source.counter
+    before = (counter.bytes_read, counter.read_requests)
     one_thread_hash = unit.kind == "crc32c" or (unit.kind == "digest" and not hash_threads)
     cap = MAX_ONE_THREAD_READ_BYTES if one_thread_hash else MAX_READ_BYTES
     chunk = (lambda: min(governor.chunk_bytes, cap)) if governor is not None else (lambda: 2 * MiB)
     before_read = governor.before_read if governor is not None else None
     partial = Partial(units=1)
     try:
-        if unit.kind == "stats":
-            with source.open() as f:
-                partial.moments, partial.unreadable = _unit_moments(unit, source, f, chunk, before_read)
+        if unit.kind == "stats" and open_arrays is not None:
+            try:
+                reader, counter = open_arrays.get(unit, source)
+                before = (counter.bytes_read, counter.read_requests)
+                partial.moments, partial.unreadable = _unit_moments(unit, reader, chunk, before_read)
+            except Exception:
+                open_arrays.close()  # its state after a failure is unknown
+                raise
+        elif unit.kind == "stats":
+            with source.open() as f, registry()[unit.format].open_arrays(source, f) as reader:
+                reader.arrays()  # readers know only the arrays they listed
+                partial.moments, partial.unreadable = _unit_moments(unit, reader, chunk, before_read)
         elif unit.kind == "digest" and unit.pieces:
             with source.open(block_size=max(chunk(), 2 * MiB)) as f, checksums.DigestingReader(
                 f, settings.checksum, unit.size, chunk_size=chunk, before_read=before_read
-            ) as digesting:
-                partial.moments, partial.unreadable = _unit_moments(unit, source, digesting, chunk, before_read)
+            ) as digesting, registry()[unit.format].open_arrays(source, digesting) as reader:
+                reader.arrays()
+                partial.moments, partial.unreadable = _unit_moments(unit, reader, chunk, before_read)
                 partial.digest = digesting.hexdigest()
         else:
             with source.open(block_size=max(chunk(), 2 * MiB)) as f:
@@ -491,37 +561,34 @@ def run_unit(
                     partial.crc_parts = [(unit.start, unit.stop - unit.start, crc)]
     except Exception as exc:  # errors are data
         partial.error, partial.error_kind = format_error(exc), classify(exc, is_remote(unit.path))
-    partial.bytes_read = source.counter.bytes_read - before[0]
-    partial.read_requests = source.counter.read_requests - before[1]
+    partial.bytes_read = counter.bytes_read - before[0]
+    partial.read_requests = counter.read_requests - before[1]
     partial.seconds = time.perf_counter() - start
     return partial
 
 
-def _unit_moments(unit: Unit, source: Source, f, chunk: Callable[[], int], before_read) -> tuple[dict, frozenset]:
+def _unit_moments(unit: Unit, reader, chunk: Callable[[], int], before_read) -> tuple[dict, frozenset]:
     """The unit's moments per array, and the arrays it could not read (no decoder or filter),
-    reading the open file ``f``."""
+    through ``reader`` (its arrays listed)."""
     from transforms.formats.arrays import ArrayUnreadable
 
-    extractor = registry()[unit.format]
     out: dict[tuple[str, tuple], stats.Moments] = {}
     unreadable: set[tuple[str, tuple]] = set()
 
     def slab_bytes() -> int:
         return min(chunk(), MAX_STATS_SLAB_BYTES)
 
-    with extractor.open_arrays(source, f) as reader:
-        reader.arrays()  # readers know only the arrays they listed
-        for ref, slab in _in_file_order(reader, unit.pieces):
-            key = (ref.table, ref.key)
-            if key in unreadable:
-                continue
-            try:
-                m = slab_moments(reader, ref, slab, slab_bytes, before_read)
-            except ArrayUnreadable:
-                unreadable.add(key)
-                out.pop(key, None)
-                continue
-            out[key] = out[key].merge(m) if key in out else m
+    for ref, slab in _in_file_order(reader, unit.pieces):
+        key = (ref.table, ref.key)
+        if key in unreadable:
+            continue
+        try:
+            m = slab_moments(reader, ref, slab, slab_bytes, before_read)
+        except ArrayUnreadable:
+            unreadable.add(key)
+            out.pop(key, None)
+            continue
+        out[key] = out[key].merge(m) if key in out else m
     return out, frozenset(unreadable)
 
 
