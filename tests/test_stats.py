@@ -276,3 +276,52 @@ def test_missing_values_with_a_large_offset_and_tiny_blocks(monkeypatch, offset)
     want = reference(data, mask)
     assert got["stat_std"] == pytest.approx(want["stat_std"], rel=1e-6)
     assert_close(got, want, abs(offset) or 1.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=hnp.arrays(st.sampled_from([np.float32, np.float64]), st.integers(1, 1200),
+                    elements=st.sampled_from([0.0, 1.5, -2.25, 7.0, 1e30, -9999.0, np.nan, np.inf])),
+    missing=st.sampled_from([-9999.0, 7.0, 1e30, np.nan, 9.969209968386869e36]),
+)
+def test_with_missing_equals_the_mask_of_that_value(data, missing):
+    """WithMissing (the fill value skipped in the kernel's pass) equals the masked array that
+    netCDF4-python's masking makes, NaN counted as missing too; the value compared in the
+    values' own type."""
+    fill = data.dtype.type(missing)
+    masked = np.ma.masked_array(data, data == fill if not np.isnan(fill) else np.isnan(data))
+    got = Moments.of(stats.WithMissing(data, float(fill))).columns()
+    want = Moments.of(masked).columns()
+    assert got["stat_count"] == want["stat_count"] and got["stat_nan_count"] == want["stat_nan_count"]
+    for key in ("stat_min", "stat_max", "stat_mean", "stat_std"):
+        a, b = got[key], want[key]
+        assert (a is None and b is None) or a == b or (math.isnan(a) and math.isnan(b)) or \
+            math.isclose(a, b, rel_tol=1e-12), (key, a, b)
+
+
+@pytest.mark.parametrize("attrs,fast", [
+    ({"_FillValue": np.float32(-9999.0)}, True),
+    ({"_FillValue": np.float32(np.nan)}, True),
+    ({}, True),  # the type's default fill value
+    ({"_FillValue": np.float32(-9999.0), "missing_value": np.float32(-9999.0)}, True),
+    ({"_FillValue": np.float32(-9999.0), "missing_value": np.float32(np.nan)}, True),
+    ({"_FillValue": np.float32(-9999.0), "missing_value": np.float32(-1.0)}, False),
+    ({"_FillValue": np.float32(-9999.0), "valid_min": np.float32(0.0)}, False),
+    ({"_FillValue": np.float32(-9999.0), "scale_factor": np.float32(2.0)}, False),
+])
+def test_netcdf_masking_for_statistics_equals_the_masked_values(attrs, fast):
+    from transforms.formats.arrays import DEFAULT_FILLVALS, _CFValues
+
+    cf = _CFValues(np.dtype("f4"), attrs, no_fill=False)
+    assert (cf.kernel_missing is not None) == fast
+    rng = np.random.default_rng(5)
+    data = rng.normal(10, 3, 5000).astype("f4")
+    data[::7] = -9999.0
+    data[::11] = -1.0
+    data[::13] = np.nan
+    data[::17] = DEFAULT_FILLVALS["f4"]
+    got = Moments.of(cf.for_stats(data)).columns()
+    want = Moments.of(cf.apply(data)).columns()
+    assert got["stat_count"] == want["stat_count"] and got["stat_nan_count"] == want["stat_nan_count"]
+    for key in ("stat_min", "stat_max", "stat_mean", "stat_std"):
+        assert math.isclose(got[key], want[key], rel_tol=1e-12), key

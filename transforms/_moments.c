@@ -1,13 +1,16 @@
 /* One pass of data statistics over a contiguous numeric buffer (transforms/stats.py).
  *
- * moments(values, mask, shift) -> (count, nan_count, lo, hi, c, s1, s2)
+ * moments(values, mask, shift[, missing]) -> (count, nan_count, lo, hi, c, s1, s2)
  *
  *   values  a C-contiguous buffer of one of the formats below (numpy arrays, memoryviews)
  *   mask    None, or a buffer of as many bytes as values has elements: non-zero = missing
  *   shift   a float c, or NaN for the first present value; s1 = sum(x - c) and
  *           s2 = sum((x - c)**2) over the present values, in float64
+ *   missing floats only: a value that counts as missing (a fill value, exactly as stored:
+ *           the caller passes the stored type's value); NaN (the default) for none
  *
- * Missing: masked elements and, for floats, NaN (counted in nan_count, nowhere else). lo/hi are
+ * Missing: masked elements and, for floats, NaN and ``missing`` (counted in nan_count, nowhere
+ * else). lo/hi are
  * the smallest and largest present values as stored (Python int for integers, float for
  * floats), None when nothing is present. The loop runs without the GIL, so threads of one
  * process compute the moments of different slabs on different cores.
@@ -66,11 +69,12 @@ typedef struct {
         *hi = h;                                                                           \
     }
 
-/* Whether a block has a missing value (NaN or masked); exact IEEE comparisons. */
+/* Whether a block has a missing value (NaN, or equal to miss); exact IEEE comparisons
+ * (x == NaN is false: a NaN miss matches nothing more). */
 #define ANY_NAN(NAME, T)                                                                   \
-    PLAIN static int NAME(const T *x, Py_ssize_t n) {                                      \
+    PLAIN static int NAME(const T *x, Py_ssize_t n, double miss) {                         \
         int any = 0;                                                                       \
-        for (Py_ssize_t i = 0; i < n; i++) any |= x[i] != x[i];                            \
+        for (Py_ssize_t i = 0; i < n; i++) any |= (x[i] != x[i]) | ((double)x[i] == miss); \
         return any;                                                                        \
     }
 
@@ -80,14 +84,18 @@ PLAIN static int any_set(const unsigned char *m, Py_ssize_t n) {
     return any != 0;
 }
 
+/* A float value that is missing: NaN, or equal to miss (compared as double: exact, since
+ * miss is the stored type's value). */
+#define MISSING(v) ((v) != (v) || (double)(v) == miss)
+
 /* The whole buffer: fast blocks where nothing is missing, the scalar loop elsewhere. */
 #define KERNEL(NAME, T, FASTFN, ANYNAN, IS_FLOAT, LO, HI)                                  \
     static void NAME(const T *x, const unsigned char *mask, Py_ssize_t n, double c,       \
-                     Result *r) {                                                          \
+                     double miss, Result *r) {                                             \
         T lo = 0, hi = 0;                                                                  \
         Py_ssize_t i = 0;                                                                  \
         for (; i < n; i++) { /* the first present value: lo and hi start there */          \
-            if ((mask && mask[i]) || (IS_FLOAT && x[i] != x[i])) continue;                 \
+            if ((mask && mask[i]) || (IS_FLOAT && MISSING(x[i]))) continue;                \
             lo = hi = x[i];                                                                \
             break;                                                                         \
         }                                                                                  \
@@ -101,14 +109,14 @@ PLAIN static int any_set(const unsigned char *m, Py_ssize_t n) {
             Py_ssize_t len = n - start < block ? n - start : block;                        \
             const T *b = x + start;                                                        \
             const unsigned char *m = mask ? mask + start : NULL;                           \
-            if (!(m && any_set(m, len)) && !(IS_FLOAT && ANYNAN(b, len))) {                \
+            if (!(m && any_set(m, len)) && !(IS_FLOAT && ANYNAN(b, len, miss))) {          \
                 FASTFN(b, len, c, &s1, &s2, &lo, &hi);                                     \
                 count += len;                                                              \
                 continue;                                                                  \
             }                                                                              \
             for (Py_ssize_t k = 0; k < len; k++) {                                         \
                 T v = b[k];                                                                \
-                if ((m && m[k]) || (IS_FLOAT && v != v)) continue;                         \
+                if ((m && m[k]) || (IS_FLOAT && MISSING(v))) continue;                     \
                 double d = (double)v - c;                                                  \
                 s1 += d;                                                                   \
                 s2 += d * d;                                                               \
@@ -133,7 +141,7 @@ PLAIN static int any_set(const unsigned char *m, Py_ssize_t n) {
     FAST_LOOPS(fast_##SUFFIX, T)                                                           \
     KERNEL(moments_##SUFFIX, T, fast_##SUFFIX, no_nan, 0, ilo, ihi)
 
-static inline int no_nan(const void *x, Py_ssize_t n) { (void)x; (void)n; return 0; }
+static inline int no_nan(const void *x, Py_ssize_t n, double miss) { (void)x; (void)n; (void)miss; return 0; }
 
 FLOAT_TYPE(f4, float)
 FLOAT_TYPE(f8, double)
@@ -147,8 +155,8 @@ INT_TYPE(i8, int64_t)
 
 static PyObject *moments(PyObject *self, PyObject *args) {
     PyObject *values_obj, *mask_obj;
-    double c;
-    if (!PyArg_ParseTuple(args, "OOd", &values_obj, &mask_obj, &c)) return NULL;
+    double c, miss = NAN;
+    if (!PyArg_ParseTuple(args, "OOd|d", &values_obj, &mask_obj, &c, &miss)) return NULL;
     Py_buffer values, mask;
     if (PyObject_GetBuffer(values_obj, &values, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return NULL;
     int has_mask = mask_obj != Py_None;
@@ -162,7 +170,7 @@ static PyObject *moments(PyObject *self, PyObject *args) {
     char code = fmt[1] == '\0' ? fmt[0] : '?';
     Py_ssize_t size = values.itemsize;
     int is_float = code == 'f' || code == 'd';
-    void (*kernel)(const void *, const unsigned char *, Py_ssize_t, double, Result *) = NULL;
+    void (*kernel)(const void *, const unsigned char *, Py_ssize_t, double, double, Result *) = NULL;
     switch (code) {
         case 'f': if (size == 4) kernel = (void *)moments_f4; break;
         case 'd': if (size == 8) kernel = (void *)moments_f8; break;
@@ -187,7 +195,7 @@ static PyObject *moments(PyObject *self, PyObject *args) {
     memset(&r, 0, sizeof r);
     const unsigned char *m = has_mask ? (const unsigned char *)mask.buf : NULL;
     Py_BEGIN_ALLOW_THREADS
-    kernel(values.buf, m, n, c, &r);
+    kernel(values.buf, m, n, c, miss, &r);
     Py_END_ALLOW_THREADS
     long long missing = (long long)(n - r.count);
     if (!r.count) {
@@ -206,7 +214,7 @@ done:
 
 static PyMethodDef methods[] = {
     {"moments", moments, METH_VARARGS,
-     "moments(values, mask, shift) -> (count, nan_count, lo, hi, c, s1, s2); see transforms/stats.py"},
+     "moments(values, mask, shift[, missing]) -> (count, nan_count, lo, hi, c, s1, s2); see transforms/stats.py"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -74,6 +74,16 @@ def _buffer() -> np.ndarray:
     return buf
 
 
+@dataclasses.dataclass(frozen=True)
+class WithMissing:
+    """Float values of which NaN and those equal to ``missing`` (a value of their dtype: a
+    fill value) are missing, as a mask of them would say: :meth:`Moments.of` counts them in
+    its one pass (the C kernel), without a mask array."""
+
+    values: np.ndarray
+    missing: float
+
+
 @dataclasses.dataclass
 class Moments:
     """Moments of the non-missing values of (part of) an array."""
@@ -106,8 +116,14 @@ class Moments:
 
     @classmethod
     def of(cls, values: Any) -> Moments:
-        """The moments of one slab: a numpy array (any shape), masked array or scalar."""
-        mask = None
+        """The moments of one slab: a numpy array (any shape), masked array, scalar or
+        :class:`WithMissing`."""
+        mask, missing = None, math.nan
+        if isinstance(values, WithMissing):
+            values, missing = np.asarray(values.values), values.missing
+            if not (_native is not None and values.dtype.char in "fd" and values.dtype.isnative):
+                values = np.ma.masked_equal(values, values.dtype.type(missing), copy=False)
+                missing = math.nan
         if isinstance(values, np.ma.MaskedArray):
             given = np.ma.getmask(values)
             values = values.data
@@ -125,7 +141,7 @@ class Moments:
             return cls()
         with np.errstate(invalid="ignore", over="ignore"):  # inf values: mean inf, std NaN
             if _native is not None and x.dtype.char in _NATIVE_CHARS:
-                return _native_moments(x, mask)
+                return _native_moments(x, mask, missing)
             return _flat_moments(x, mask)
 
     def columns(self) -> dict[str, Any]:
@@ -170,20 +186,21 @@ def _shift_too_far(shift: float, m2: float) -> bool:
     return shift > 1e4 * m2 or m2 < 0
 
 
-def _native_moments(x: np.ndarray, mask: np.ndarray | None) -> Moments:
+def _native_moments(x: np.ndarray, mask: np.ndarray | None, missing_value: float = math.nan) -> Moments:
     """:func:`_flat_moments` by the C kernel, in one call (one pass; a second one only when the
-    shift, the first value, lies far from the mean relative to the spread)."""
+    shift, the first value, lies far from the mean relative to the spread). Float values equal
+    to ``missing_value`` count as missing."""
     x = np.ascontiguousarray(x)
     if mask is not None:
         mask = np.ascontiguousarray(mask, dtype=np.bool_)
-    count, missing, lo, hi, c, s1, s2 = _native.moments(x, mask, math.nan)
+    count, missing, lo, hi, c, s1, s2 = _native.moments(x, mask, math.nan, missing_value)
     if not count:
         return Moments(nan_count=missing)
     shift = s1 * s1 / count
     m2 = s2 - shift
     mean = c + s1 / count
     if _shift_too_far(shift, m2) and math.isfinite(mean):
-        count, missing, lo, hi, c, s1, s2 = _native.moments(x, mask, mean)
+        count, missing, lo, hi, c, s1, s2 = _native.moments(x, mask, mean, missing_value)
         m2, mean = s2 - s1 * s1 / count, c + s1 / count
     return Moments(count, missing, lo, hi, mean, m2)
 

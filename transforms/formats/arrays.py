@@ -397,6 +397,26 @@ class _CFValues:
         #: What netCDF-C returns where nothing was written (beyond a variable's records).
         self.unwritten = np.array(attrs["_FillValue"] if self.fill is not None
                                   else DEFAULT_FILLVALS[dtype.str[1:]], dtype)
+        #: Unscaled floats masked only where equal to one value (or NaN): that value (NaN for
+        #: none), which the statistics kernel takes as missing without a mask; else None.
+        self.kernel_missing: float | None = None
+        if dtype.kind == "f" and self.view is None and self.valid_min is None and self.valid_max is None \
+                and self.scale is None and self.offset is None:
+            fill = self.fill if self.fill is not None else self.default_fill
+            values = [*([] if self.missing is None else self.missing), *([] if fill is None else [fill])]
+            finite = {float(v) for v in values if not np.isnan(v)}
+            if len(finite) <= 1:
+                self.kernel_missing = finite.pop() if finite else math.nan
+
+    def for_stats(self, data: np.ndarray) -> Any:
+        """:meth:`apply` for statistics: where only one value (or NaN) is masked and nothing
+        is scaled, the values with that value (:class:`transforms.stats.WithMissing`), for the
+        kernel to skip in its pass instead of a mask made in three."""
+        if self.kernel_missing is not None and data.dtype == self.dtype:
+            from transforms.stats import WithMissing
+
+            return WithMissing(data, self.kernel_missing)
+        return self.apply(data)
 
     def apply(self, data: np.ndarray) -> Any:
         data = np.asarray(data)
@@ -514,7 +534,7 @@ class _NetCDF4Reader:
             yield self.read(ref, slab)
             return
         for piece in stored.pieces(slab):
-            yield cf.apply(piece)
+            yield cf.for_stats(piece)
 
 
 class _ClassicReader:
