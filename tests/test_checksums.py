@@ -213,7 +213,7 @@ def test_buffer_stays_bounded_and_shrinks():
 # --- one pass: the digest taken from the statistics' reads (DigestingReader) -------------------
 
 
-def _reads(data: bytes, reads, algorithm: str, *, reuse: bool) -> tuple[str, int]:
+def _reads(data: bytes, reads, algorithm: str, *, reuse: bool, background: bool = True) -> tuple[str, int]:
     """Digest ``data`` through a DigestingReader after ``reads`` (offset, length) with read_at,
     checking each read's bytes; ``reuse``: one buffer for every read (the caller's buffer is
     reused only after read_at waited for its hash). Returns (digest, bytes read)."""
@@ -232,7 +232,7 @@ def _reads(data: bytes, reads, algorithm: str, *, reuse: bool) -> tuple[str, int
 
     raw = Counting(data)
     shared = bytearray(max((n for _, n in reads), default=0))
-    with checksums.DigestingReader(raw, algorithm, len(data), chunk_size=1000) as f:
+    with checksums.DigestingReader(raw, algorithm, len(data), chunk_size=1000, background=background) as f:
         for offset, n in reads:
             n = min(n, len(data) - offset)
             out = memoryview(shared)[:n] if reuse else memoryview(bytearray(n))
@@ -250,10 +250,11 @@ def _reads(data: bytes, reads, algorithm: str, *, reuse: bool) -> tuple[str, int
     cuts=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 5000)), max_size=12),
     algorithm=st.sampled_from(["blake3", "sha256", "md5"]),
     reuse=st.booleans(),
+    background=st.booleans(),
 )
-def test_digesting_reader_equals_library_whatever_the_reads(data, cuts, algorithm, reuse):
+def test_digesting_reader_equals_library_whatever_the_reads(data, cuts, algorithm, reuse, background):
     reads = [(int(at * (len(data) - 1)), n) for at, n in cuts]
-    digest, _ = _reads(data, reads, algorithm, reuse=reuse)
+    digest, _ = _reads(data, reads, algorithm, reuse=reuse, background=background)
     assert digest == f"{algorithm}:{reference(algorithm, data)}"
 
 

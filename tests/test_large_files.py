@@ -404,11 +404,15 @@ def _one_pass_files(folder):
 
 
 @pytest.mark.parametrize("threshold", [200_000, 64 * MiB])  # data units, or one read of a small file
-@pytest.mark.parametrize("algorithm", ["blake3", "sha256"])
-def test_checksum_and_statistics_in_one_pass_read_each_byte_once(tmp_path, threshold, algorithm):
-    """A sequential digest with --stats: one unit whose statistics' reads feed the digest. The
-    checksum is the file's (command-line tool), the statistics those of a statistics-only run,
-    and the file is read once (plus the libraries' metadata reads)."""
+@pytest.mark.parametrize("algorithm,background", [("blake3", True), ("blake3", False), ("sha256", True)])
+def test_checksum_and_statistics_in_one_pass_read_each_byte_once(tmp_path, monkeypatch, threshold, algorithm, background):
+    """A sequential digest with --stats: one unit whose statistics' reads feed the digest (on a
+    thread of its own, or in the reading thread as for small files). The checksum is the file's
+    (command-line tool), the statistics those of a statistics-only run, and the file is read
+    once (plus the libraries' metadata reads)."""
+    from transforms import work
+
+    monkeypatch.setattr(work, "BACKGROUND_DIGEST_BYTES", 0 if background else 1 << 62)
     tools = {"blake3": "b3sum", "sha256": "sha256sum"}
     for kind, path in _one_pass_files(tmp_path).items():
         info = detect(FileInfo(str(path), path.stat().st_size))
