@@ -462,8 +462,13 @@ def test_a_thread_reads_the_units_of_one_file_through_one_open_reader(tmp_path, 
     reference = work.merge_partials(work.run_unit(u, settings) for u in fw.units)  # one open per unit
     assert len(opened) == len(fw.units)
     opened.clear()
+    by_one = [work.run_unit(u, settings) for u in fw.units]
+    opened.clear()
     one = work.run_units(fw.units, settings, threads=1)
     assert len(opened) == 1 and work.merge_partials(one).moments == reference.moments
+    # the first unit counts the reads that opened the file; the others only their data
+    assert one[0].bytes_read == by_one[0].bytes_read
+    assert all(p.bytes_read < q.bytes_read for p, q in zip(one[1:], by_one[1:]))
     opened.clear()
     two = work.run_units(fw.units, settings, threads=2)
     assert len(opened) <= 2 and work.merge_partials(two).moments == reference.moments

@@ -534,7 +534,8 @@ def run_unit(
         if unit.kind == "stats" and open_arrays is not None:
             try:
                 reader, counter = open_arrays.get(unit, source)
-                before = (counter.bytes_read, counter.read_requests)
+                if counter is not source.counter:  # an earlier unit's reader: count from here
+                    before = (counter.bytes_read, counter.read_requests)
                 partial.moments, partial.unreadable = _unit_moments(unit, reader, chunk, before_read)
             except Exception:
                 open_arrays.close()  # its state after a failure is unknown
