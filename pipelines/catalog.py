@@ -310,17 +310,18 @@ def run(
             data_units,
         )
         start = time.monotonic()
-        pipeline = beam.Pipeline(runner=direct_runner(pipeline_options), options=pipeline_options)
-        _ = pipeline | "Catalog" >> recipe
-        if show_progress:
-            with ProgressDisplay(progress_dir, total_files, total_bytes, stream=stderr):
-                pipeline.run().wait_until_finish()
-        else:
-            job = pipeline.run()
-            if not wait:
-                print(f"metaextract: submitted run {run_id}; it publishes {redact_url(output)}", file=stdout)
-                return {**manifest, "state": str(job.state)}
-            job.wait_until_finish()
+        with memoized_dofn_specs():
+            pipeline = beam.Pipeline(runner=direct_runner(pipeline_options), options=pipeline_options)
+            _ = pipeline | "Catalog" >> recipe
+            if show_progress:
+                with ProgressDisplay(progress_dir, total_files, total_bytes, stream=stderr):
+                    pipeline.run().wait_until_finish()
+            else:
+                job = pipeline.run()
+                if not wait:
+                    print(f"metaextract: submitted run {run_id}; it publishes {redact_url(output)}", file=stdout)
+                    return {**manifest, "state": str(job.state)}
+                job.wait_until_finish()
         elapsed = time.monotonic() - start
     fs, root = url_to_fs(output, **storage_options)
     with fs.open(f"{root.rstrip('/')}/{MANIFEST}", "r") as f:
@@ -393,6 +394,36 @@ def short_state_sampling():
         yield
     finally:
         statesampler.StateSampler = beams
+
+
+@contextlib.contextmanager
+def memoized_dofn_specs():
+    """Beam's DoFn introspection (``userstate.get_dofn_specs``) once per DoFn object while a
+    pipeline is built and run in this process.
+
+    Beam asks it of every ParDo's DoFn about seven times (building the ParDo, translating it,
+    setting up each bundle processor), and each answer inspects the signature of every method
+    of the DoFn (about 40 of them, 2.6 ms): 0.63 s of a 3.3 s run on 2,000 files, measured with
+    cProfile. The answer (the DoFn's state and timer specs) depends on its methods only, which
+    do not change during a run.
+    """
+    from apache_beam.transforms import userstate
+
+    beams = userstate.get_dofn_specs
+    answers: dict[int, tuple[Any, tuple[set, set]]] = {}
+
+    def get_dofn_specs(dofn):
+        known = answers.get(id(dofn))
+        if known is None or known[0] is not dofn:  # (the DoFn is kept: its id is not reused)
+            known = answers[id(dofn)] = (dofn, beams(dofn))
+        state_specs, timer_specs = known[1]
+        return set(state_specs), set(timer_specs)
+
+    userstate.get_dofn_specs = get_dofn_specs
+    try:
+        yield
+    finally:
+        userstate.get_dofn_specs = beams
 
 
 def _finish(result, opts, output, storage_options, elapsed, stdout, stderr) -> dict[str, Any]:

@@ -404,3 +404,39 @@ def test_flink_options_parse():
     assert options.view_as(FlinkRunnerOptions).flink_master == "localhost:8081"
     assert options.view_as(FlinkRunnerOptions).parallelism == 2
     assert options.view_as(PortableOptions).environment_type == "LOOPBACK"
+
+
+def test_dofn_introspection_is_asked_of_beam_once_per_dofn_while_a_run_is_built():
+    """pipelines.catalog.memoized_dofn_specs: Beam's get_dofn_specs once per DoFn object (the
+    same state and timer specs, a stateful DoFn's too), Beam's own function back afterwards."""
+    import apache_beam as beam
+    from apache_beam.transforms import userstate
+    from apache_beam.coders import VarIntCoder
+
+    from pipelines.catalog import memoized_dofn_specs
+
+    class Stateful(beam.DoFn):
+        COUNT = userstate.BagStateSpec("count", VarIntCoder())
+
+        def process(self, element, count=beam.DoFn.StateParam(COUNT)):
+            yield element
+
+    beams = userstate.get_dofn_specs
+    calls = []
+
+    def counting(dofn):
+        calls.append(dofn)
+        return beams(dofn)
+
+    userstate.get_dofn_specs = counting
+    try:
+        plain, stateful = beam.DoFn(), Stateful()
+        with memoized_dofn_specs():
+            for _ in range(3):
+                assert userstate.get_dofn_specs(plain) == (set(), set())
+                assert userstate.get_dofn_specs(stateful) == ({Stateful.COUNT}, set())
+                assert userstate.is_stateful_dofn(stateful) and not userstate.is_stateful_dofn(plain)
+            assert calls == [plain, stateful]
+        assert userstate.get_dofn_specs is counting
+    finally:
+        userstate.get_dofn_specs = beams
