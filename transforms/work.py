@@ -23,7 +23,7 @@ import math
 import datetime as dt
 import pickle
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from pipelines import __version__
@@ -468,6 +468,15 @@ def run_units(units: list[Unit], settings: Settings, *, threads: int = 1, govern
     return out  # type: ignore[return-value]
 
 
+@contextlib.contextmanager
+def _listed_arrays(fmt: str, source: Source, f) -> Iterator[Any]:
+    """The format's array reader over the open file ``f``, its arrays listed (readers know only
+    the arrays they listed)."""
+    with registry()[fmt].open_arrays(source, f) as reader:
+        reader.arrays()
+        yield reader
+
+
 class OpenArrays:
     """The open file and array reader of the last file a thread's stats units read: the next
     unit of the same file reads on through them (opening a NetCDF-4 file and listing its
@@ -487,9 +496,7 @@ class OpenArrays:
             self.close()
             stack = contextlib.ExitStack()
             try:
-                f = stack.enter_context(source.open())
-                reader = stack.enter_context(registry()[unit.format].open_arrays(source, f))
-                reader.arrays()  # readers know only the arrays they listed
+                reader = stack.enter_context(_listed_arrays(unit.format, source, stack.enter_context(source.open())))
             except BaseException:
                 stack.close()
                 raise
@@ -519,7 +526,8 @@ def run_unit(
 ) -> Partial:
     """Run one data unit; a read failure is recorded in the partial (the file becomes an error).
     ``hash_threads``: a digest may hash on several threads (see :func:`checksums.new_hasher`);
-    ``open_arrays``: a stats unit reads through the previous unit's reader when it can."""
+    ``open_arrays``: a stats unit reads through the previous unit's reader when it can (else
+    it opens its own)."""
     start = time.perf_counter()
     if source is None:
         source = Source(unit.location or unit.path, unit.size, settings.storage_options, b"", settings.format_options)
@@ -531,25 +539,21 @@ def run_unit(
     before_read = governor.before_read if governor is not None else None
     partial = Partial(units=1)
     try:
-        if unit.kind == "stats" and open_arrays is not None:
-            try:
-                reader, counter = open_arrays.get(unit, source)
-                if counter is not source.counter:  # an earlier unit's reader: count from here
-                    before = (counter.bytes_read, counter.read_requests)
-                partial.moments, partial.unreadable = _unit_moments(unit, reader, chunk, before_read)
-            except Exception:
-                open_arrays.close()  # its state after a failure is unknown
-                raise
-        elif unit.kind == "stats":
-            with source.open() as f, registry()[unit.format].open_arrays(source, f) as reader:
-                reader.arrays()  # readers know only the arrays they listed
-                partial.moments, partial.unreadable = _unit_moments(unit, reader, chunk, before_read)
+        if unit.kind == "stats":
+            with OpenArrays() if open_arrays is None else contextlib.nullcontext(open_arrays) as arrays:
+                try:
+                    reader, counter = arrays.get(unit, source)
+                    if counter is not source.counter:  # an earlier unit's reader: count from here
+                        before = (counter.bytes_read, counter.read_requests)
+                    partial.moments, partial.unreadable = _unit_moments(unit, reader, chunk, before_read)
+                except Exception:
+                    arrays.close()  # its state after a failure is unknown
+                    raise
         elif unit.kind == "digest" and unit.pieces:
             with source.open(block_size=max(chunk(), 2 * MiB)) as f, checksums.DigestingReader(
                 f, settings.checksum, unit.size, chunk_size=chunk, before_read=before_read,
                 background=unit.size >= BACKGROUND_DIGEST_BYTES,
-            ) as digesting, registry()[unit.format].open_arrays(source, digesting) as reader:
-                reader.arrays()
+            ) as digesting, _listed_arrays(unit.format, source, digesting) as reader:
                 partial.moments, partial.unreadable = _unit_moments(unit, reader, chunk, before_read)
                 partial.digest = digesting.hexdigest()
         else:
