@@ -128,7 +128,8 @@ def iter_chunks(
 
 
 def read_exactly(fileobj: IO[bytes], offset: int, out: memoryview) -> None:
-    """Fill ``out`` (bytes) from ``offset``: one read call unless the file returns less.
+    """Fill ``out`` (bytes) from ``offset``: one read call unless the file returns less (the
+    array readers' data reads, :mod:`transforms.formats.arrays`).
 
     Raises:
         EOFError: the file ends before ``out`` is full.
@@ -138,7 +139,7 @@ def read_exactly(fileobj: IO[bytes], offset: int, out: memoryview) -> None:
     while filled < nbytes:
         n = fileobj.readinto(out[filled:])
         if not n:
-            raise EOFError(f"file ends before byte {offset + nbytes} (data cut short)")
+            raise EOFError(f"file ends before byte {offset + nbytes} (array data cut short)")
         filled += n
 
 

@@ -239,6 +239,11 @@ class _H5Stored:
                 yield self._read(self._offset + lo * itemsize, n * itemsize)
 
 
+def _stored_offset(stored: _H5Stored | None, slab: Slab) -> int | None:
+    """``offset`` of the HDF5 and NetCDF-4 readers: the direct reader's, if the array has one."""
+    return stored.offset(slab) if stored is not None and slab else None
+
+
 class _HDF5Reader:
     def __init__(self, f: Any, fileobj: IO[bytes] | None = None) -> None:
         self._f = f
@@ -276,8 +281,7 @@ class _HDF5Reader:
 
     def offset(self, ref: ArrayRef, slab: Slab) -> int | None:
         """Where the stored bytes of ``slab`` start, None where h5py reads them."""
-        stored = self._stored.get(ref.locator)
-        return stored.offset(slab) if stored is not None and slab else None
+        return _stored_offset(self._stored.get(ref.locator), slab)
 
     def pieces(self, ref: ArrayRef, slab: Slab) -> Iterator[np.ndarray]:
         """The values of ``slab`` in pieces (see :class:`_H5Stored`), for statistics."""
@@ -523,8 +527,7 @@ class _NetCDF4Reader:
 
     def offset(self, ref: ArrayRef, slab: Slab) -> int | None:
         """Where the stored bytes of ``slab`` start, None where h5py reads them."""
-        stored = self._stored.get(ref.locator)
-        return stored.offset(slab) if stored is not None and slab else None
+        return _stored_offset(self._stored.get(ref.locator), slab)
 
     def pieces(self, ref: ArrayRef, slab: Slab) -> Iterator[Any]:
         """The values of ``slab`` in pieces, masked and scaled (see :class:`_H5Stored`)."""
