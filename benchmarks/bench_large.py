@@ -312,7 +312,6 @@ def run_tree(
             if killer:
                 killer.cancel()
             sampler.join()
-            peak, peak_pss = [memory.peak_rss], [memory.peak_pss]
         proc.returncode = os.waitstatus_to_exitcode(status)
         with open(err_path, "rb") as err, open(rss_path) as rss:
             stdout = "" if discard_stdout else pathlib.Path(out_path).read_bytes().decode("utf-8", "replace")
@@ -321,9 +320,9 @@ def run_tree(
     return {
         "wall_s": wall,
         "cpu_s": usage.ru_utime + usage.ru_stime,
-        "tree_peak_rss_mb": max(peak[0], largest) / 1e6,
-        "polled_tree_peak_rss_mb": peak[0] / 1e6,
-        "polled_tree_peak_pss_mb": peak_pss[0] / 1e6,
+        "tree_peak_rss_mb": max(memory.peak_rss, largest) / 1e6,
+        "polled_tree_peak_rss_mb": memory.peak_rss / 1e6,
+        "polled_tree_peak_pss_mb": memory.peak_pss / 1e6,
         "largest_process_rss_mb": largest / 1e6,
         "returncode": proc.returncode,
         "timed_out": wall >= timeout_s if timeout_s else False,
