@@ -292,7 +292,7 @@ def run(
             # its local workers) instead of listing the inputs again, and without a file to
             # split it has no data-unit branch.
             listing = os.path.join(progress_dir, "listing.pickle")
-            write_listing(listed.values(), listing)
+            write_listing(listed.values(), listing, workers=local_workers(direct))
             data_units = settings.reads_data and any(i.size > settings.chunk_threshold_bytes for i in listed.values())
         recipe = CatalogFiles(
             inputs,
@@ -327,6 +327,13 @@ def run(
     with fs.open(f"{root.rstrip('/')}/{MANIFEST}", "r") as f:
         result = json.load(f)
     return _finish(result, opts, output, storage_options, elapsed, stdout, stderr)
+
+
+def local_workers(direct: DirectOptions) -> int:
+    """How many workers the in-process runner runs bundles on (``--direct_num_workers``, 0 for
+    one per CPU, as the FnApiRunner reads it)."""
+    workers = direct.direct_num_workers
+    return (os.cpu_count() or 1) if workers == 0 else (workers or 1)
 
 
 def _drops_finish_bundle_output(pipeline_options: PipelineOptions) -> bool:

@@ -386,3 +386,24 @@ def test_the_launchers_listing_is_read_back_one_element_per_batch(tree, tmp_path
     with beam.Pipeline() as p:
         sizes = p | ListedFileBatches(saved) | beam.Map(len)
         assert_that(sizes, equal_to([len(read_listing_batch(o)) for o in offsets]))
+
+
+def test_a_listing_for_several_workers_gives_each_worker_an_equal_share_of_every_folder(tmp_path):
+    """write_listing(workers=n): batches a multiple of n, file i in batch i % batches, so that
+    the runner's round-robin hands each worker the same mix (a path-ordered listing gave one
+    worker the DICOM folder and the other the NetCDF one)."""
+    from transforms.formats.base import FileInfo
+    from transforms.listing import listing_offsets, read_listing_batch, write_listing
+
+    listed = [FileInfo(f"/{kind}/{i:04d}", 1) for kind in ("dicom", "fits", "hdf5", "netcdf") for i in range(500)]
+    saved = str(tmp_path / "listing.pickle")
+    write_listing(listed, saved, batch_files=1000, workers=2)
+    batches = [read_listing_batch(o) for o in listing_offsets(saved)]
+    assert len(batches) == 2 and [len(b) for b in batches] == [1000, 1000]
+    for batch in batches:
+        assert {kind: sum(i.path.startswith(f"/{kind}/") for i in batch) for kind in ("dicom", "fits", "hdf5", "netcdf")} == dict.fromkeys(("dicom", "fits", "hdf5", "netcdf"), 250)
+    assert sorted(i.path for b in batches for i in b) == sorted(i.path for i in listed)
+    write_listing(listed[:2], saved, batch_files=1000, workers=3)  # fewer files than workers
+    assert [len(read_listing_batch(o)) for o in listing_offsets(saved)] == [1, 1]
+    write_listing(listed, saved, batch_files=300, workers=4)  # 7 batches needed -> 8
+    assert [len(read_listing_batch(o)) for o in listing_offsets(saved)] == [250] * 8

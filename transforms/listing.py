@@ -394,23 +394,27 @@ class ListFileBatches(beam.PTransform):
 _RECORD_LENGTH = struct.Struct("<Q")
 
 
-def write_listing(listed: Iterable[FileInfo], path: str, batch_files: int = BATCH_FILES) -> None:
-    """Save a listing (:func:`list_inputs`'s values) to a local file as :class:`FileBatch` records."""
+def write_listing(listed: Iterable[FileInfo], path: str, batch_files: int = BATCH_FILES, workers: int = 1) -> None:
+    """Save a listing (:func:`list_inputs`'s values) to a local file as :class:`FileBatch` records.
 
-    def save(batch: FileBatch) -> None:
-        data = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
-        f.write(_RECORD_LENGTH.pack(len(data)))
-        f.write(data)
-
+    With ``workers`` > 1 (a local run on several worker processes or threads) the batches are
+    as many as needed for ``batch_files``, rounded up to a multiple of ``workers``, and file
+    ``i`` goes to batch ``i % batches``: each batch holds the same share of every folder of the
+    listing, so that workers given the same number of batches get the same work (a listing in
+    path order would give one worker the DICOM folder and the other the NetCDF one). The
+    in-process runner hands the batches out round-robin (:class:`ListedFileBatches`)."""
+    listed = list(listed)
+    if workers > 1 and len(listed) > 1:
+        batches = -(-len(listed) // batch_files)
+        batches = min(len(listed), -(-batches // workers) * workers)
+        parts = [FileBatch(listed[k::batches]) for k in range(batches)]
+    else:
+        parts = [FileBatch(listed[k : k + batch_files]) for k in range(0, len(listed), batch_files)]
     with open(path, "wb") as f:
-        batch = FileBatch()
-        for info in listed:
-            batch.append(info)
-            if len(batch) >= batch_files:
-                save(batch)
-                batch = FileBatch()
-        if batch:
-            save(batch)
+        for batch in parts:
+            data = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+            f.write(_RECORD_LENGTH.pack(len(data)))
+            f.write(data)
 
 
 def listing_offsets(path: str) -> list[tuple[str, int]]:
