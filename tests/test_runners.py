@@ -440,3 +440,56 @@ def test_dofn_introspection_is_asked_of_beam_once_per_dofn_while_a_run_is_built(
         assert userstate.get_dofn_specs is counting
     finally:
         userstate.get_dofn_specs = beams
+
+
+def test_every_worker_is_told_to_stop_before_the_runner_waits_for_one():
+    """pipelines.catalog.workers_stopped_together: Beam's close_all waits for each worker
+    process to exit before it tells the next one; here every worker's control stream is closed
+    first, then Beam's close_all runs as before. Beam's function is back afterwards."""
+    from apache_beam.runners.portability.fn_api_runner import worker_handlers
+
+    from pipelines.catalog import workers_stopped_together
+
+    events = []
+
+    class Connection:
+        def __init__(self, name):
+            self.name, self.closed = name, False
+
+        def close(self):
+            if not self.closed:
+                events.append(f"tell {self.name}")
+            self.closed = True
+
+    class Handler:
+        def __init__(self, name):
+            self.name, self.control_conn = name, Connection(name)
+
+        def close(self):
+            self.control_conn.close()
+            events.append(f"wait {self.name}")
+
+    manager = worker_handlers.WorkerHandlerManager({}, None)
+    manager._cached_handlers["env"] = [Handler("a"), Handler("b")]
+    beams = worker_handlers.WorkerHandlerManager.close_all
+    with workers_stopped_together():
+        manager.close_all()
+    assert worker_handlers.WorkerHandlerManager.close_all is beams
+    assert sorted(events[:2]) == ["tell a", "tell b"] and sorted(events[2:]) == ["wait a", "wait b"]
+    assert manager._cached_handlers == {}
+
+
+@pytest.mark.parametrize("main_module, registered", [("apache_beam.runners.worker.sdk_worker_main", True), ("pytest", False)])
+def test_a_beam_worker_process_skips_the_last_garbage_collection_at_exit(main_module, registered):
+    """transforms.extract.quick_exit_of_beam_worker: gc.freeze at exit in a Beam SDK worker
+    process only (once however many DoFns call it), not in any other process."""
+    script = f"""
+import atexit, sys, importlib.machinery
+sys.modules["__main__"].__spec__ = importlib.machinery.ModuleSpec({main_module!r}, None)
+from transforms.extract import quick_exit_of_beam_worker
+before = atexit._ncallbacks()
+quick_exit_of_beam_worker(); quick_exit_of_beam_worker()
+print(atexit._ncallbacks() - before)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=os.getcwd())
+    assert out.stdout.split()[-1] == ("1" if registered else "0")

@@ -12,9 +12,12 @@ time limit per file: a parser that hangs or crashes costs one error row, not the
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
+import gc
 import os
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -53,6 +56,27 @@ ONE_UNIT = 1 << 62
 #: for files read in one unit and for large files completed from their data units.
 FILE_ROWS_KEY = "_file_rows"
 LARGE_FILE_ROWS_KEY = "_large_file_rows"
+
+
+_QUICK_EXIT = []
+
+
+def quick_exit_of_beam_worker() -> None:
+    """In a Beam SDK worker process (``python -m apache_beam.runners.worker.sdk_worker_main``,
+    which the runner starts for this job and ends after it), skip the interpreter's last
+    garbage collection at exit (:func:`gc.freeze` from an ``atexit`` hook).
+
+    That collection walks every object the worker holds (Beam's and the format libraries'
+    modules: about a million) to find reference cycles among objects the process is dropping
+    anyway: 0.25-0.3 s of CPU at the end of every worker, measured, against 0.04 s. Nothing of
+    the job depends on it (rows, shards and files are written and closed explicitly before).
+    Other processes (the launcher, tests, a program that embeds these transforms) are left as
+    they are."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if not _QUICK_EXIT and spec is not None and spec.name == "apache_beam.runners.worker.sdk_worker_main":
+        _QUICK_EXIT.append(True)
+        atexit.register(gc.freeze)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -398,6 +422,7 @@ class ExtractFileFn(beam.DoFn):
     def setup(self):
         from transforms.metrics import BeamGovernorMetrics
 
+        quick_exit_of_beam_worker()
         self._counter = _FileCounter(self._progress_dir)
         self._governor_metrics = BeamGovernorMetrics()
         self._reader = _Reader(self._settings, self._options)
@@ -459,6 +484,7 @@ class RunUnitFn(beam.DoFn):
 
         from transforms.metrics import BeamGovernorMetrics
 
+        quick_exit_of_beam_worker()
         self._governor_metrics = BeamGovernorMetrics()
         self._reader = _Reader(self._settings, self._options)
         self._units = Metrics.counter("metaextract", "data_units")
