@@ -332,6 +332,7 @@ def bench_workers(corpus_dir: str, files: int, runs: int, work: str) -> dict[str
     def med(key: str, field: str = "wall_s") -> float:
         return statistics.median(x[field] for x in samples[key])
 
+    ceiling = machine_parallel_ceiling(runs)
     net_one = med("1") - med("1_tiny")
     net_two = med("2") - med("2_tiny")
     return {
@@ -343,7 +344,33 @@ def bench_workers(corpus_dir: str, files: int, runs: int, work: str) -> dict[str
         "two_workers_cpu_s": summarize([x["cpu_s"] for x in samples["2"]]),
         "speedup": med("1") / med("2"),
         "speedup_net_of_startup": net_one / net_two if net_two > 0 else None,
+        "machine_parallel_ceiling": ceiling,
     }
+
+
+#: A CPU-bound Python loop (no I/O, no memory traffic to speak of) that takes about a second.
+_SPIN = "s = 0\nfor i in range(12_000_000):\n    s += i\n"
+
+
+def machine_parallel_ceiling(runs: int) -> dict[str, Any]:
+    """What two processes at once get from this machine: a CPU-bound Python loop run alone
+    and as two copies at once, alternated ``runs`` times; the ratio ``2 x alone / together``
+    is 2.0 on two real, idle cores (two vCPUs that share a physical core, or a busy host, give
+    less). The ceiling of any two-worker speed-up measured in the same run."""
+    alone, together = [], []
+    for _ in range(runs):
+        cmd = [sys.executable, "-c", _SPIN]
+        t = time.perf_counter()
+        subprocess.run(cmd, check=True)
+        alone.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        procs = [subprocess.Popen(cmd) for _ in range(2)]
+        for proc in procs:
+            proc.wait()
+        together.append(time.perf_counter() - t)
+    ratio = 2 * statistics.median(alone) / statistics.median(together)
+    log(f"(c) machine ceiling: one loop {statistics.median(alone):.2f} s, two at once {statistics.median(together):.2f} s: {ratio:.2f}x")
+    return {"alone_wall_s": summarize(alone), "two_at_once_wall_s": summarize(together), "ratio": ratio}
 
 
 # --- (b) extraction alone, in this process -----------------------------------------------
@@ -860,6 +887,12 @@ def report(results: dict[str, Any]) -> str:
         )
         if c["speedup_net_of_startup"] is not None:
             lines.append(f"| (c) ratio 1/2 net of start-up (full - one file per format) | | | {c['speedup_net_of_startup']:.2f} | | |")
+        ceiling = c.get("machine_parallel_ceiling")
+        if ceiling:
+            lines.append(
+                f"| (c) this machine's ceiling: a CPU-bound Python loop, two copies at once vs one (2 x alone / together; 2.0 on two idle cores) | "
+                f"{fmt_s(ceiling['two_at_once_wall_s'])} vs {fmt_s(ceiling['alone_wall_s'])} | | {ceiling['ratio']:.2f} | | |"
+            )
     d = results.get("overhead")
     if d:
         runs_s = d["samples_run_s"]
