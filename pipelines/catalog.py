@@ -419,12 +419,11 @@ def workers_stopped_together():
     def close_all(self):
         for handlers in list(self._cached_handlers.values()):
             for handler in set(handlers):
-                connection = getattr(handler, "control_conn", None)
-                try:
-                    if connection is not None:
-                        connection.close()  # the worker's control stream ends: it shuts down
-                except Exception:  # noqa: BLE001 - Beam's close_all below reports it
-                    pass
+                if isinstance(handler, worker_handlers.GrpcWorkerHandler):  # a worker process
+                    try:
+                        handler.control_conn.close()  # its control stream ends: it shuts down
+                    except Exception:  # noqa: BLE001 - Beam's close_all below reports it
+                        pass
         beams(self)
 
     manager.close_all = close_all

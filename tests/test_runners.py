@@ -461,21 +461,33 @@ def test_every_worker_is_told_to_stop_before_the_runner_waits_for_one():
                 events.append(f"tell {self.name}")
             self.closed = True
 
-    class Handler:
+    class Handler(worker_handlers.GrpcWorkerHandler):
         def __init__(self, name):
             self.name, self.control_conn = name, Connection(name)
+
+        def __hash__(self):
+            return hash(self.name)
 
         def close(self):
             self.control_conn.close()
             events.append(f"wait {self.name}")
 
+    class InThisProcess:  # like Beam's EmbeddedWorkerHandler: no process to tell, closed once
+        def __init__(self, name):
+            self.name, self.control_conn = name, Connection(name)
+
+        def close(self):
+            events.append(f"close {self.name}")
+
     manager = worker_handlers.WorkerHandlerManager({}, None)
     manager._cached_handlers["env"] = [Handler("a"), Handler("b")]
+    manager._cached_handlers["embedded"] = [InThisProcess("c")]
     beams = worker_handlers.WorkerHandlerManager.close_all
     with workers_stopped_together():
         manager.close_all()
     assert worker_handlers.WorkerHandlerManager.close_all is beams
-    assert sorted(events[:2]) == ["tell a", "tell b"] and sorted(events[2:]) == ["wait a", "wait b"]
+    assert sorted(events[:2]) == ["tell a", "tell b"]
+    assert sorted(events[2:]) == ["close c", "wait a", "wait b"]
     assert manager._cached_handlers == {}
 
 
