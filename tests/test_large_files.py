@@ -490,3 +490,47 @@ def test_a_thread_reads_the_units_of_one_file_through_one_open_reader(tmp_path, 
     assert len(opened) == 2  # opened again after the failure
     ok = [p for p, q in zip(parts, one) if not p.error]
     assert [p.moments for p in ok] == [q.moments for p, q in zip(parts, one) if not p.error]
+
+
+@pytest.mark.parametrize("checksum", ["none", "blake3", "crc32c"])
+@pytest.mark.parametrize("kind", ["hdf5", "netcdf4"])
+def test_a_small_file_lists_its_arrays_once_for_its_statistics(tmp_path, monkeypatch, kind, checksum):
+    """A file read in one unit plans its statistics when it has the file open
+    (``Unit.all_arrays``, work.whole_file_units): one listing of its arrays and one open for
+    them, not one to plan and one to read; the same statistics as units planned beforehand."""
+    from transforms import work
+    from transforms.formats import arrays
+    from transforms.formats.base import Source
+
+    path = tmp_path / ("a.h5" if kind == "hdf5" else "a.nc")
+    if kind == "hdf5":
+        _hdf5(path, shape=(200, 300), chunks=(50, 300))
+    else:
+        with netCDF4.Dataset(path, "w") as nc:
+            nc.createDimension("y", 200)
+            nc.createDimension("x", 300)
+            v = nc.createVariable("t", "f4", ("y", "x"), fill_value=-999.0)
+            data = np.arange(60_000, dtype="f4").reshape(200, 300)
+            data[::7] = -999.0
+            v[:] = data
+    reader = arrays._HDF5Reader if kind == "hdf5" else arrays._NetCDF4Reader
+    listings = []
+    real_arrays = reader.arrays
+    monkeypatch.setattr(reader, "arrays", lambda self: listings.append(1) or real_arrays(self))
+    settings = Settings(checksum=checksum, stats=True)
+    detected = detect(FileInfo(str(path), path.stat().st_size))
+    fw = work.read_detected(detected, settings)
+    assert fw.units == [] and fw.rows["files"][0]["status"] == "ok"
+    assert len(listings) == 1
+    # the same statistics as the units planned beforehand (what a large file gets)
+    source = Source(str(path), path.stat().st_size, {}, detected.head, {})
+    planned = work.plan_units(detected.info, detected.format, source, settings)
+    partial = work.merge_partials(work.run_unit(u, settings) for u in planned)
+    table = "hdf5" if kind == "hdf5" else "netcdf"
+    rows = {tuple((k, r[k]) for k, _ in key): r for (t, key), _ in partial.moments.items() for r in fw.rows[t]
+            if all(r.get(k) == v for k, v in key)}
+    assert len(rows) == len(partial.moments) >= 1
+    for (t, key), moments in partial.moments.items():
+        row = rows[key]
+        assert t == table and row["stat_count"] == moments.count
+        assert row["stat_mean"] == pytest.approx(moments.mean, rel=1e-12)

@@ -442,8 +442,9 @@ class _Group:
 class _Model:
     """netCDF-C's reading of an HDF5 file (rec_read_metadata + rec_match_dimscales)."""
 
-    def __init__(self, backend: Any) -> None:
+    def __init__(self, backend: Any, attributes: bool = True) -> None:
         self.b = backend
+        self.attributes = attributes
         self.next_dimid = 0
         self.types: list[tuple[str, tuple, dict[str, Any]]] = []  # committed, in read order
 
@@ -517,6 +518,8 @@ class _Model:
     def read_attrs(self, obj: Any) -> tuple[dict[str, Any], dict[str, str]]:
         values: dict[str, Any] = {}
         types: dict[str, str] = {}
+        if not self.attributes:
+            return values, types
         for name in self.b.attribute_names(obj):
             if name in HIDDEN_ATTRIBUTES:
                 continue
@@ -699,7 +702,7 @@ def _unlimited_length(dim: _Dim) -> int:
     return length
 
 
-def read_netcdf4_model(backend: Any, root_handle: Any = None) -> _Group:
+def read_netcdf4_model(backend: Any, root_handle: Any = None, attributes: bool = True) -> _Group:
     """The netCDF view of a NetCDF-4 file's HDF5 objects, built as netCDF-C builds it.
 
     Every group below the root is read (links back to an enclosing group are not followed),
@@ -713,6 +716,8 @@ def read_netcdf4_model(backend: Any, root_handle: Any = None) -> _Group:
       backend: the file's HDF5 metadata reader: ``_H5pyBackend(fid, file_size)`` or
         ``_RawHDF5(blocks)``.
       root_handle: ``backend.root()``, when the caller already has it (read here otherwise).
+      attributes: read the groups' and variables' attributes (False: ``attrs`` and ``atypes``
+        stay empty; the ``--stats`` reader needs a few, which it reads by name).
 
     Returns:
       The root group ``/``; ``root.walk()`` yields it and every group below it, depth-first.
@@ -724,7 +729,7 @@ def read_netcdf4_model(backend: Any, root_handle: Any = None) -> _Group:
     Raises what the backend raises on a file it cannot read (``NetCDFError``, and for the raw
     reader ``_Unsupported`` where h5py has to take over).
     """
-    model = _Model(backend)
+    model = _Model(backend, attributes)
     if root_handle is None:
         root_handle = backend.root()
     root = _Group("/", None)
