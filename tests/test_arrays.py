@@ -4,6 +4,7 @@ bounded reads through the counted file object."""
 from __future__ import annotations
 
 import io
+import json
 import math
 
 import h5py
@@ -476,6 +477,40 @@ def test_unreadable_pixels_leave_stats_null_and_the_file_ok(tmp_path):
     assert rows["files"][0]["status"] == "ok", rows["files"][0]["error"]
     assert rows["files"][0]["checksum"].startswith("blake3:")
     assert rows["dicom"][0].get("stat_count") is None
+    (entry,) = json.loads(rows["files"][0]["metadata"])["stats_unreadable"]
+    assert entry["table"] == "dicom" and "decoder" in entry["reason"]
+
+
+def test_a_dataset_whose_filter_is_missing_has_null_stats_and_a_reason(tmp_path, monkeypatch):
+    """An HDF5 filter libhdf5 does not have: null stats, the file ok, the reason in
+    files.metadata.stats_unreadable (small file and large file alike); an optional filter
+    that is missing is skipped by libhdf5, so that dataset is read."""
+    from transforms.detect import detect
+    from transforms.extract import catalog_rows
+    from transforms.formats.base import FileInfo
+    from transforms.work import Settings
+
+    path = tmp_path / "a.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("z", data=np.arange(100.0), chunks=(10,), compression="gzip")
+        f.create_dataset("plain", data=np.arange(10.0))
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_chunk((10,))
+        dcpl.set_filter(32004, h5py.h5z.FLAG_OPTIONAL, (1, 2))  # lz4, not built in: skipped
+        ds = h5py.h5d.create(f.id, b"opt", h5py.h5t.IEEE_F64LE, h5py.h5s.create_simple((10,)), dcpl=dcpl)
+        ds.write(h5py.h5s.ALL, h5py.h5s.ALL, np.arange(10.0))
+    available = h5py.h5z.filter_avail
+    assert not available(32004)
+    monkeypatch.setattr(h5py.h5z, "filter_avail", lambda code: code != h5py.h5z.FILTER_DEFLATE and available(code))
+    for threshold in (1 << 30, 1000):  # one unit; data units
+        settings = Settings(stats=True, chunk_threshold_bytes=threshold, unit_bytes=threshold)
+        rows = catalog_rows(detect(FileInfo(str(path), path.stat().st_size)), settings=settings)
+        files = rows["files"][0]
+        assert files["status"] == "ok", files["error"]
+        stats = {r["object_path"]: r.get("stat_count") for r in rows["hdf5"]}
+        assert stats["/z"] is None and stats["/plain"] == 10 and stats["/opt"] == 10
+        (entry,) = json.loads(files["metadata"])["stats_unreadable"]
+        assert entry == {"table": "hdf5", "key": {"object_path": "/z"}, "reason": "HDF5 filter 1 deflate is not available"}
 
 
 def test_hdf5_values_read_from_the_stored_bytes_equal_h5py(tmp_path):
@@ -521,3 +556,34 @@ def test_netcdf4_values_read_from_the_stored_bytes_are_masked_and_scaled(tmp_pat
         short[:9] = rng.standard_normal((9, 37))  # shorter than t: fill values beyond
     expected = netcdf_reference(path)
     check(arrays.open_netcdf_arrays, path, expected)
+
+
+def test_a_classic_file_cut_short_in_its_data_has_the_statistics_netcdf_c_reads(tmp_path):
+    """Bytes past the end of a classic file cut short in its data read as zeros, as netCDF-C
+    (and so ncdump and netCDF4-python) reads them: the file stays ok with --stats, its
+    statistics those of netCDF4-python's values."""
+    import netCDF4
+
+    from transforms.detect import detect
+    from transforms.extract import catalog_rows
+    from transforms.formats.base import FileInfo
+    from transforms.work import Settings
+
+    path = tmp_path / "cut.nc"
+    with netCDF4.Dataset(path, "w", format="NETCDF3_CLASSIC") as nc:
+        nc.createDimension("x", 4)
+        nc.createDimension("t", None)
+        nc.createVariable("a", "f4", ("x",))[:] = [1, 2, 3, 4]
+        nc.createVariable("r", "f8", ("t",))[0:3] = [10.1, 20.1, 30.1]
+    path.write_bytes(path.read_bytes()[:-12])  # the last record and half of the one before
+    with netCDF4.Dataset(path) as nc:
+        expected = {name: np.asarray(nc[name][:], np.float64) for name in ("a", "r")}
+    assert expected["r"][2] == 0.0
+    for checksum in ("none", "blake3"):
+        rows = catalog_rows(detect(FileInfo(str(path), path.stat().st_size)), settings=Settings(checksum=checksum, stats=True))
+        assert rows["files"][0]["status"] == "ok", rows["files"][0]["error"]
+        for row in rows["netcdf"]:
+            values = expected[row["variable"]]
+            assert row["stat_count"] == values.size
+            assert row["stat_mean"] == pytest.approx(values.mean(), rel=1e-12)
+            assert row["stat_min"] == values.min() and row["stat_max"] == values.max()

@@ -831,3 +831,25 @@ def test_huge_length_in_file_meta(tmp_path: Path) -> None:
     data = bytearray(part10(element(0x00080060, "CS", b"CT")))
     data[132 + 12 + 8 : 132 + 12 + 12] = struct.pack("<L", 0xFFFFFFF0)  # (0002,0001) OB length
     assert "truncated" in extract_error(bytes(data), tmp_path)
+
+
+@pytest.mark.parametrize(
+    "vr, raw, expected",
+    [
+        # leading and trailing spaces are not significant in AE, CS, LO and SH (PS3.5 table
+        # 6.2-1): each value loses them, as dcmtk's dcm2json writes them
+        ("CS", b" HEAD \\ CHEST ", ["HEAD", "CHEST"]),
+        ("AE", b" STORE \\SCP ", ["STORE", "SCP"]),
+        ("LO", b" a \\ b  ", ["a", "b"]),
+        ("SH", b" x y ", ["x y"]),
+        ("UC", b"  lead \\x ", ["  lead", "x"]),  # UC: leading spaces are significant
+        ("DA", b"20240102 \\20240103", ["20240102", "20240103"]),
+        ("LT", b" one \\ value ", [" one \\ value"]),  # text VRs: one value, leading spaces kept
+        ("CS", b"A\\\\B", ["A", None, "B"]),  # an empty value among others: null
+        # every value empty: no Value, whatever the VR (was [null, null] for some)
+        *[(vr, b"\\ ", None) for vr in ("CS", "LO", "SH", "UC", "IS", "DS", "UI", "AE", "DA", "PN")],
+        ("IS", b" 12 \\ -3", [12, -3]),
+    ],
+)
+def test_string_values_lose_insignificant_spaces_and_all_empty_values_have_no_value(vr, raw, expected) -> None:
+    assert dicom._CONVERTERS[vr](raw, True, ("ascii",)) == expected

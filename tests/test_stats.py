@@ -325,3 +325,18 @@ def test_netcdf_masking_for_statistics_equals_the_masked_values(attrs, fast):
     assert got["stat_count"] == want["stat_count"] and got["stat_nan_count"] == want["stat_nan_count"]
     for key in ("stat_min", "stat_max", "stat_mean", "stat_std"):
         assert math.isclose(got[key], want[key], rel_tol=1e-12), key
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_finite_values_whose_spread_overflows_float64_have_a_finite_mean(monkeypatch, native):
+    """[1e308, -1e308, 1e308]: the C kernel's shift by the first value overflows (x - c =
+    -2e308); the moments then come from numpy's path, which shifts by the midrange: the mean
+    is numpy's, finite, on both paths (and with a fill value to skip)."""
+    if not native:
+        monkeypatch.setattr(stats, "_native", None)
+    values = np.array([1e308, -1e308, 1e308])
+    m = stats.Moments.of(values)
+    assert m.count == 3 and m.mean == pytest.approx(np.mean(values), rel=1e-12)
+    assert m.min == -1e308 and m.max == 1e308
+    with_fill = stats.Moments.of(stats.WithMissing(np.array([1e308, -1e308, 7.0, 1e308]), 7.0))
+    assert with_fill.count == 3 and with_fill.nan_count == 1 and with_fill.mean == pytest.approx(np.mean(values), rel=1e-12)

@@ -199,6 +199,14 @@ def _native_moments(x: np.ndarray, mask: np.ndarray | None, missing_value: float
     shift = s1 * s1 / count
     m2 = s2 - shift
     mean = c + s1 / count
+    if not math.isfinite(mean) and math.isfinite(lo) and math.isfinite(hi):
+        # finite values whose differences overflow float64 (a spread beyond 1.8e308): the
+        # kernel's shift by the first value cannot hold them; numpy's path shifts by the midrange
+        if not math.isnan(missing_value):
+            hit = x == missing_value
+            mask = hit if mask is None else mask | hit
+        with np.errstate(over="ignore", invalid="ignore"):  # M2 may overflow: the std is then inf or nan
+            return _flat_moments(x.reshape(-1), None if mask is None else mask.reshape(-1))
     if _shift_too_far(shift, m2) and math.isfinite(mean):
         count, missing, lo, hi, c, s1, s2 = _native.moments(x, mask, mean, missing_value)
         m2, mean = s2 - s1 * s1 / count, c + s1 / count

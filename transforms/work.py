@@ -141,8 +141,9 @@ class Partial:
     digest: str | None = None
     crc_parts: list[tuple[int, int, int]] = dataclasses.field(default_factory=list)  # start, length, crc
     moments: dict[tuple[str, tuple], stats.Moments] = dataclasses.field(default_factory=dict)
-    #: Arrays that exist but cannot be read here (no decoder or filter): their stats stay null.
-    unreadable: frozenset = frozenset()
+    #: Arrays that exist but cannot be read here (no decoder or filter), with the reason: their
+    #: stats stay null (``files.metadata.stats_unreadable``).
+    unreadable: dict[tuple[str, tuple], str] = dataclasses.field(default_factory=dict)
     bytes_read: int = 0
     read_requests: int = 0
     seconds: float = 0.0
@@ -156,7 +157,9 @@ class Partial:
         moments = dict(self.moments)
         for key, m in other.moments.items():
             moments[key] = moments[key].merge(m) if key in moments else m
-        unreadable = self.unreadable | other.unreadable
+        unreadable = dict(self.unreadable)
+        for key, reason in other.unreadable.items():  # the same reason either way; min: any order
+            unreadable[key] = min(unreadable.get(key, reason), reason)
         return Partial(
             digest=self.digest or other.digest,
             crc_parts=self.crc_parts + other.crc_parts,
@@ -345,6 +348,8 @@ def read_file(
             partial = merge_partials(run_unit(u, settings, governor=governor, source=source) for u in units)
             units = []
             rows, status, error = _apply(rows, partial, status, error, info.path)
+            if partial.unreadable:
+                metadata = with_stats_unreadable(metadata, partial.unreadable)
             error_kind = error_kind or partial.error_kind
             checksum = _checksum(partial, settings)
         else:
@@ -618,13 +623,13 @@ def _pieces(unit: Unit, refs: list[ArrayRef], settings: Settings) -> tuple[tuple
     return unit.pieces
 
 
-def _unit_moments(pieces, reader, chunk: Callable[[], int], before_read) -> tuple[dict, frozenset]:
+def _unit_moments(pieces, reader, chunk: Callable[[], int], before_read) -> tuple[dict, dict]:
     """The moments per array of ``pieces`` (array slabs), and the arrays it could not read (no
     decoder or filter), through ``reader`` (its arrays listed)."""
     from transforms.formats.arrays import ArrayUnreadable
 
     out: dict[tuple[str, tuple], stats.Moments] = {}
-    unreadable: set[tuple[str, tuple]] = set()
+    unreadable: dict[tuple[str, tuple], str] = {}
 
     def slab_bytes() -> int:
         return min(chunk(), MAX_STATS_SLAB_BYTES)
@@ -635,12 +640,12 @@ def _unit_moments(pieces, reader, chunk: Callable[[], int], before_read) -> tupl
             continue
         try:
             m = slab_moments(reader, ref, slab, slab_bytes, before_read)
-        except ArrayUnreadable:
-            unreadable.add(key)
+        except ArrayUnreadable as exc:
+            unreadable[key] = str(exc)
             out.pop(key, None)
             continue
         out[key] = out[key].merge(m) if key in out else m
-    return out, frozenset(unreadable)
+    return out, unreadable
 
 
 def _in_file_order(reader, pieces: tuple[tuple[ArrayRef, Slab], ...]) -> list[tuple[ArrayRef, Slab]]:
@@ -698,10 +703,25 @@ def _apply(rows, partial: Partial, status, error, path):
     return rows, status, error
 
 
+def with_stats_unreadable(metadata: str, unreadable: Mapping[tuple[str, tuple], str]) -> str:
+    """``files.metadata`` (JSON) with ``stats_unreadable``: the arrays whose statistics could not
+    be computed here, ``{"table", "key", "reason"}`` each, in key order."""
+    import json
+
+    out = json.loads(metadata)
+    out["stats_unreadable"] = [
+        {"table": table, "key": dict(key), "reason": reason}
+        for (table, key), reason in sorted(unreadable.items(), key=lambda item: repr(item[0]))
+    ]
+    return dumps(out)
+
+
 def complete_rows(rows: dict[str, list[dict[str, Any]]], partial: Partial, settings: Settings) -> dict:
     """A large file's pending rows completed with the merged partial of all its data units."""
     rows, status, error = _apply(rows, partial, "ok", None, None)
     row = rows[FILES_TABLE][0]
+    if partial.unreadable:
+        row["metadata"] = with_stats_unreadable(row.get("metadata") or "{}", partial.unreadable)
     row["checksum"] = _checksum(partial, settings)
     row["bytes_read"] = (row.get("bytes_read") or 0) + partial.bytes_read
     row["read_requests"] = (row.get("read_requests") or 0) + partial.read_requests

@@ -65,10 +65,21 @@ def _read_into(fileobj: IO[bytes], offset: int, out: memoryview) -> None:
         read_exactly(fileobj, offset, out)
 
 
-def _read_exact(fileobj: IO[bytes], offset: int, nbytes: int) -> np.ndarray:
-    """``nbytes`` at ``offset``, as a uint8 array (no zero-filled buffer first)."""
+def _read_into_zero_past(fileobj: IO[bytes], offset: int, out: memoryview, end: int | None) -> None:
+    """:func:`_read_into`; with ``end`` (the file's size), bytes past it read as zeros, as
+    netCDF-C reads a classic file cut short in its data (ncdump prints them as 0)."""
+    have = out.nbytes if end is None else min(out.nbytes, max(0, end - offset))
+    if have:
+        _read_into(fileobj, offset, out[:have] if have < out.nbytes else out)
+    if have < out.nbytes:
+        out[have:] = bytes(out.nbytes - have)
+
+
+def _read_exact(fileobj: IO[bytes], offset: int, nbytes: int, end: int | None = None) -> np.ndarray:
+    """``nbytes`` at ``offset``, as a uint8 array (no zero-filled buffer first); ``end``: see
+    :func:`_read_into_zero_past`."""
     buf = np.empty(nbytes, np.uint8)
-    _read_into(fileobj, offset, memoryview(buf))
+    _read_into_zero_past(fileobj, offset, memoryview(buf), end)
     return buf
 
 
@@ -85,19 +96,19 @@ def _runs(shape: tuple[int, ...], slab: Slab) -> Iterator[tuple[int, int]]:
 
 
 def _read_contiguous(fileobj: IO[bytes], offset: int, dtype: np.dtype, shape: tuple[int, ...],
-                     slab: Slab) -> np.ndarray:
+                     slab: Slab, end: int | None = None) -> np.ndarray:
     """A hyperslab of a C-order array stored contiguously at ``offset``, read straight into
     the result: one read per run of consecutive elements (a single read for slabs planned on
-    a contiguous array)."""
+    a contiguous array); ``end``: see :func:`_read_into_zero_past`."""
     out = np.empty(tuple(hi - lo for lo, hi in slab), dtype)
     view = memoryview(out.reshape(-1).view(np.uint8))
     if not shape:
-        _read_into(fileobj, offset, view)
+        _read_into_zero_past(fileobj, offset, view, end)
         return out
     done = 0
     for first, count in _runs(shape, slab):
         nbytes = count * dtype.itemsize
-        _read_into(fileobj, offset + first * dtype.itemsize, view[done:done + nbytes])
+        _read_into_zero_past(fileobj, offset + first * dtype.itemsize, view[done:done + nbytes], end)
         done += nbytes
     return out
 
@@ -117,11 +128,19 @@ def _h5_unreadable(ds: Any) -> str | None:
 
     dcpl = ds.id.get_create_plist()
     for i in range(dcpl.get_nfilters()):
-        code, _, _, name = dcpl.get_filter(i)
-        if not h5z.filter_avail(code):
-            label = name.decode("ascii", "replace") if name else ""
-            return f"HDF5 filter {code} {label}".strip() + " is not available"
+        code, flags, _, name = dcpl.get_filter(i)
+        if h5z.filter_avail(code) or flags & h5z.FLAG_OPTIONAL and _skipped_in_every_chunk(ds, i):
+            continue
+        label = name.decode("ascii", "replace") if name else ""
+        return f"HDF5 filter {code} {label}".strip() + " is not available"
     return None
+
+
+def _skipped_in_every_chunk(ds: Any, i: int) -> bool:
+    """Whether the writer skipped the dataset's (optional) filter ``i`` in every stored chunk
+    (it was not available when the chunk was written): reading then does not need it."""
+    dsid = ds.id
+    return all(dsid.get_chunk_info(k).filter_mask >> i & 1 for k in range(dsid.get_num_chunks()))
 
 
 def _h5_walk(group: Any, prefix: str, seen: tuple[Any, ...]) -> Iterator[tuple[str, Any]]:
@@ -607,7 +626,7 @@ class _ClassicReader:
     def read(self, ref: ArrayRef, slab: Slab) -> Any:
         begin, dtype, shape, recsize, cf = self._vars[ref.locator]
         if recsize is None:
-            return cf.apply(_read_contiguous(self._f, begin, dtype, shape, slab))
+            return cf.apply(_read_contiguous(self._f, begin, dtype, shape, slab, self._source.size))
         (r0, r1), sub = slab[0], slab[1:]
         record_shape = shape[1:]
         nbytes = math.prod(record_shape) * dtype.itemsize
@@ -617,13 +636,13 @@ class _ClassicReader:
             pieces = []
             for a in range(r0, r1, per):
                 b = min(r1, a + per)
-                raw = _read_exact(self._f, begin + a * recsize, (b - a - 1) * recsize + nbytes)
+                raw = _read_exact(self._f, begin + a * recsize, (b - a - 1) * recsize + nbytes, self._source.size)
                 pieces.append(np.ndarray((b - a, *record_shape), dtype, raw,
                                          strides=(recsize, *_c_strides(record_shape, dtype))))
             data = np.concatenate(pieces)
         else:
             data = np.stack([_read_contiguous(self._f, begin + r * recsize, dtype, record_shape,
-                                              sub) for r in range(r0, r1)])
+                                              sub, self._source.size) for r in range(r0, r1)])
         return cf.apply(data)
 
 

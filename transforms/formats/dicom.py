@@ -236,25 +236,33 @@ def _text(value: bytes, encodings: tuple[str, ...] | list[str]) -> str:
         return value.decode("latin-1")
 
 
-def _split(text: str) -> list[str | None]:
-    return [v or None for v in text.split("\\")]
+def _present(values: list[Any]) -> list[Any] | None:
+    """``values``, or None (no ``Value``) when every one is empty, whatever the VR, as dcmtk's
+    dcm2json writes it: ``\\`` in a CS element is two empty values, not two nulls."""
+    return values if any(v is not None for v in values) else None
 
 
 def _strings(value: bytes, little: bool, encodings: Any) -> list[Any] | None:
-    """AS CS DA DT TM (ASCII): split, trailing padding removed."""
-    text = value.decode("latin-1").rstrip(" \x00")
-    return _split(text) if text else None
+    """AS DA DT TM (ASCII): split, each value's trailing padding removed."""
+    return _present([v.rstrip(" \x00") or None for v in value.decode("latin-1").split("\\")])
 
 
-def _ae(value: bytes, little: bool, encodings: Any) -> list[Any] | None:
-    text = value.decode("latin-1").strip(" \x00")
-    return [v.strip() or None for v in text.split("\\")] if text else None
+def _stripped(value: bytes, little: bool, encodings: Any) -> list[Any] | None:
+    """AE CS (ASCII): split, leading and trailing spaces removed from each value (not
+    significant in these VRs, PS3.5 table 6.2-1)."""
+    return _present([v.strip(" \x00") or None for v in value.decode("latin-1").split("\\")])
 
 
 def _charset_strings(value: bytes, little: bool, encodings: Any) -> list[Any] | None:
-    """LO SH UC: decoded with the character set, split, each value's padding removed."""
-    values = [v.rstrip(" \x00") or None for v in _text(value, encodings).split("\\")]
-    return values if any(v is not None for v in values) else None
+    """LO SH: decoded with the character set, split, leading and trailing spaces removed from
+    each value (PS3.5: "may be padded with leading and/or trailing spaces")."""
+    return _present([v.strip(" \x00") or None for v in _text(value, encodings).split("\\")])
+
+
+def _uc(value: bytes, little: bool, encodings: Any) -> list[Any] | None:
+    """UC: decoded with the character set, split, each value's trailing padding removed
+    (leading spaces are significant in UC)."""
+    return _present([v.rstrip(" \x00") or None for v in _text(value, encodings).split("\\")])
 
 
 def _charset_text(value: bytes, little: bool, encodings: Any) -> list[Any] | None:
@@ -283,13 +291,12 @@ def _pn(value: bytes, little: bool, encodings: Any) -> list[Any] | None:
         names = convert_PN(value, list(encodings))
         if isinstance(names, PersonName):
             names = [names]
-        return [_name([str(c) for c in n.components]) for n in names]
-    return [_name(v.split("=")) for v in _text(value, encodings).split("\\")]
+        return _present([_name([str(c) for c in n.components]) for n in names])
+    return _present([_name(v.split("=")) for v in _text(value, encodings).split("\\")])
 
 
 def _ui(value: bytes, little: bool, encodings: Any) -> list[Any] | None:
-    text = value.decode("latin-1").rstrip(" \x00")
-    return [v.rstrip(" \x00") or None for v in text.split("\\")] if text else None
+    return _present([v.rstrip(" \x00") or None for v in value.decode("latin-1").split("\\")])
 
 
 def _decimal_strings(value: bytes, parse: Any) -> list[Any] | None:
@@ -302,7 +309,7 @@ def _decimal_strings(value: bytes, parse: Any) -> list[Any] | None:
     for part in text.split("\\"):
         part = part.strip(" \x00")
         out.append(parse(part) if part else None)
-    return out
+    return _present(out)
 
 
 def _parse_ds(part: str) -> Any:
@@ -361,10 +368,10 @@ def _at(value: bytes, little: bool, encodings: Any) -> list[Any] | None:
 
 
 _CONVERTERS = {
-    "AE": _ae,
+    "AE": _stripped,
     "AS": _strings,
     "AT": _at,
-    "CS": _strings,
+    "CS": _stripped,
     "DA": _strings,
     "DS": _ds,
     "DT": _strings,
@@ -380,7 +387,7 @@ _CONVERTERS = {
     "ST": _charset_text,
     "SV": _numbers("q"),
     "TM": _strings,
-    "UC": _charset_strings,
+    "UC": _uc,
     "UI": _ui,
     "UL": _numbers("I"),
     "UR": _ur,

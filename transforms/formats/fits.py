@@ -228,7 +228,9 @@ def _continued(cards: list[str], i: int, value: str, comment: str) -> tuple[str,
         if m.group(7):
             comments.append(m.group(7).strip())
         i += 1
-    return "".join(pieces), " ".join(c for c in comments if c), i
+    # trailing spaces of the joined value are not significant (FITS 4.0 4.2.1.1), as in a
+    # single card's: 'abc &' + CONTINUE '' is 'abc'
+    return "".join(pieces).rstrip(" "), " ".join(c for c in comments if c), i
 
 
 def _real(text: str) -> float | str:
