@@ -534,3 +534,29 @@ def test_a_small_file_lists_its_arrays_once_for_its_statistics(tmp_path, monkeyp
         row = rows[key]
         assert t == table and row["stat_count"] == moments.count
         assert row["stat_mean"] == pytest.approx(moments.mean, rel=1e-12)
+
+
+def test_a_small_file_with_a_digest_and_statistics_is_read_once_in_one_request(tmp_path):
+    """Below work.IN_MEMORY_BYTES a one-pass unit reads the file whole in one read and parses
+    its arrays from memory: compressed chunks (read by h5py) are not read a second time for
+    the digest; the digest is sha256sum's, the statistics those of a statistics-only run."""
+    from transforms import work
+
+    path = tmp_path / "gz.h5"
+    rng = np.random.default_rng(3)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("gz", data=rng.normal(size=(300, 400)), chunks=(50, 400), compression="gzip")
+        f.create_dataset("plain", data=np.arange(1000, dtype="i4"))
+    size = path.stat().st_size
+    assert size < work.IN_MEMORY_BYTES
+    detected = detect(FileInfo(str(path), size))
+    header = work.read_detected(detected, Settings(checksum="none")).rows["files"][0]
+    both = work.read_detected(detected, Settings(checksum="sha256", stats=True))
+    stats_only = work.read_detected(detected, Settings(checksum="none", stats=True))
+    row = both.rows["files"][0]
+    assert row["status"] == "ok" and row["checksum"] == f"sha256:{hashlib.sha256(path.read_bytes()).hexdigest()}"
+    assert row["bytes_read"] == header["bytes_read"] + size
+    assert row["read_requests"] == header["read_requests"] + 1
+    columns = sorted({c for r in both.rows["hdf5"] for c in r if c.startswith("stat_")})
+    assert "stat_mean" in columns
+    assert [[r.get(c) for c in columns] for r in both.rows["hdf5"]] == [[r.get(c) for c in columns] for r in stats_only.rows["hdf5"]]
