@@ -853,3 +853,17 @@ def test_huge_length_in_file_meta(tmp_path: Path) -> None:
 )
 def test_string_values_lose_insignificant_spaces_and_all_empty_values_have_no_value(vr, raw, expected) -> None:
     assert dicom._CONVERTERS[vr](raw, True, ("ascii",)) == expected
+
+
+def test_file_meta_without_its_group_length_keeps_its_short_binary_values(files: dict[str, Path], tmp_path: Path) -> None:
+    """A file meta group without (0002,0000): pydicom reads the group itself, and the 2-byte
+    OB (0002,0001) that is reread from the file stays in tags (InlineBinary, as dcmdump and
+    dcm2json show it), not listed as bulk data."""
+    data = files["ct"].read_bytes()
+    assert data[132:136] == b"\x02\x00\x00\x00" and data[136:138] == b"UL"
+    path = tmp_path / "no_group_length.dcm"
+    path.write_bytes(data[:132] + data[144:])  # drop the 12-byte group length element
+    out, _, tags = extract(path)
+    assert "00020000" not in tags
+    assert tags["00020001"] == {"vr": "OB", "InlineBinary": base64.b64encode(b"\x00\x01").decode()}
+    assert all(not e["path"].startswith("0002") for e in out.metadata["bulk_data"])

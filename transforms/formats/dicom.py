@@ -591,8 +591,8 @@ class _Converter:
         value, length = raw.value, raw.length
         if length == 0:
             return {"vr": vr}
-        if value is None:  # deferred by pydicom (longer than the threshold) or undefined
-            if vr in BINARY_VRS:
+        if value is None:  # deferred by pydicom (longer than the threshold), undefined, or reread
+            if vr in BINARY_VRS and (length == _UNDEFINED or length > self.threshold or (top and raw.tag in PIXEL_DATA_TAGS)):
                 if length != _UNDEFINED:
                     self.check_extent(raw, path)
                 self.add_bulk(raw, vr, base, path)
