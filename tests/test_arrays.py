@@ -587,3 +587,24 @@ def test_a_classic_file_cut_short_in_its_data_has_the_statistics_netcdf_c_reads(
             assert row["stat_count"] == values.size
             assert row["stat_mean"] == pytest.approx(values.mean(), rel=1e-12)
             assert row["stat_min"] == values.min() and row["stat_max"] == values.max()
+
+
+def test_a_contiguous_dataset_never_written_in_a_file_with_a_user_block_reads_the_fill_value(tmp_path):
+    """libhdf5 adds the user block's size to a never-written contiguous dataset's undefined
+    address (get_offset() is 511, not None): the direct reader must not read file bytes there;
+    h5py returns the fill value, and so do the statistics."""
+    from transforms.detect import detect
+    from transforms.extract import catalog_rows
+    from transforms.formats.base import FileInfo
+    from transforms.work import Settings
+
+    path = tmp_path / "ub.h5"
+    with h5py.File(path, "w", userblock_size=512) as f:
+        f.create_dataset("empty", shape=(6,), dtype="i4")  # contiguous, never written
+        f["data"] = np.arange(100, dtype="i4")
+    with h5py.File(path) as f:
+        assert f["empty"].id.get_storage_size() == 0
+        expected = f["empty"][()]
+    rows = catalog_rows(detect(FileInfo(str(path), path.stat().st_size)), settings=Settings(checksum="none", stats=True))
+    row = {r["object_path"]: r for r in rows["hdf5"]}["/empty"]
+    assert row["stat_count"] == 6 and row["stat_max"] == float(expected.max()) == 0.0

@@ -1039,3 +1039,32 @@ def test_inconsistent_structure_fails_without_libhdf5(files, tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(OSError, match="corrupt HDF5 file: bad group B-tree node"):
         _extract(_source(path))
+
+
+def test_a_dataset_of_a_type_numpy_lacks_leaves_its_dtype_null_and_the_file_ok(tmp_path):
+    """A 128-bit IEEE float (PyTables writes one in its float.h5): h5py cannot map it (a
+    ValueError, not the TypeError of H5T_TIME); h5dump reads the file. The row's dtype is
+    null, the reason in read_errors, the file ok, and --stats skips the dataset."""
+    import os
+
+    from transforms import work
+    from transforms.detect import detect
+    from transforms.formats.base import FileInfo
+
+    path = tmp_path / "quad.h5"
+    with h5py.File(path, "w") as f:
+        f["ok"] = np.arange(3.0)
+        quad = h5py.h5t.IEEE_F64LE.copy()
+        quad.set_size(16)
+        quad.set_precision(128)
+        quad.set_fields(127, 112, 15, 0, 112)
+        quad.set_ebias(16383)
+        h5py.h5d.create(f.id, b"quad", quad, h5py.h5s.create_simple((2,)))
+    out = _extract(_source(path))
+    rows = _rows(out)
+    assert rows["/quad"]["dtype"] is None and rows["/quad"]["shape"] == [2] and rows["/ok"]["dtype"] == "float64"
+    assert any(e["object_path"] == "/quad" and "Insufficient precision" in e["error"] for e in out.metadata["read_errors"])
+    fw = work.read_detected(detect(FileInfo(str(path), os.path.getsize(path))), work.Settings(stats=True))
+    assert fw.rows["files"][0]["status"] == "ok", fw.rows["files"][0]["error"]
+    stats = {r["object_path"]: r.get("stat_count") for r in fw.rows["hdf5"]}
+    assert stats == {"/ok": 3, "/quad": None}

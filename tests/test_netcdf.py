@@ -761,3 +761,18 @@ def test_read_netcdf4_model_is_what_the_rows_and_stats_see(files, backend):
             for g in groups for v in g.vars] == \
         [(r["group"], r["variable"], r["dimensions"], r["shape"]) for r in out.rows["netcdf"]]
     assert dumps({g.path: g.attrs for g in groups}) == dumps(out.metadata["group_attributes"])  # NaN != NaN
+
+
+def test_one_byte_integers_have_no_byte_order(tmp_path):
+    """files.metadata.variables: ``endianness`` is null for byte and ubyte (and char)
+    variables, as ncdump -hs prints no _Endianness for them; set for wider types."""
+    path = tmp_path / "bytes.nc"
+    with netCDF4.Dataset(path, "w", format="NETCDF4") as nc:
+        nc.createDimension("x", 3)
+        for name, kind in (("b", "i1"), ("ub", "u1"), ("c", "S1"), ("s", "i2")):
+            nc.createVariable(name, kind, ("x",))
+    listed = subprocess.run(["ncdump", "-hs", str(path)], capture_output=True, text=True, check=True).stdout
+    assert [line.split(":")[0].strip() for line in listed.splitlines() if ":_Endianness" in line] == ["s"]
+    out = _extract(Source(str(path), path.stat().st_size, head=path.read_bytes()[:HEAD_BYTES]))
+    variables = out.metadata["variables"]["/"]
+    assert {name: variables[name]["endianness"] for name in ("b", "ub", "c", "s")} == {"b": None, "ub": None, "c": None, "s": "little"}

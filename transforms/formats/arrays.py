@@ -211,7 +211,12 @@ class _H5Stored:
         if layout == h5d.CHUNKED:
             return cls(ds, fileobj, dtype, tuple(ds.chunks), None)
         if layout == h5d.CONTIGUOUS:
-            offset = ds.id.get_offset()  # None: never written (h5py returns the fill value)
+            # never written: h5py returns the fill value. get_offset() is None then, except in
+            # a file with a user block, where libhdf5 adds the block's size to the undefined
+            # address (it wraps to size - 1): the storage size tells
+            if not ds.id.get_storage_size():
+                return None
+            offset = ds.id.get_offset()
             return None if offset is None else cls(ds, fileobj, dtype, None, offset)
         return None
 

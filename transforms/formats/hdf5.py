@@ -456,7 +456,7 @@ class _H5pyBackend:
     def dtype_str(self, tid: Any, path: str) -> str | None:
         try:
             return _dtype_str(tid)
-        except TypeError as exc:  # e.g. H5T_TIME: no numpy equivalent
+        except (TypeError, ValueError) as exc:  # H5T_TIME, a 128-bit float: no numpy equivalent
             self.errors.append({"object_path": path, "error": format_error(exc)})
             return None
 

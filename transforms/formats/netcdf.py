@@ -634,7 +634,8 @@ class _Model:
         var.attrs, var.atypes = self.read_attrs(ds)
         var.storage = self.b.storage(ds)
         kind = desc[0]
-        big = desc[3] if kind == "int" else desc[2] if kind == "float" else None
+        # no byte order for 1-byte integers (ncdump -hs prints no _Endianness for them)
+        big = (desc[3] if desc[1] > 1 else None) if kind == "int" else desc[2] if kind == "float" else None
         var.storage["endianness"] = None if big is None else "big" if big else "little"
         group.vars.append(var)
 
