@@ -867,3 +867,40 @@ def test_file_meta_without_its_group_length_keeps_its_short_binary_values(files:
     assert "00020000" not in tags
     assert tags["00020001"] == {"vr": "OB", "InlineBinary": base64.b64encode(b"\x00\x01").decode()}
     assert all(not e["path"].startswith("0002") for e in out.metadata["bulk_data"])
+
+
+def test_a_data_set_written_in_the_other_vr_mode_than_declared_is_read_as_written(tmp_path: Path) -> None:
+    """File meta says Explicit VR Little Endian, the data set is written Implicit VR (pydicom's
+    test file SC_rgb_jpeg.dcm is such a file): pydicom reads the data set as implicit VR, and
+    so is the pixel data element after it (it used to be read as explicit: a false 'truncated
+    file'). The file is ok, its transfer_syntax metadata says implicit_vr."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset, write_file_meta_info
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPInstanceUID = generate_uid()
+    ds.Modality = "OT"
+    ds.Rows, ds.Columns, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 2, 2, 8, 8, 7
+    ds.SamplesPerPixel, ds.PixelRepresentation, ds.PhotometricInterpretation = 1, 0, "MONOCHROME2"
+    ds.PixelData = bytes([1, 2, 3, 4])
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    head = DicomBytesIO()
+    head.is_little_endian, head.is_implicit_VR = True, False
+    head.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(head, meta, enforce_standard=True)
+    body = DicomBytesIO()
+    body.is_little_endian, body.is_implicit_VR = True, True
+    write_dataset(body, ds)
+    path = tmp_path / "mismatch.dcm"
+    path.write_bytes(head.getvalue() + body.getvalue())
+    with pytest.warns(UserWarning, match="implicit VR"):
+        out, row, tags = extract(path)
+    assert out.metadata["transfer_syntax"]["implicit_vr"] is True
+    assert row["modality"] == "OT" and row["rows"] == 2
+    (pixels,) = [e for e in out.metadata["bulk_data"] if e["path"] == "7FE00010"]
+    assert pixels["length"] == 4

@@ -883,6 +883,12 @@ def _extract(source: Source, out: Extraction) -> None:
         implicit, little = ds.original_encoding
         if implicit is None:  # nothing after the file meta
             implicit, little = True, True
+        # pydicom reads a data set encoded in the other VR mode than its transfer syntax says
+        # (explicit declared, implicit written: pydicom's test file SC_rgb_jpeg.dcm) in the mode
+        # it finds, and says so in its elements: so do the reads that follow (the pixel data)
+        first = next((e for t, e in ds._dict.items() if t >> 16 != 0x0002 and hasattr(e, "is_implicit_VR")), None)
+        if first is not None and first.is_implicit_VR is not None and bool(first.is_implicit_VR) != implicit:
+            implicit = bool(first.is_implicit_VR)
         meta = ds.file_meta
         declared = meta.get("TransferSyntaxUID")
         uid = str(declared).rstrip("\x00 ") if declared else _INFERRED_SYNTAX[implicit, little]
