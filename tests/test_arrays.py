@@ -608,3 +608,70 @@ def test_a_contiguous_dataset_never_written_in_a_file_with_a_user_block_reads_th
     rows = catalog_rows(detect(FileInfo(str(path), path.stat().st_size)), settings=Settings(checksum="none", stats=True))
     row = {r["object_path"]: r for r in rows["hdf5"]}["/empty"]
     assert row["stat_count"] == 6 and row["stat_max"] == float(expected.max()) == 0.0
+
+
+def _stats_rows(path, **settings):
+    from transforms.detect import detect
+    from transforms.extract import catalog_rows
+    from transforms.formats.base import FileInfo
+    from transforms.work import Settings
+
+    return catalog_rows(detect(FileInfo(str(path), path.stat().st_size)), settings=Settings(stats=True, **settings))
+
+
+def test_dicom_pixels_pydicom_reads_only_from_the_whole_data_set_have_their_statistics(tmp_path):
+    """A deflated data set (the frames live in the inflated copy) and a data set written in the
+    other VR mode than declared: pydicom's frame iterator cannot read them from the file, so
+    they are decoded from the data set read whole; the statistics equal pixel_array's."""
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    rng = np.random.default_rng(5)
+    pixels = rng.integers(0, 4000, size=(2, 16, 12), dtype=np.uint16)
+    path = tmp_path / "deflated.dcm"
+    write_dicom(path, pixels, DeflatedExplicitVRLittleEndian)
+    expected = pydicom.dcmread(path).pixel_array.astype(np.float64)
+    rows = _stats_rows(path)
+    assert rows["files"][0]["status"] == "ok", rows["files"][0]["error"]
+    (row,) = rows["dicom"]
+    assert row["stat_count"] == expected.size and row["stat_mean"] == pytest.approx(expected.mean(), rel=1e-12)
+    assert row["stat_min"] == expected.min() and row["stat_max"] == expected.max()
+
+
+def test_dicom_pixels_a_decoder_fails_on_or_whose_description_is_bad_have_null_stats_and_a_reason(tmp_path):
+    """A decoder that fails on the pixel stream, or NumberOfFrames '1A' (pydicom cannot decode
+    either): null stats, the file ok, the reason in files.metadata.stats_unreadable."""
+    from pydicom.encaps import encapsulate
+
+    bad_stream = tmp_path / "bad_jpeg.dcm"
+    write_dicom(bad_stream, np.zeros((1, 8, 8), np.uint8), "1.2.840.10008.1.2.4.50",
+                encapsulated=encapsulate([b"\xff\xd8 not a jpeg stream"]))
+    bad_frames = tmp_path / "bad_frames.dcm"
+    write_dicom(bad_frames, np.zeros((1, 8, 8), np.uint8))
+    element = b"\x28\x00\x08\x00IS\x02\x001 "  # NumberOfFrames "1", as written
+    assert bad_frames.read_bytes().count(element) == 1
+    bad_frames.write_bytes(bad_frames.read_bytes().replace(element, element[:-2] + b"1A"))
+    for path, reason in ((bad_stream, ("cannot be decoded", "no installed decoder")), (bad_frames, ("description",))):
+        rows = _stats_rows(path)
+        files = rows["files"][0]
+        assert files["status"] == "ok", files["error"]
+        assert rows["dicom"][0].get("stat_count") is None
+        (entry,) = json.loads(files["metadata"])["stats_unreadable"]
+        assert entry["table"] == "dicom" and any(r in entry["reason"] for r in reason), entry
+
+
+def test_a_tile_compressed_fits_image_has_null_stats_and_a_reason(tmp_path):
+    """A CompImageHDU is an ImageHDU in astropy 8, but its data in the file are compressed
+    tiles: it is not read as pixels (that gave garbage statistics); its stats stay null, as
+    documented, with the reason in files.metadata.stats_unreadable; other HDUs are read."""
+    from astropy.io import fits
+
+    image = np.arange(400, dtype=np.int16).reshape(20, 20)
+    path = tmp_path / "comp.fits"
+    fits.HDUList([fits.PrimaryHDU(image), fits.CompImageHDU(image, compression_type="RICE_1")]).writeto(path)
+    rows = _stats_rows(path, chunk_threshold_bytes=1 << 30)
+    files = rows["files"][0]
+    assert files["status"] == "ok", files["error"]
+    stats = {r["hdu_index"]: r.get("stat_count") for r in rows["fits"]}
+    assert stats == {0: 400, 1: None}
+    (entry,) = json.loads(files["metadata"])["stats_unreadable"]
+    assert entry["key"] == {"hdu_index": 1} and "tile-compressed" in entry["reason"]

@@ -747,6 +747,7 @@ class _FITSReader:
     def __init__(self, fileobj: IO[bytes]) -> None:
         self._f = fileobj
         self._hdus: dict[int, tuple[int, tuple[int, ...], _FITSImage]] = {}
+        self._unreadable: dict[int, str] = {}
 
     def arrays(self) -> list[ArrayRef]:
         from astropy.io import fits
@@ -756,6 +757,11 @@ class _FITSReader:
         hdul = fits.open(self._f, memmap=False, lazy_load_hdus=True, cache=False,
                          ignore_missing_simple=True)
         for index, hdu in enumerate(hdul):
+            if isinstance(hdu, fits.CompImageHDU):  # an ImageHDU in astropy 8: its data are tiles
+                self._unreadable[index] = "tile-compressed image: statistics are not computed for it"
+                refs.append(ArrayRef(table="fits", key=(("hdu_index", index),), shape=(), itemsize=0,
+                                     locator=index))
+                continue
             if not isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU)) or \
                     isinstance(hdu, fits.GroupsHDU):
                 continue
@@ -772,10 +778,14 @@ class _FITSReader:
 
     def offset(self, ref: ArrayRef, slab: Slab) -> int | None:
         """Where ``slab`` starts in the file."""
+        if ref.locator in self._unreadable:
+            return None
         offset, shape, image = self._hdus[ref.locator]
         return _first_byte(offset, shape, image.raw.itemsize, slab)
 
     def read(self, ref: ArrayRef, slab: Slab) -> Any:
+        if ref.locator in self._unreadable:
+            raise ArrayUnreadable(self._unreadable[ref.locator])
         offset, shape, image = self._hdus[ref.locator]
         return image.apply(_read_contiguous(self._f, offset, image.raw, shape, slab))
 
@@ -793,10 +803,21 @@ def open_fits_arrays(source: Source, fileobj: IO[bytes]) -> Iterator[_FITSReader
 _PIXEL_TAGS = {(0x7FE0, 0x0010), (0x7FE0, 0x0008), (0x7FE0, 0x0009)}
 
 
+#: A DICOM file that pydicom's frame iterator cannot read from the file (a deflated data set,
+#: a data set in the other VR mode than its transfer syntax says) is decoded from the whole
+#: data set in memory, up to this size; above it, its statistics are not computed.
+MAX_DICOM_IN_MEMORY_BYTES = 256 << 20
+#: Errors of a pixel-data decoder that are about the file, not the decoding: they fail the file.
+_NOT_DECODING = (EOFError, MemoryError, TimeoutError, FileNotFoundError, PermissionError)
+
+
 class _DICOMReader:
-    def __init__(self, fileobj: IO[bytes]) -> None:
+    def __init__(self, fileobj: IO[bytes], size: int = 0, remote: bool = False) -> None:
         self._f = fileobj
+        self._size = size
+        self._remote = remote
         self._unreadable: str | None = None
+        self._whole: Any = None  # the data set read whole, where frames come from it
 
     def arrays(self) -> list[ArrayRef]:
         import pydicom
@@ -804,16 +825,22 @@ class _DICOMReader:
 
         self._f.seek(0)
         ds = pydicom.dcmread(self._f, stop_before_pixels=True, force=True)
-        # dcmread stops at the pixel data element (or reads to the end when there is none)
-        tag = self._f.read(4)
+        # dcmread stops at the pixel data element (or reads to the end when there is none), in
+        # the file or, for a deflated data set, in the inflated copy (ds.buffer)
+        stream = ds.buffer if getattr(ds, "buffer", None) is not None else self._f
+        tag = stream.read(4)
         self._f.seek(0)
         if len(tag) < 4 or not {struct.unpack("<HH", tag), struct.unpack(">HH", tag)} & \
                 _PIXEL_TAGS or "Rows" not in ds or "Columns" not in ds:
             return []
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        samples = int(ds.get("SamplesPerPixel", 1) or 1)
-        shape = (frames, int(ds.Rows), int(ds.Columns)) + ((samples,) if samples > 1 else ())
-        itemsize = max(1, int(ds.get("BitsAllocated", 8) or 8) // 8)
+        try:
+            frames = int(ds.get("NumberOfFrames", 1) or 1)
+            samples = int(ds.get("SamplesPerPixel", 1) or 1)
+            shape = (frames, int(ds.Rows), int(ds.Columns)) + ((samples,) if samples > 1 else ())
+            itemsize = max(1, int(ds.get("BitsAllocated", 8) or 8) // 8)
+        except (TypeError, ValueError) as exc:  # e.g. NumberOfFrames '1A': pydicom cannot decode either
+            self._unreadable = f"the pixel data's description cannot be read: {type(exc).__name__}: {exc}"
+            return [ArrayRef(table="dicom", key=(), shape=(), itemsize=0, locator=None)]
         syntax = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
         if syntax is not None:
             try:
@@ -824,6 +851,18 @@ class _DICOMReader:
                 if not decoder.is_available:
                     self._unreadable = (f"no installed decoder for {syntax.name} "
                                         "(pydicom needs e.g. pylibjpeg or gdcm)")
+            first = next((e for t, e in ds._dict.items() if t >> 16 != 0x0002), None)
+            written_implicit = getattr(first, "is_implicit_VR", None)
+            try:
+                declared_implicit = syntax.is_implicit_VR
+            except ValueError:  # not a transfer syntax UID
+                declared_implicit = None
+            if stream is not self._f or (written_implicit is not None and declared_implicit is not None
+                                         and bool(written_implicit) != declared_implicit):
+                self._whole = True  # read it whole (see MAX_DICOM_IN_MEMORY_BYTES)
+                if self._size > MAX_DICOM_IN_MEMORY_BYTES and not self._unreadable:
+                    self._unreadable = (f"{'deflated' if stream is not self._f else 'VR mode not as declared'}: "
+                                        f"decoded in memory only up to {MAX_DICOM_IN_MEMORY_BYTES >> 20} MiB")
         return [ArrayRef(table="dicom", key=(), shape=shape, itemsize=itemsize,
                          chunks=(1, *shape[1:]), locator=None)]
 
@@ -834,8 +873,21 @@ class _DICOMReader:
             raise ArrayUnreadable(self._unreadable)
         (f0, f1), rest = slab[0], _slices(slab[1:])
         self._f.seek(0)
-        frames = [frame.reshape(ref.shape[1:])[rest]
-                  for frame in iter_pixels(self._f, indices=range(f0, f1))]
+        try:
+            if self._whole is True:
+                import pydicom
+
+                self._whole = pydicom.dcmread(self._f, force=True)
+            frames = [frame.reshape(ref.shape[1:])[rest]
+                      for frame in iter_pixels(self._f if self._whole is None else self._whole, indices=range(f0, f1))]
+        except _NOT_DECODING:
+            raise
+        except Exception as exc:  # the decoder failed on these pixels: the file's metadata stands
+            from transforms.faults import classify
+
+            if classify(exc, self._remote) == "transient":
+                raise
+            raise ArrayUnreadable(f"pixel data cannot be decoded: {type(exc).__name__}: {exc}") from exc
         self._f.seek(0)
         return np.stack(frames)
 
@@ -843,4 +895,6 @@ class _DICOMReader:
 @contextlib.contextmanager
 def open_dicom_arrays(source: Source, fileobj: IO[bytes]) -> Iterator[_DICOMReader]:
     """The pixel array of a DICOM file, frame by frame through pydicom."""
-    yield _DICOMReader(fileobj)
+    from transforms.faults import is_remote
+
+    yield _DICOMReader(fileobj, source.size, is_remote(source.url))
