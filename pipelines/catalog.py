@@ -311,13 +311,22 @@ def run(
         )
         start = time.monotonic()
         with memoized_dofn_specs():
-            pipeline = beam.Pipeline(runner=direct_runner(pipeline_options), options=pipeline_options)
+            try:
+                pipeline = beam.Pipeline(runner=direct_runner(pipeline_options), options=pipeline_options)
+            except ValueError as exc:  # Beam's checks of the runner's options (Dataflow: --project...)
+                raise UsageError(redact_text(" ".join(str(exc).split()))) from None
             _ = pipeline | "Catalog" >> recipe
             if show_progress:
                 with ProgressDisplay(progress_dir, total_files, total_bytes, stream=stderr):
                     pipeline.run().wait_until_finish()
             else:
-                job = pipeline.run()
+                try:
+                    job = pipeline.run()
+                except (ValueError, ImportError) as exc:
+                    if local:
+                        raise
+                    # e.g. Dataflow without --project or --region: Beam checks them on submission
+                    raise UsageError(f"the runner refused the job: {redact_text(str(exc).splitlines()[0])}") from None
                 if not wait:
                     print(f"metaextract: submitted run {run_id}; it publishes {redact_url(output)}", file=stdout)
                     return {**manifest, "state": str(job.state)}

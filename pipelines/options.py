@@ -254,7 +254,32 @@ def parse_flags(argv: list[str]) -> tuple[MetaextractOptions, PipelineOptions]:
     if unknown:
         raise UsageError(f"unrecognized argument{'s' if len(unknown) > 1 else ''}: {' '.join(unknown)}")
     options = ViewCachingOptions(argv)
-    return options.view_as(MetaextractOptions), options
+    _check_beam_options(options)
+    opts = options.view_as(MetaextractOptions)
+    if any(not value.strip() for value in opts.input or ()):
+        raise UsageError("--input must not be empty (give a path, a glob or a URL)")
+    if not (opts.output or "").strip():
+        raise UsageError("--output must not be empty")
+    return opts, options
+
+
+def _check_beam_options(options: PipelineOptions) -> None:
+    """Beam flags whose bad values Beam reports only once the run starts, with a traceback."""
+    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+
+    workers = options.view_as(DirectOptions).direct_num_workers
+    if workers is not None and workers < 0:
+        raise UsageError(f"--direct_num_workers must be >= 0 (0: one per CPU), got {workers}")
+    runner = options.view_as(StandardOptions).runner
+    if isinstance(runner, str) and runner:
+        from apache_beam.runners.runner import create_runner
+
+        try:
+            create_runner(runner)
+        except ValueError as exc:
+            raise UsageError(str(exc).splitlines()[0]) from None
+        except ImportError as exc:
+            raise UsageError(f"--runner={runner} needs a package that is not installed: {exc}") from None
 
 
 _VIEWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

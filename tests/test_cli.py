@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import pathlib
+import shutil
 import subprocess
 import sys
 
 import pytest
 
-from tests.catalog_helpers import files_by_name
+from pipelines.catalog import SAMPLE_DATA
+from tests.catalog_helpers import files_by_name, read_table
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -58,6 +61,9 @@ def test_console_script_is_the_same_entry_point():
         (["--storage_options", "{not json"], "not valid JSON"),
         (["--input", "/definitely/not/here"], "does not exist or matches no file"),
         (["--input", "nosuchproto://bucket/x"], "cannot list --input"),
+        (["--input", ""], "--input must not be empty"),
+        (["--runner", "NoSuchRunner"], "Unexpected pipeline runner: NoSuchRunner"),
+        (["--direct_num_workers", "-1"], "--direct_num_workers must be >= 0"),
     ],
 )
 def test_bad_usage_is_one_line_and_exit_2(tmp_path, args, message):
@@ -79,3 +85,26 @@ def test_unwritable_output_is_exit_2(tmp_path):
 def test_beam_options_pass_through(tmp_path):
     result = metaextract("--output", str(tmp_path / "o"), "--runner", "DirectRunner", "--direct_num_workers", "1")
     assert result.returncode == 0, result.stderr
+
+
+def test_an_empty_output_and_a_runner_that_refuses_its_options_are_exit_2(tmp_path):
+    """--output '' (was: the current folder became the catalog); Dataflow without --project,
+    --region and --temp_location (was: Beam's traceback when the pipeline was made)."""
+    result = metaextract("--output", "")
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == "metaextract: error: --output must not be empty"
+    result = metaextract("--output", str(tmp_path / "out"), "--runner", "DataflowRunner")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("metaextract: error:") and "Missing required option: project" in last, last
+
+
+def test_an_existing_folder_whose_name_has_glob_characters_is_listed_as_it_is(tmp_path):
+    """--input '/x/data[1]' where that folder exists: its files (not a glob matching
+    '/x/data1')."""
+    folder = tmp_path / "data[1]"
+    shutil.copytree(SAMPLE_DATA, folder)
+    result = metaextract("--input", str(folder), "--output", str(tmp_path / "out"), "--progress", "off")
+    assert result.returncode == 0, result.stderr
+    files = read_table(tmp_path / "out", "files")
+    assert len(files) == sum(1 for p in pathlib.Path(SAMPLE_DATA).rglob("*") if p.is_file())
+    assert all(path.startswith(str(folder)) for path in files["path"].to_pylist())

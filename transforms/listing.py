@@ -199,7 +199,7 @@ def _glob_root(pattern: str) -> str:
 
 def _list_local(path: str, follow_symlinks: bool, skipped: list[Skipped]) -> Iterator[FileInfo]:
     walk = _Walk(follow_symlinks, skipped)
-    if GLOB_CHARS & set(path):
+    if GLOB_CHARS & set(path) and not os.path.lexists(path):  # an existing name is taken as it is
         root = _glob_root(path)
         try:
             root_stat = os.stat(root)
