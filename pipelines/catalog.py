@@ -378,7 +378,14 @@ class InProcessRunner(PipelineRunner):
         from apache_beam.runners.portability.fn_api_runner import fn_runner
         from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
-        encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+        from pipelines.options import beam_only_options
+
+        worker_options = beam_only_options(options)
+        # local worker processes log to this command's stderr: Beam's messages at ERROR, as the
+        # launcher's (about 40 lines of INFO and WARNING per run otherwise)
+        if worker_options.get("default_sdk_harness_log_level") is None:
+            worker_options["default_sdk_harness_log_level"] = "ERROR"
+        encoded = JobServiceHandle.encode_pipeline_options(worker_options)
         provision_info = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
         with short_state_sampling(), workers_stopped_together():
             return fn_runner.FnApiRunner(provision_info=provision_info).run_pipeline(pipeline, options)

@@ -305,6 +305,16 @@ class ViewCachingOptions(PipelineOptions):
         return view
 
 
+def beam_only_options(options: PipelineOptions) -> dict[str, Any]:
+    """The options without metaextract's own, for the runner's workers: they do not need them
+    (the transforms carry their settings) and would log them back as "unparseable args",
+    ``--storage_options`` and its credentials included."""
+    parser = argparse.ArgumentParser(add_help=False)
+    MetaextractOptions._add_argparse_args(parser)  # pylint: disable=protected-access
+    ours = {action.dest for action in parser._actions}  # pylint: disable=protected-access
+    return {k: v for k, v in options.get_all_options().items() if k not in ours}
+
+
 def public_options(options: PipelineOptions) -> dict[str, Any]:
     """The options worth recording in the manifest: set ones only, secrets removed."""
     from transforms.redact import redact_options

@@ -230,3 +230,22 @@ def test_log_records_are_redacted(caplog):
         install_log_redaction()
     assert "GET https://***@h/x?sig=***" in caplog.text and "refused for ***" in caplog.text
     assert_no_secret(caplog.text, "the logs")
+
+
+def test_local_worker_processes_neither_receive_nor_log_metaextract_options(tmp_path):
+    """--direct_running_mode=multi_processing: Beam's worker processes logged the options they
+    did not know ("Discarding unparseable args: [... --storage_options={...secret...}]") on
+    this command's stderr. They get Beam's options only, and log at ERROR."""
+    import subprocess
+    import sys
+
+    secret = "TOPSECRET" + "4711xyz"
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.catalog", "--output", str(tmp_path / "out"), "--progress", "off",
+         "--storage_options", json.dumps({"password": secret}),
+         "--direct_running_mode=multi_processing", "--direct_num_workers=2"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert secret not in result.stderr and secret not in result.stdout
+    assert "unparseable" not in result.stderr and "INFO:apache_beam" not in result.stderr, result.stderr
