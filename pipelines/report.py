@@ -77,7 +77,10 @@ class Catalog:
         self.manifest: dict[str, Any] = {}
         if self.fs.exists(manifest_path):
             with self.fs.open(manifest_path, "r") as f:
-                self.manifest = json.load(f)
+                try:
+                    self.manifest = json.load(f)
+                except ValueError as exc:
+                    raise ReportError(f"{root!r}: its {posixpath.basename(manifest_path)} is not valid JSON ({exc})") from None
 
     def parts(self, table: str) -> list[str]:
         """The table's Parquet files: the manifest's list when it has one, else a glob."""
@@ -361,7 +364,7 @@ def _jsonable_row(row: Mapping[str, Any]) -> dict[str, Any]:
 
 def _details(catalog: Catalog, order: list[int], paths: list[str], max_details: int, max_bytes: int) -> dict[str, Any]:
     """Full metadata for the first files of ``order``: the files row and every format row."""
-    chosen = [paths[i] for i in order[:max_details]]
+    chosen = [paths[i] for i in order[:max(max_details, 0)]]
     if not chosen:
         return {}
     wanted = pa.array(chosen)
@@ -582,9 +585,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("output", metavar="OUT", help="the catalog folder or URL (metaextract's --output)")
     parser.add_argument("--html", metavar="PATH", default=None, help=f"where to write it (default: OUT/{REPORT_NAME})")
     parser.add_argument("--storage_options", type=json_object, default={}, help="JSON object passed to fsspec")
-    parser.add_argument("--max_details", type=int, default=MAX_DETAILS,
+    parser.add_argument("--max_details", type=_count, default=MAX_DETAILS,
                         help="embed the full metadata of at most this many files (errors first)")
     return parser.parse_args(argv)
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
 
 
 def main(argv: list[str] | None = None, *, stdout=None) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import os
 import random
 import re
@@ -172,11 +173,16 @@ def test_report_subcommand_prints_the_path(catalog_with_report, tmp_path, capsys
         (["report", "{missing}"], "is not a metaextract catalog"),
         (["report", "{out}", "--bogus"], "unrecognized arguments: --bogus"),
         (["report", "{out}", "--html"], "expected one argument"),
+        (["report", "{out}", "--max_details", "-5"], "must be >= 0"),
+        (["report", "{damaged}"], "manifest.json is not valid JSON"),
     ],
 )
 def test_report_bad_usage_is_one_line_and_exit_2(argv, message, catalog_with_report, tmp_path, capsys):
     out, _ = catalog_with_report
-    argv = [a.format(out=out, missing=tmp_path / "nope") for a in argv]
+    damaged = tmp_path / "damaged"
+    shutil.copytree(out, damaged)
+    (damaged / "manifest.json").write_text("{not json")
+    argv = [a.format(out=out, missing=tmp_path / "nope", damaged=damaged) for a in argv]
     with pytest.raises(SystemExit) as exc:
         cli_main(argv)
     assert exc.value.code == 2
