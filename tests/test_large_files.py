@@ -560,3 +560,39 @@ def test_a_small_file_with_a_digest_and_statistics_is_read_once_in_one_request(t
     columns = sorted({c for r in both.rows["hdf5"] for c in r if c.startswith("stat_")})
     assert "stat_mean" in columns
     assert [[r.get(c) for c in columns] for r in both.rows["hdf5"]] == [[r.get(c) for c in columns] for r in stats_only.rows["hdf5"]]
+
+
+@pytest.mark.parametrize("max_retries, attempts", [(0, 1), (2, 3)])
+def test_a_file_that_fails_transiently_in_a_batch_gets_max_retries_more_attempts(tmp_path, monkeypatch, max_retries, attempts):
+    """--max_retries N: at most N + 1 attempts, the batch's try included (it was N + 2: the
+    file read alone after the batch got N retries of its own)."""
+    from transforms import child, extract
+
+    paths = []
+    for name in ("a.h5", "b.h5"):
+        _hdf5(tmp_path / name, shape=(4, 5), chunks=(2, 5))
+        paths.append(tmp_path / name)
+    real_many, real_read = child.read_many, child.read
+
+    def transient(result):
+        result.rows["files"][0].update(status="error", error="ConnectionError: the store went away", error_kind="transient")
+        return result
+
+    def many(items, *args):
+        results, figures = real_many(items, *args)
+        return [transient(r) if r.rows["files"][0]["path"].endswith("b.h5") else r for r in results], figures
+
+    alone = []
+
+    def one(item, *args):
+        alone.append(1)
+        result, figures = real_read(item, *args)
+        return transient(result), figures
+
+    monkeypatch.setattr(child, "read_many", many)
+    monkeypatch.setattr(child, "read", one)
+    reader = extract._Reader(Settings(checksum="none"), ExtractOptions(file_timeout_s=0, max_retries=max_retries))
+    (ok, _), (failed, _) = reader.read_many([FileInfo(str(p), p.stat().st_size) for p in paths])
+    assert ok.rows["files"][0]["status"] == "ok" and ok.rows["files"][0]["attempts"] == 1
+    row = failed.rows["files"][0]
+    assert row["error_kind"] == "transient" and row["attempts"] == attempts and len(alone) == attempts - 1

@@ -249,7 +249,7 @@ class _Reader:
         """The arguments of a :mod:`transforms.child` call: its items, then what every call takes."""
         return (work_items, self._settings, self._budget, self._options.memory_thresholds, os.getpid(), *extra)
 
-    def _call(self, fn, args, timeout_s: float, path: str, transient_result):
+    def _call(self, fn, args, timeout_s: float, path: str, transient_result, max_retries: int | None = None):
         from transforms.faults import is_remote, retry
 
         def attempt():
@@ -258,13 +258,13 @@ class _Reader:
             with self._extraction_pool().borrow() as runner:
                 return runner.call_within(timeout_s, fn, *args)
 
-        return retry(
-            attempt, max_retries=self._options.max_retries, remote=is_remote(path), transient_result=transient_result
-        )
+        retries = self._options.max_retries if max_retries is None else max_retries
+        return retry(attempt, max_retries=retries, remote=is_remote(path), transient_result=transient_result)
 
-    def read(self, item: FileInfo | Detected):
+    def read(self, item: FileInfo | Detected, max_retries: int | None = None):
         """(FileWork, governor stats) for one listed (or already detected) file; detection and
-        extraction run in the extraction process; a hang or crash becomes an error row."""
+        extraction run in the extraction process; a hang or crash becomes an error row.
+        ``max_retries``: instead of ``--max_retries`` (a file already tried once in a batch)."""
         from transforms.faults import is_remote
 
         info = _info(item)
@@ -272,7 +272,7 @@ class _Reader:
         try:
             (result, governor), tries = self._call(
                 child.read, self._args(item), self._options.file_timeout_s, info.path,
-                lambda r: r[0].rows[FILES_TABLE][0]["error_kind"] == "transient",
+                lambda r: r[0].rows[FILES_TABLE][0]["error_kind"] == "transient", max_retries,
             )
         except Exception as exc:
             seconds = time.perf_counter() - start
@@ -298,8 +298,9 @@ class _Reader:
         out = []
         for n, (item, result) in enumerate(zip(items, results)):
             row = result.rows[FILES_TABLE][0]
-            if row["error_kind"] == "transient":
-                again, figures = self.read(item)
+            if row["error_kind"] == "transient" and self._options.max_retries > 0:
+                # the batch was its first attempt: at most --max_retries more, as a file read alone
+                again, figures = self.read(item, max_retries=self._options.max_retries - 1)
                 again.rows[FILES_TABLE][0]["attempts"] += 1
                 out.append((again, figures))
                 continue
