@@ -55,7 +55,9 @@ from transforms.incremental import (
     PlanAgainstCacheFn,
     ReadCache,
     RollUpCarriedShardsFn,
+    files_to_read,
     has_catalog,
+    previous_files,
     publish_if_unchanged,
     read_previous_manifest,
     routed,
@@ -278,6 +280,9 @@ def run(
     if result is not None:
         return _finish(result, opts, output, storage_options, time.monotonic() - start, stdout, stderr)
     show_progress = wait and local and (opts.progress == "on" or (opts.progress == "auto" and stderr.isatty()))
+    if show_progress and previous:  # progress counts the files this run reads, not those carried
+        to_read = files_to_read(listed, previous_files(previous, storage_options), policy)
+        total_files, total_bytes = len(to_read), sum(info.size for info in to_read)
     direct = pipeline_options.view_as(DirectOptions)
     in_this_process = wait and local and direct.direct_running_mode != "multi_processing" and opts.file_timeout_s > 0
     with (

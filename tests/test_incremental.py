@@ -280,3 +280,20 @@ def _partial_row(partial) -> str:
     kind, key, value = partial
     row = rollups.series_row(key, value) if kind == "dicom_series" else rollups.variable_row(key, value)
     return json.dumps(row, default=str, sort_keys=True)
+
+
+def test_the_progress_of_an_incremental_run_counts_the_files_it_reads(corpus, tmp_path):
+    """Carried-forward files are not read: the progress line's total is the files this run
+    reads, and it ends at 100% (it stopped at 1/8 with one changed file of eight)."""
+    import io
+
+    from pipelines.catalog import run
+    from tests.catalog_helpers import TEST_BUDGET
+
+    out = tmp_path / "out"
+    run_catalog([corpus], out)
+    (corpus / "other" / "notes.txt").write_text("now a longer text, so the size changes\n")
+    stderr = io.StringIO()
+    run(["--input", str(corpus), "--output", str(out), "--progress", "on", *TEST_BUDGET], stdout=io.StringIO(), stderr=stderr)
+    lines = [line for line in stderr.getvalue().replace("\r", "\n").splitlines() if " files (" in line]
+    assert lines and lines[-1].startswith("1/1 files (100%)"), lines

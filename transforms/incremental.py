@@ -579,6 +579,19 @@ class CarryForward(beam.PTransform):
 # --- nothing changed: no pipeline at all -------------------------------------------------------
 
 
+def previous_files(previous: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, CacheEntry]:
+    """The previous catalog's files, by path, as the cache sees them."""
+    cache: dict[str, CacheEntry] = {}
+    for _, part in previous_parts(previous, ["files"], storage_options):
+        cache.update(cache_part(part, storage_options))
+    return cache
+
+
+def files_to_read(listed: Mapping[str, FileInfo], cache: Mapping[str, CacheEntry], policy: CachePolicy) -> list[FileInfo]:
+    """The listed files this run reads: those the cache cannot carry forward."""
+    return [info for info in listed.values() if policy.full or not can_carry(info, cache.get(info.path), policy)]
+
+
 def publish_if_unchanged(
     listed: Mapping[str, FileInfo],
     output: str,
@@ -601,14 +614,9 @@ def publish_if_unchanged(
 
     if not previous or policy.full:
         return None
-    cache: dict[str, CacheEntry] = {}
-    for _, part in previous_parts(previous, ["files"], storage_options):
-        cache.update(cache_part(part, storage_options))
-    if len(listed) != len(cache):
+    cache = previous_files(previous, storage_options)
+    if len(listed) != len(cache) or files_to_read(listed, cache, policy):
         return None
-    for info in listed.values():
-        if not can_carry(info, cache.get(info.path), policy):
-            return None
     staging = staging_folder(output, run_id)
     rollups = set(rollup_tables)
     keep = pa.array(list(listed), pa.string())
