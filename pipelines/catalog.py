@@ -55,6 +55,7 @@ from transforms.incremental import (
     PlanAgainstCacheFn,
     ReadCache,
     RollUpCarriedShardsFn,
+    check_catalog,
     files_to_read,
     has_catalog,
     previous_files,
@@ -92,6 +93,7 @@ from transforms.sink import (
 from transforms.work import Settings
 
 SAMPLE_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sample_data")
+logger = logging.getLogger(__name__)
 LOCAL_RUNNERS = {None, "DirectRunner", "direct", "FnApiRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner"}
 #: ``--runner`` values (None: not given) that mean Beam's DirectRunner.
 DIRECT_RUNNERS = {None, "DirectRunner", "direct", "SwitchingDirectRunner"}
@@ -515,11 +517,20 @@ def find_previous(previous: str | None, output: str, storage_options: dict[str, 
             raise UsageError(f"cannot read --previous {previous!r}: {exc}") from None
         if not ok:
             raise UsageError(f"--previous {previous!r} is not a metaextract catalog (no manifest.json and files/)")
+        try:
+            check_catalog(previous, catalog_tables(), storage_options)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--previous {previous!r} cannot serve as the cache: {exc}") from None
         return previous
     try:
-        return output if has_catalog(output, storage_options) else None
-    except (OSError, ValueError):
+        if not has_catalog(output, storage_options):
+            return None
+        check_catalog(output, catalog_tables(), storage_options)
+    except (OSError, ValueError) as exc:
+        logger.warning("the catalog at --output %s cannot serve as the cache (%s): every file is read again",
+                       redact_text(output), exc)
         return None
+    return output
 
 
 def _previous_run(previous: str | None, storage_options: dict[str, Any]) -> dict[str, Any] | None:

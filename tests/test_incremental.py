@@ -297,3 +297,29 @@ def test_the_progress_of_an_incremental_run_counts_the_files_it_reads(corpus, tm
     run(["--input", str(corpus), "--output", str(out), "--progress", "on", *TEST_BUDGET], stdout=io.StringIO(), stderr=stderr)
     lines = [line for line in stderr.getvalue().replace("\r", "\n").splitlines() if " files (" in line]
     assert lines and lines[-1].startswith("1/1 files (100%)"), lines
+
+
+def test_a_damaged_previous_catalog_is_a_clear_error_or_ignored(corpus, tmp_path, caplog):
+    """The catalog at --output with a manifest that does not parse: a warning, every file read
+    again, the catalog replaced (was a traceback on every run, --full included). --previous
+    naming a catalog whose files/ part is missing or not Parquet: a one-line UsageError."""
+    from pipelines.options import UsageError
+
+    out = tmp_path / "out"
+    run_catalog([corpus], out)
+    good = tmp_path / "good"
+    shutil.copytree(out, good)
+    (out / "manifest.json").write_text("{not json")
+    manifest = run_catalog([corpus], out)
+    assert manifest["changes"]["new"] == manifest["files_total"] and "cannot serve as the cache" in caplog.text
+    assert json.loads((out / "manifest.json").read_text())["files_total"] == manifest["files_total"]
+    for damage in ("missing", "garbage"):
+        broken = tmp_path / f"broken-{damage}"
+        shutil.copytree(good, broken)
+        (part,) = (broken / "files").glob("*.parquet")
+        if damage == "missing":
+            part.unlink()
+        else:
+            part.write_bytes(b"not parquet at all")
+        with pytest.raises(UsageError, match="cannot serve as the cache"):
+            run_catalog([corpus], tmp_path / f"out-{damage}", "--previous", str(broken))

@@ -140,6 +140,33 @@ def has_catalog(path: str, storage_options: Mapping[str, Any] | None = None) -> 
     return fs.exists(posixpath.join(root, MANIFEST)) and fs.isdir(posixpath.join(root, "files"))
 
 
+def check_catalog(path: str, tables: Iterable[str], storage_options: Mapping[str, Any] | None = None) -> None:
+    """Raise ValueError saying what is wrong when the catalog at ``path`` cannot serve as the
+    cache: its manifest does not parse, a Parquet file it lists is missing, or a ``files`` part
+    is not Parquet (the other tables' parts are read whole later, only checked to exist)."""
+    fs, root = url_to_fs(path, **dict(storage_options or {}))
+    try:
+        with fs.open(posixpath.join(root, MANIFEST), "r") as f:
+            json.load(f)
+    except ValueError as exc:
+        raise ValueError(f"its {MANIFEST} is not valid JSON ({exc})") from None
+    for table in tables:
+        parts = table_files(path, table, storage_options)
+        if not parts:
+            continue
+        present = {posixpath.basename(p) for p in fs.glob(posixpath.join(root, table, "*.parquet"))}
+        missing = [p for p in parts if posixpath.basename(p) not in present]
+        if missing:
+            raise ValueError(f"{table}/{posixpath.basename(missing[0])} is listed in its {MANIFEST} but missing")
+        if table == "files":
+            for part in parts:
+                try:
+                    with fs.open(url_to_fs(part, **dict(storage_options or {}))[1], "rb") as f:
+                        pq.read_metadata(f)
+                except (OSError, pa.ArrowInvalid) as exc:
+                    raise ValueError(f"files/{posixpath.basename(part)} is not readable Parquet ({exc})") from None
+
+
 def read_previous_manifest(path: str, storage_options: Mapping[str, Any] | None = None) -> dict | None:
     fs, root = url_to_fs(path, **dict(storage_options or {}))
     try:
