@@ -155,7 +155,9 @@ class CatalogFiles(beam.PTransform):
         if self.listing:
             listed = pbegin | "ListFiles" >> ListedFileBatches(self.listing)
         else:
-            listed = pbegin | "ListFiles" >> ListFileBatches(self.inputs, self.storage_options, self.follow_symlinks)
+            listed = pbegin | "ListFiles" >> ListFileBatches(
+                self.inputs, self.storage_options, self.follow_symlinks, exclude=self.output
+            )
         if self.previous:
             cache = pbegin | "ReadCache" >> ReadCache(self.previous, self.storage_options)
             planned = (
@@ -236,7 +238,7 @@ def run(
     local = runner in LOCAL_RUNNERS
     install_log_redaction(secret_values(storage_options))  # no credentials in any log record
     skipped = []  # what the listing saw but did not list (unreadable folders, symlinked folders...)
-    listed = list_inputs(inputs, storage_options, opts.follow_symlinks, skipped)  # a clear error now for an input that matches nothing
+    listed = list_inputs(inputs, storage_options, opts.follow_symlinks, skipped, exclude=output)  # a clear error now for an input that matches nothing
     total_files, total_bytes = len(listed), sum(info.size for info in listed.values())
     check_output(output, storage_options)
     if roll_forward(output, storage_options):

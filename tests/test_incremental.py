@@ -323,3 +323,16 @@ def test_a_damaged_previous_catalog_is_a_clear_error_or_ignored(corpus, tmp_path
             part.write_bytes(b"not parquet at all")
         with pytest.raises(UsageError, match="cannot serve as the cache"):
             run_catalog([corpus], tmp_path / f"out-{damage}", "--previous", str(broken))
+
+
+def test_an_output_inside_an_input_does_not_catalog_itself(corpus, tmp_path):
+    """--output inside --input: the catalog's own files are not listed (a manifest-recorded
+    skip), so a quiet re-run finds nothing new (it saw its own renamed Parquet parts as new,
+    changed and deleted files on every run)."""
+    out = corpus / "catalog"
+    first = run_catalog([corpus], out)
+    second = run_catalog([corpus], out)
+    assert second["files_total"] == first["files_total"] == len([p for p in corpus.rglob("*") if p.is_file() and out not in p.parents])
+    assert second["changes"] == {"new": 0, "changed": 0, "unchanged": first["files_total"], "deleted": 0}
+    assert not any(str(out) in p for p in read_table(out, "files").column("path").to_pylist())
+    assert "--output" in json.dumps(second["listing_skipped"])

@@ -279,19 +279,26 @@ def list_inputs(
     storage_options: Mapping[str, Any] | None = None,
     follow_symlinks: bool = False,
     skipped: list[Skipped] | None = None,
+    exclude: str | None = None,
 ) -> dict[str, FileInfo]:
     """Every distinct file behind the inputs, by path; :class:`InputError` unless every input
     matches at least one file. What was seen but not listed goes to ``skipped`` and is logged
-    as warnings."""
+    as warnings. ``exclude``: a folder whose files are not listed (the catalog's own output,
+    when it lies inside an input: a run must not catalog its own Parquet files)."""
     listed: dict[str, FileInfo] = {}
     skipped = [] if skipped is None else skipped
     secrets = secret_values(storage_options)
+    inside = excluded(exclude)
     for spec in specs:
         shown = redact_text(spec, secrets)
         matched = False
         try:
             for info in list_input(spec, storage_options, follow_symlinks, skipped):
                 matched = True
+                if inside(info.path):
+                    if not any(s.reason == OUTPUT_SKIPPED for s in skipped):
+                        skipped.append(Skipped(redact_text(exclude, secrets), OUTPUT_SKIPPED))
+                    continue
                 first = listed.setdefault(info.path, info)
                 if first.open_path != info.open_path:
                     skipped.append(Skipped(info.path, "another file has the same catalog path (escaped name)"))
@@ -304,6 +311,17 @@ def list_inputs(
     if len(skipped) > LOGGED_SKIPPED:
         logger.warning("not listed: %d more (see the manifest's listing_skipped)", len(skipped) - LOGGED_SKIPPED)
     return listed
+
+
+OUTPUT_SKIPPED = "the catalog's own folder (--output), inside an input: not listed"
+
+
+def excluded(folder: str | None):
+    """A test: is this listed path inside ``folder`` (None: never)."""
+    if not folder:
+        return lambda path: False
+    prefix = folder.rstrip("/") + "/"
+    return lambda path: path.startswith(prefix)
 
 
 class FileBatch(list):
@@ -324,10 +342,14 @@ def bucketed(
     storage_options: Mapping[str, Any] | None = None,
     follow_symlinks: bool = False,
     batch_files: int = BATCH_FILES,
+    exclude: str | None = None,
 ) -> Iterator[tuple[int, FileBatch]]:
     """:func:`list_input` as ``(path bucket, [FileInfo, ...])`` pieces of at most ``batch_files``."""
     pending: dict[int, FileBatch] = {}
+    inside = excluded(exclude)
     for info in list_input(spec, storage_options, follow_symlinks):
+        if inside(info.path):
+            continue
         bucket = path_bucket(info.path)
         pending.setdefault(bucket, FileBatch()).append(info)
         if len(pending[bucket]) >= batch_files:
@@ -373,6 +395,8 @@ class ListFileBatches(beam.PTransform):
     storage_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     follow_symlinks: bool = False
     batch_files: int = BATCH_FILES
+    #: a folder whose files are not listed (the catalog's output; see :func:`list_inputs`)
+    exclude: str | None = None
 
     def __post_init__(self):
         super().__init__()
@@ -383,7 +407,7 @@ class ListFileBatches(beam.PTransform):
         return (
             pbegin
             | "CreateInputs" >> beam.Create(list(self.inputs))
-            | "ExpandInputs" >> beam.FlatMap(bucketed, self.storage_options, self.follow_symlinks, self.batch_files)
+            | "ExpandInputs" >> beam.FlatMap(bucketed, self.storage_options, self.follow_symlinks, self.batch_files, self.exclude)
             | "GroupByPathBucket" >> beam.GroupByKey()
             | "DistinctPaths" >> beam.FlatMap(distinct_batches, self.batch_files)
         )
