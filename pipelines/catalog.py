@@ -208,10 +208,13 @@ def check_output(output: str, storage_options: dict[str, Any]) -> None:
         fs, path = url_to_fs(output, **storage_options)
         fs.makedirs(path, exist_ok=True)
         if "file" in fs.protocol or "local" in fs.protocol:
-            probe = os.path.join(path, f".metaextract-write-test-{uuid.uuid4().hex[:8]}")
-            with open(probe, "wb"):
-                pass
-            os.remove(probe)
+            # the folder, and each table folder an earlier run left (publishing replaces files there)
+            tables = [os.path.join(path, t) for t in {**catalog_tables(), **schemas.ROLLUP_TABLES}]
+            for folder in [path] + [t for t in tables if os.path.isdir(t)]:
+                probe = os.path.join(folder, f".metaextract-write-test-{uuid.uuid4().hex[:8]}")
+                with open(probe, "wb"):
+                    pass
+                os.remove(probe)
     except (OSError, ValueError, ImportError) as exc:
         raise UsageError(redact_text(f"cannot write --output {output!r}: {exc}")) from None
 
@@ -241,7 +244,11 @@ def run(
     listed = list_inputs(inputs, storage_options, opts.follow_symlinks, skipped, exclude=output)  # a clear error now for an input that matches nothing
     total_files, total_bytes = len(listed), sum(info.size for info in listed.values())
     check_output(output, storage_options)
-    if roll_forward(output, storage_options):
+    try:
+        rolled = roll_forward(output, storage_options)
+    except OSError as exc:
+        raise UsageError(redact_text(f"cannot finish publishing the catalog a previous run left at {output}: {exc}")) from None
+    if rolled:
         print(f"metaextract: finished publishing the catalog a previous run left at {redact_text(output)}", file=stderr)
     previous = find_previous(opts.previous, output, storage_options)
     settings = Settings(

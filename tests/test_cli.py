@@ -108,3 +108,24 @@ def test_an_existing_folder_whose_name_has_glob_characters_is_listed_as_it_is(tm
     files = read_table(tmp_path / "out", "files")
     assert len(files) == sum(1 for p in pathlib.Path(SAMPLE_DATA).rglob("*") if p.is_file())
     assert all(path.startswith(str(folder)) for path in files["path"].to_pylist())
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None or os.geteuid() != 0, reason="needs root and setpriv to drop DAC override")
+def test_a_read_only_table_folder_in_the_output_is_exit_2(tmp_path):
+    """--output writable but its files/ (left by an earlier run) read-only: one line, exit 2,
+    before any work (was a traceback at publishing, then on every later run). Run as root
+    without CAP_DAC_OVERRIDE, so that the permissions apply."""
+    out = tmp_path / "out"
+    assert metaextract("--output", str(out), "--progress", "off").returncode == 0
+    os.chmod(out / "files", 0o555)
+    try:
+        result = subprocess.run(
+            ["setpriv", "--bounding-set=-dac_override,-dac_read_search", sys.executable, "-m", "pipelines.catalog",
+             "--output", str(out), "--progress", "off", "--full"],
+            capture_output=True, text=True, cwd=REPO, timeout=300,
+        )
+    finally:
+        os.chmod(out / "files", 0o755)
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("metaextract: error: cannot write --output") and "files" in last, result.stderr
