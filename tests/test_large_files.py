@@ -496,7 +496,7 @@ def test_a_thread_reads_the_units_of_one_file_through_one_open_reader(tmp_path, 
 @pytest.mark.parametrize("kind", ["hdf5", "netcdf4"])
 def test_a_small_file_lists_its_arrays_once_for_its_statistics(tmp_path, monkeypatch, kind, checksum):
     """A file read in one unit plans its statistics when it has the file open
-    (``Unit.all_arrays``, work.whole_file_units): one listing of its arrays and one open for
+    (``Unit.all_arrays``, work.plan_units(whole=True)): one listing of its arrays and one open for
     them, not one to plan and one to read; the same statistics as units planned beforehand."""
     from transforms import work
     from transforms.formats import arrays

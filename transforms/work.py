@@ -128,7 +128,7 @@ class Unit:
     #: Where to open the file when it differs from ``path`` (see :func:`openable`).
     location: str | None = None
     #: The statistics of every array of the file, planned by the unit once it has the file
-    #: open (a file read in one unit, :func:`whole_file_units`): its arrays are listed once,
+    #: open (a file read in one unit, ``plan_units(whole=True)``): its arrays are listed once,
     #: where planning them first took a second listing (20-35 ms of a small HDF5 or NetCDF-4
     #: file with many variables).
     all_arrays: bool = False
@@ -350,7 +350,7 @@ def read_file(
     }
     if status == "ok" and settings.reads_data:
         if info.size <= settings.chunk_threshold_bytes:
-            units = whole_file_units(info, fmt, settings)
+            units = plan_units(info, fmt, source, settings, whole=True)
             partial = merge_partials(run_unit(u, settings, governor=governor, source=source) for u in units)
             units = []
             rows, status, error = _apply(rows, partial, status, error, info.path)
@@ -400,8 +400,11 @@ def _slab_bytes(ref: ArrayRef, slab: Slab) -> int:
     return n
 
 
-def plan_units(info: FileInfo, fmt: str, source: Source, settings: Settings) -> list[Unit]:
-    """The data units of one file (reads array metadata only, to plan the statistics)."""
+def plan_units(info: FileInfo, fmt: str, source: Source, settings: Settings, *, whole: bool = False) -> list[Unit]:
+    """The data units of one file: the checksum's, and the statistics' (array metadata is read
+    here to plan their slabs). ``whole``: a file read in one go (up to
+    ``chunk_threshold_bytes``), planned without opening it: its statistics cover every array
+    (``all_arrays``: the unit lists them when it opens the file)."""
     units: list[Unit] = []
     size, step = info.size, max(settings.unit_bytes, 1)
     loc = _location(info) if _location(info) != info.path else None
@@ -412,30 +415,16 @@ def plan_units(info: FileInfo, fmt: str, source: Source, settings: Settings) -> 
         ] or [Unit(info.path, size, fmt, "crc32c", 0, 0, location=loc)]
     elif settings.checksum != "none":
         units.append(Unit(info.path, size, fmt, "digest", 0, size, location=loc))
-    if settings.stats:
-        stats_units = _stats_units(info, fmt, source, step, loc)
+    if settings.stats and _has_arrays(fmt):
+        if whole:
+            stats_units = [Unit(info.path, size, fmt, "stats", location=loc, all_arrays=True)]
+        else:
+            stats_units = _stats_units(info, fmt, source, step, loc)
         if units and units[0].kind == "digest":  # one pass: the digest takes the statistics' reads
-            units[0] = dataclasses.replace(units[0], pieces=tuple(p for u in stats_units for p in u.pieces))
+            pieces = tuple(p for u in stats_units for p in u.pieces)
+            units[0] = dataclasses.replace(units[0], pieces=pieces, all_arrays=whole)
         else:
             units += stats_units
-    return units
-
-
-def whole_file_units(info: FileInfo, fmt: str, settings: Settings) -> list[Unit]:
-    """The data units of a file read in one go (up to ``chunk_threshold_bytes``), planned
-    without opening it: the checksum over the whole file and the statistics of every array
-    (``all_arrays``: the unit lists them when it opens the file), in one pass where the
-    checksum is a sequential digest."""
-    loc = _location(info) if _location(info) != info.path else None
-    stats_too = settings.stats and _has_arrays(fmt)
-    units: list[Unit] = []
-    if settings.checksum == "crc32c":
-        units.append(Unit(info.path, info.size, fmt, "crc32c", 0, info.size, location=loc))
-    elif settings.checksum != "none":
-        units.append(Unit(info.path, info.size, fmt, "digest", 0, info.size, location=loc, all_arrays=stats_too))
-        stats_too = False
-    if stats_too:
-        units.append(Unit(info.path, info.size, fmt, "stats", location=loc, all_arrays=True))
     return units
 
 
@@ -457,8 +446,6 @@ def array_pieces(refs: Iterable[ArrayRef], step: int) -> list[tuple[ArrayRef, Sl
 
 
 def _stats_units(info: FileInfo, fmt: str, source: Source, step: int, loc: str | None) -> list[Unit]:
-    if not _has_arrays(fmt):
-        return []
     with source.open() as f, _listed_arrays(fmt, source, f) as (_, refs):
         pieces = array_pieces(refs, step)
     units: list[Unit] = []
