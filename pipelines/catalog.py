@@ -284,15 +284,17 @@ def run(
         "previous_run": _previous_run(previous, storage_options),
     }
     start = time.monotonic()
+    # the previous catalog's files, read once: whether anything changed, and what progress counts
+    cache = previous_files(previous, storage_options) if previous and not policy.full else None
     result = publish_if_unchanged(
         listed, output, previous, policy, {**catalog_tables(), **schemas.ROLLUP_TABLES},
-        schemas.ROLLUP_TABLES, manifest, run_id, storage_options,
+        schemas.ROLLUP_TABLES, manifest, run_id, storage_options, cache,
     )
     if result is not None:
         return _finish(result, opts, output, storage_options, time.monotonic() - start, stdout, stderr)
     show_progress = wait and local and (opts.progress == "on" or (opts.progress == "auto" and stderr.isatty()))
-    if show_progress and previous:  # progress counts the files this run reads, not those carried
-        to_read = files_to_read(listed, previous_files(previous, storage_options), policy)
+    if show_progress and cache is not None:  # progress counts the files this run reads, not those carried
+        to_read = files_to_read(listed, cache, policy)
         total_files, total_bytes = len(to_read), sum(info.size for info in to_read)
     direct = pipeline_options.view_as(DirectOptions)
     in_this_process = wait and local and direct.direct_running_mode != "multi_processing" and opts.file_timeout_s > 0

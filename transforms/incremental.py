@@ -147,24 +147,24 @@ def check_catalog(path: str, tables: Iterable[str], storage_options: Mapping[str
     fs, root = url_to_fs(path, **dict(storage_options or {}))
     try:
         with fs.open(posixpath.join(root, MANIFEST), "r") as f:
-            json.load(f)
+            listed_files = json.load(f).get("table_files") or {}
     except ValueError as exc:
         raise ValueError(f"its {MANIFEST} is not valid JSON ({exc})") from None
     for table in tables:
-        parts = table_files(path, table, storage_options)
-        if not parts:
-            continue
         present = {posixpath.basename(p) for p in fs.glob(posixpath.join(root, table, "*.parquet"))}
-        missing = [p for p in parts if posixpath.basename(p) not in present]
+        names = listed_files.get(table)
+        if names is None:  # an older manifest without the list: the folder's files (as table_files)
+            names = sorted(present)
+        missing = [name for name in names if name not in present]
         if missing:
-            raise ValueError(f"{table}/{posixpath.basename(missing[0])} is listed in its {MANIFEST} but missing")
+            raise ValueError(f"{table}/{missing[0]} is listed in its {MANIFEST} but missing")
         if table == "files":
-            for part in parts:
+            for name in names:
                 try:
-                    with fs.open(url_to_fs(part, **dict(storage_options or {}))[1], "rb") as f:
+                    with fs.open(posixpath.join(root, table, name), "rb") as f:
                         pq.read_metadata(f)
                 except (OSError, pa.ArrowInvalid) as exc:
-                    raise ValueError(f"files/{posixpath.basename(part)} is not readable Parquet ({exc})") from None
+                    raise ValueError(f"files/{name} is not readable Parquet ({exc})") from None
 
 
 def read_previous_manifest(path: str, storage_options: Mapping[str, Any] | None = None) -> dict | None:
@@ -629,19 +629,22 @@ def publish_if_unchanged(
     manifest: dict[str, Any],
     run_id: str,
     storage_options: Mapping[str, Any] | None = None,
+    cache: Mapping[str, CacheEntry] | None = None,
 ) -> dict[str, Any] | None:
     """When no file is new, changed, deleted or due for re-extraction, publish the previous
     catalog as this run's (rows identical but ``change=unchanged``) without starting Beam.
 
     A nightly run over a quiet archive then costs a listing and a few Parquet copies, not a
     pipeline's start-up. Returns the manifest published, or None when there is work to do.
+    ``cache``: :func:`previous_files` of ``previous``, when the caller has read it already.
     """
     from transforms.publish import publish_catalog
     from transforms.sink import build_manifest, staging_folder
 
     if not previous or policy.full:
         return None
-    cache = previous_files(previous, storage_options)
+    if cache is None:
+        cache = previous_files(previous, storage_options)
     if len(listed) != len(cache) or files_to_read(listed, cache, policy):
         return None
     staging = staging_folder(output, run_id)
