@@ -817,7 +817,8 @@ class _DICOMReader:
         self._size = size
         self._remote = remote
         self._unreadable: str | None = None
-        self._whole: Any = None  # the data set read whole, where frames come from it
+        self._read_whole = False  # frames from the data set read whole (MAX_DICOM_IN_MEMORY_BYTES)
+        self._dataset: Any = None  # that data set, once read
 
     def arrays(self) -> list[ArrayRef]:
         import pydicom
@@ -851,15 +852,15 @@ class _DICOMReader:
                 if not decoder.is_available:
                     self._unreadable = (f"no installed decoder for {syntax.name} "
                                         "(pydicom needs e.g. pylibjpeg or gdcm)")
-            first = next((e for t, e in ds._dict.items() if t >> 16 != 0x0002), None)
-            written_implicit = getattr(first, "is_implicit_VR", None)
+            from transforms.formats.dicom import written_implicit_vr
+
+            written = written_implicit_vr(ds)
             try:
-                declared_implicit = syntax.is_implicit_VR
+                declared = syntax.is_implicit_VR
             except ValueError:  # not a transfer syntax UID
-                declared_implicit = None
-            if stream is not self._f or (written_implicit is not None and declared_implicit is not None
-                                         and bool(written_implicit) != declared_implicit):
-                self._whole = True  # read it whole (see MAX_DICOM_IN_MEMORY_BYTES)
+                declared = None
+            if stream is not self._f or None not in (written, declared) and written != declared:
+                self._read_whole = True
                 if self._size > MAX_DICOM_IN_MEMORY_BYTES and not self._unreadable:
                     self._unreadable = (f"{'deflated' if stream is not self._f else 'VR mode not as declared'}: "
                                         f"decoded in memory only up to {MAX_DICOM_IN_MEMORY_BYTES >> 20} MiB")
@@ -874,12 +875,12 @@ class _DICOMReader:
         (f0, f1), rest = slab[0], _slices(slab[1:])
         self._f.seek(0)
         try:
-            if self._whole is True:
+            if self._read_whole and self._dataset is None:
                 import pydicom
 
-                self._whole = pydicom.dcmread(self._f, force=True)
+                self._dataset = pydicom.dcmread(self._f, force=True)
             frames = [frame.reshape(ref.shape[1:])[rest]
-                      for frame in iter_pixels(self._f if self._whole is None else self._whole, indices=range(f0, f1))]
+                      for frame in iter_pixels(self._dataset if self._read_whole else self._f, indices=range(f0, f1))]
         except _NOT_DECODING:
             raise
         except Exception as exc:  # the decoder failed on these pixels: the file's metadata stands

@@ -844,6 +844,16 @@ def _from_recursion(exc: BaseException | None) -> bool:
     return False
 
 
+def written_implicit_vr(ds: Any) -> bool | None:
+    """Whether the data set's elements were written in implicit VR, as pydicom found while it
+    read them (None: no element after the file meta). pydicom reads a data set written in the
+    other VR mode than its transfer syntax says (explicit declared, implicit written: its test
+    file SC_rgb_jpeg.dcm) in the mode it finds, and records it in each raw element."""
+    first = next((e for t, e in ds._dict.items()
+                  if t >> 16 != 0x0002 and getattr(e, "is_implicit_VR", None) is not None), None)
+    return None if first is None else bool(first.is_implicit_VR)
+
+
 def _extract(source: Source, out: Extraction) -> None:
     """Read one DICOM file's header into ``out`` (one ``dicom`` row).
 
@@ -883,12 +893,9 @@ def _extract(source: Source, out: Extraction) -> None:
         implicit, little = ds.original_encoding
         if implicit is None:  # nothing after the file meta
             implicit, little = True, True
-        # pydicom reads a data set encoded in the other VR mode than its transfer syntax says
-        # (explicit declared, implicit written: pydicom's test file SC_rgb_jpeg.dcm) in the mode
-        # it finds, and says so in its elements: so do the reads that follow (the pixel data)
-        first = next((e for t, e in ds._dict.items() if t >> 16 != 0x0002 and hasattr(e, "is_implicit_VR")), None)
-        if first is not None and first.is_implicit_VR is not None and bool(first.is_implicit_VR) != implicit:
-            implicit = bool(first.is_implicit_VR)
+        written = written_implicit_vr(ds)  # the reads that follow (the pixel data) do as pydicom did
+        if written is not None:
+            implicit = written
         meta = ds.file_meta
         declared = meta.get("TransferSyntaxUID")
         uid = str(declared).rstrip("\x00 ") if declared else _INFERRED_SYNTAX[implicit, little]
