@@ -456,7 +456,7 @@ def workers_stopped_together():
                 if isinstance(handler, worker_handlers.GrpcWorkerHandler):  # a worker process
                     try:
                         handler.control_conn.close()  # its control stream ends: it shuts down
-                    except Exception:  # noqa: BLE001 - Beam's close_all below reports it
+                    except Exception:  # noqa: BLE001, S110 - Beam's close_all below reports it
                         pass
         beams(self)
 

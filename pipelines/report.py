@@ -603,7 +603,7 @@ def main(argv: list[str] | None = None, *, stdout=None) -> int:
     if "://" not in args.output:
         args.output = os.path.abspath(args.output)
     try:
-        path = write_report(args.output, args.html, args.storage_options, max_details=max(args.max_details, 0))
+        path = write_report(args.output, args.html, args.storage_options, max_details=args.max_details)
     except (OSError, pa.ArrowInvalid) as exc:
         raise ReportError(f"cannot write the report for {args.output!r}: {exc}") from None
     print(path, file=stdout or sys.stdout)

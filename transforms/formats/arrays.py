@@ -70,7 +70,7 @@ def _read_into_zero_past(fileobj: IO[bytes], offset: int, out: memoryview, end: 
     netCDF-C reads a classic file cut short in its data (ncdump prints them as 0)."""
     have = out.nbytes if end is None else min(out.nbytes, max(0, end - offset))
     if have:
-        _read_into(fileobj, offset, out[:have] if have < out.nbytes else out)
+        _read_into(fileobj, offset, out[:have])
     if have < out.nbytes:
         out[have:] = bytes(out.nbytes - have)
 
