@@ -269,6 +269,20 @@ def test_fits(tmp_path):
     check(arrays.open_fits_arrays, path, expected)
 
 
+@pytest.mark.parametrize("trailer", [b" " * 2880, b"junk after the last HDU ".ljust(2880), b"\0" * 2880])
+def test_fits_special_records_after_the_last_hdu_do_not_stop_the_stats(tmp_path, trailer):
+    """FITS 4.0 3.5 "special records" after the last HDU (astropy cannot open such a file:
+    it reads them as a header without END): the image HDUs are those the header walk finds."""
+    path = tmp_path / "a.fits"
+    data = np.arange(60, dtype=np.int16).reshape(6, 10)
+    fits.HDUList([fits.PrimaryHDU(data), fits.ImageHDU(data * 2.5)]).writeto(path)
+    with fits.open(path) as hdul:
+        expected = {(("hdu_index", i),): ref_stats(np.asarray(hdul[i].data)) for i in (0, 1)}
+    with open(path, "ab") as f:
+        f.write(trailer)
+    check(arrays.open_fits_arrays, path, expected)
+
+
 def test_fits_blank_of_pseudo_unsigned_image_is_missing(tmp_path):
     path = tmp_path / "a.fits"
     data = np.arange(100, dtype=np.uint16).reshape(10, 10)

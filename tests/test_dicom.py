@@ -379,7 +379,11 @@ def test_ct_row_and_tags(files: dict[str, Path]) -> None:
     ]
     meta = out.metadata
     assert meta["preamble"] is True
-    assert meta["file_meta"] == {k: v for k, v in tags.items() if k.startswith("0002")}
+    # group lengths are not in the JSON model (PS3.18 F.2.2): file_meta keeps (0002,0000)
+    assert "00020000" not in tags and meta["file_meta"]["00020000"]["vr"] == "UL"
+    assert {k: v for k, v in meta["file_meta"].items() if k != "00020000"} == {
+        k: v for k, v in tags.items() if k.startswith("0002")
+    }
     assert meta["transfer_syntax"]["inferred"] is False
     assert meta["element_count"] == len(ds) + len(ds.file_meta) + 1
     bulk = {entry["path"]: entry for entry in meta["bulk_data"]}
@@ -400,6 +404,8 @@ def normalized(model: dict[str, Any]) -> dict[str, Any]:
     """A JSON model with pydicom's and our harmless differences ironed out."""
     out = {}
     for key, elem in model.items():
+        if key.endswith("0000"):
+            continue  # group lengths: pydicom writes them, the JSON model has none (F.2.2)
         elem = dict(elem)
         if elem["vr"] == "SQ":
             elem["Value"] = [normalized(i) for i in elem.get("Value", [])]
@@ -531,7 +537,8 @@ def test_matches_dcmdump(files: dict[str, Path], name: str) -> None:
     out, _, tags = extract(files[name])
     dumped = dcmdump(files[name])
     bulk = {e["path"] for e in out.metadata["bulk_data"]}
-    assert set(tags) == set(dumped) - bulk
+    group_lengths = {key for key in dumped if key.endswith("0000")}  # not in the JSON model
+    assert set(tags) == set(dumped) - bulk - group_lengths
     assert out.metadata["element_count"] == len(dumped)
     for key, elem in tags.items():
         if name == "edge" and key == "00291014":
@@ -681,7 +688,7 @@ def test_edge_case_values(files: dict[str, Path]) -> None:
     assert values(tags, "00080008") == ["A", None, "B"]
     assert tags["00100010"] == {"vr": "PN"}
     assert values(tags, "00181060") == ["1.5abc", 2.0]  # malformed DS kept as string
-    assert values(tags, "00200012") == ["x1"] and values(tags, "00200013") == [12]
+    assert values(tags, "00200012") == ["x1"] and values(tags, "00200013") == ["12.0"]  # not an IS: as written, as dcm2json
     assert values(tags, "00204000") == ["é" * 1500]  # longer than the threshold, not binary
     assert values(tags, "00209165") == ["00280010", "00280011"]
     assert tags["00291014"] == {"vr": "UN", "InlineBinary": "AQIDBAUG"}
@@ -853,6 +860,76 @@ def test_huge_length_in_file_meta(tmp_path: Path) -> None:
 )
 def test_string_values_lose_insignificant_spaces_and_all_empty_values_have_no_value(vr, raw, expected) -> None:
     assert dicom._CONVERTERS[vr](raw, True, ("ascii",)) == expected
+
+
+@pytest.mark.parametrize(
+    "vr, raw, expected",
+    [
+        # person names as dcm2json writes them: components stripped of spaces, trailing empty
+        # components and empty groups dropped, a name of delimiters only empty
+        ("PN", b"Doe^John^^^\\^^^^\\=^\\^=Ideo\\Doe ^ John \\ Lead^x = y",
+         [{"Alphabetic": "Doe^John"}, None, None, {"Ideographic": "Ideo"},
+          {"Alphabetic": "Doe^John"}, {"Alphabetic": "Lead^x", "Ideographic": "y"}]),
+        ("PN", b"^", None),
+        ("PN", b"Doe^^John", [{"Alphabetic": "Doe^^John"}]),  # an inner empty component stays
+        # IS: integers only when they are IS values (PS3.5 table 6.2-1), else as written
+        ("IS", b"1e1\\3.0\\2147483648\\-2147483649\\2147483647\\+7\\-2147483648",
+         ["1e1", "3.0", "2147483648", "-2147483649", 2147483647, 7, -(2**31)]),
+    ],
+)
+def test_person_names_and_integer_strings_as_dcm2json_writes_them(vr, raw, expected) -> None:
+    assert dicom._CONVERTERS[vr](raw, True, ("ascii",)) == expected
+
+
+def test_64_bit_integers_beyond_doubles_are_strings() -> None:
+    """SV/UV values a double cannot hold exactly are decimal strings (PS3.18 F.2.3.1), as
+    dcm2json writes them."""
+    sv = struct.pack("<3q", 2**53 - 1, 2**53, -(2**63))
+    uv = struct.pack("<2Q", 2**64 - 1, 5)
+    assert dicom._CONVERTERS["SV"](sv, True, ()) == [2**53 - 1, str(2**53), str(-(2**63))]
+    assert dicom._CONVERTERS["UV"](uv, True, ()) == [str(2**64 - 1), 5]
+    assert dicom._CONVERTERS["SV"](struct.pack(">q", -(2**60)), False, ()) == [str(-(2**60))]
+
+
+@pytest.mark.parametrize(
+    "charset, raw, expected",
+    [
+        # ISO 2022 IR 58 (PS3.5 annex K.2): the G1 designation ESC $ ) A is not text
+        (["", "ISO 2022 IR 58"], b"\x1b$)A\xb1\xb1\xbe\xa9", "北京"),
+        (["ISO_IR 203"], b"\xa4uro", "€uro"),  # Latin-9 (PS3.3 table C.12-2), not Latin-1
+    ],
+)
+def test_character_sets_pydicom_decodes_wrongly(charset, raw, expected) -> None:
+    from pydicom.charset import convert_encodings
+
+    assert dicom._CONVERTERS["LO"](raw, True, convert_encodings(charset)) == [expected]
+
+
+@pytest.mark.skipif(shutil.which("dump2dcm") is None or shutil.which("dcm2json") is None,
+                    reason="dcmtk's dump2dcm and dcm2json are not installed")
+def test_group_lengths_names_and_charsets_match_dcm2json(tmp_path: Path) -> None:
+    """A file written by dcmtk (dump2dcm), read back by dcmtk's dcm2json: the same JSON model
+    for group lengths (none, PS3.18 F.2.2), person names, IS and SV values, ISO 2022 IR 58."""
+    dump = tmp_path / "x.dump"
+    dump.write_bytes(
+        b"# Dicom-File-Format\n(0002,0002) UI [1.2.840.10008.5.1.4.1.1.7]\n(0002,0003) UI [1.2.3]\n"
+        b"(0002,0010) UI [1.2.840.10008.1.2.1]\n(0008,0005) CS [\\ISO 2022 IR 58]\n"
+        b"(0008,0016) UI [1.2.840.10008.5.1.4.1.1.7]\n(0008,0018) UI [1.2.3]\n(0008,0060) CS [OT]\n"
+        b"(0008,0080) LO [\x1b$)A\xb1\xb1\xbe\xa9]\n"
+        b"(0008,0090) PN [Doe^John^^^\\ Lead ^ x =y]\n(0008,1050) PN [^]\n"
+        b"(0010,0010) PN [Zhang^XiaoDong=\x1b$)A\xd5\xc5^\x1b$)A\xd0\xa1\xb6\xab=]\n"
+        b"(0020,0013) IS [1e1\\3.0\\42]\n(0072,0082) SV 9007199254740992\\-5\n"
+    )
+    path = tmp_path / "x.dcm"
+    subprocess.run(["dump2dcm", "+g", str(dump), str(path)], check=True, capture_output=True)
+    reference = json.loads(subprocess.run(["dcm2json", "-fc", str(path)], check=True,
+                                          capture_output=True, text=True).stdout)
+    reference.pop("00080005")  # dcm2json rewrites the character set as ISO_IR 192
+    _, _, tags = extract(path)
+    tags.pop("00080005")
+    assert "00080000" in dcmdump(path) and "00080000" not in tags  # +g wrote group lengths
+    assert {k: v for k, v in tags.items() if not k.startswith("0002")} == reference
+    assert tags["00080080"]["Value"] == ["北京"]
 
 
 def test_file_meta_without_its_group_length_keeps_its_short_binary_values(files: dict[str, Path], tmp_path: Path) -> None:

@@ -439,6 +439,33 @@ def test_random_groups(files):
     assert hdu["data_size"] == 4 * 5 * (3 + 2 * 3 * 1)  # |BITPIX| * GCOUNT * (PCOUNT + ...)
 
 
+def test_random_groups_with_nonzero_naxis1_are_sized_as_cfitsio_sizes_them(tmp_path):
+    """GROUPS = T with NAXIS1 != 0 breaks the standard; cfitsio and astropy still size the
+    data as random groups (NAXIS1 not counted): one HDU, not a second one found in the data."""
+    cards = ["SIMPLE  =                    T", "BITPIX  =                    8",
+             "NAXIS   =                    2", "NAXIS1  =                    5",
+             "NAXIS2  =                    1", "GROUPS  =                    T",
+             "PCOUNT  =                    0", "GCOUNT  =                 2881"]
+    ext = b"".join(card(c) for c in ["XTENSION= 'IMAGE   '", "BITPIX  =                    8",
+                                      "NAXIS   =                    0", "EXTNAME = 'SCI'", "END"])
+    # NAXIS1 x NAXIS2 would be one block of data, followed by an extension; the 2,881 bytes
+    # of groups take two blocks, the extension's header among them
+    out = run_bytes(tmp_path, raw_fits(*cards) + bytes(2880) + ext.ljust(2880))
+    assert [r["hdu_type"] for r in out.rows["fits"]] == ["GROUPS"]
+    assert out.metadata["hdus"][0]["data_size"] == 2881
+
+
+def test_blank_cards_before_end_are_free_header_space(tmp_path):
+    """cfitsio reserves header space as blank cards before END; fitsverify -l lists the
+    header without them. A blank card between two keywords stays a card."""
+    out = run_bytes(tmp_path, raw_fits("SIMPLE  =                    T", "BITPIX  =                    8",
+                                       "NAXIS   =                    0", "", "OBJECT  = 'x'", "", "", ""))
+    assert [c["keyword"] for c in headers(out)[0]] == ["SIMPLE", "BITPIX", "NAXIS", "", "OBJECT"]
+    if FITSVERIFY:
+        listed = fitsverify(tmp_path / "x.fits", "-l").stdout
+        assert "6 header keywords" in listed  # 5 cards and END
+
+
 def test_hand_written_cards(files):
     out = run(files["raw"])
     header = headers(out)[0]

@@ -744,36 +744,37 @@ def _pseudo_unsigned(raw: np.ndarray, dtype: np.dtype, bzero: int) -> np.ndarray
 
 
 class _FITSReader:
-    def __init__(self, fileobj: IO[bytes]) -> None:
+    def __init__(self, fileobj: IO[bytes], size: int) -> None:
         self._f = fileobj
+        self._size = size
         self._hdus: dict[int, tuple[int, tuple[int, ...], _FITSImage]] = {}
         self._unreadable: dict[int, str] = {}
 
     def arrays(self) -> list[ArrayRef]:
-        from astropy.io import fits
+        """The image HDUs, found by the header walk of the extractor (bytes after the last HDU,
+        FITS 4.0 3.5 "special records", end it there as they end the ``fits`` rows)."""
+        from transforms.formats import fits
 
         refs = []
-        self._f.seek(0)
-        hdul = fits.open(self._f, memmap=False, lazy_load_hdus=True, cache=False,
-                         ignore_missing_simple=True)
-        for index, hdu in enumerate(hdul):
-            if isinstance(hdu, fits.CompImageHDU):  # an ImageHDU in astropy 8: its data are tiles
+        pos, index = 0, 0
+        while pos < self._size:
+            cards, data_offset = fits._read_header(self._f, pos, self._size, index)
+            if cards is None:
+                break
+            values = fits._parse_cards(cards)[1]
+            hdu = fits._describe(index, values)
+            key = (("hdu_index", index),)
+            if hdu["type"] == "COMPRESSED_IMAGE":  # its data are tiles in a binary table
                 self._unreadable[index] = "tile-compressed image: statistics are not computed for it"
-                refs.append(ArrayRef(table="fits", key=(("hdu_index", index),), shape=(), itemsize=0,
-                                     locator=index))
-                continue
-            if not isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU)) or \
-                    isinstance(hdu, fits.GroupsHDU):
-                continue
-            header = hdu.header
-            naxis = int(header.get("NAXIS", 0))
-            if not naxis or int(header["BITPIX"]) not in _FITS_DTYPES:
-                continue
-            shape = tuple(int(header[f"NAXIS{i}"]) for i in range(naxis, 0, -1))
-            image = _FITSImage(header)
-            self._hdus[index] = (hdu.fileinfo()["datLoc"], shape, image)
-            refs.append(ArrayRef(table="fits", key=(("hdu_index", index),), shape=shape,
-                                 itemsize=image.raw.itemsize, locator=index))
+                refs.append(ArrayRef(table="fits", key=key, shape=(), itemsize=0, locator=index))
+            elif hdu["type"] in ("PRIMARY", "IMAGE") and hdu["naxis"] and hdu["bitpix"] in _FITS_DTYPES:
+                shape = tuple(hdu["shape"][::-1])  # NAXISn..NAXIS1: C order
+                image = _FITSImage(values)
+                self._hdus[index] = (data_offset, shape, image)
+                refs.append(ArrayRef(table="fits", key=key, shape=shape,
+                                     itemsize=image.raw.itemsize, locator=index))
+            pos = data_offset + -(-hdu["data_size"] // fits.BLOCK) * fits.BLOCK
+            index += 1
         return refs
 
     def offset(self, ref: ArrayRef, slab: Slab) -> int | None:
@@ -792,8 +793,9 @@ class _FITSReader:
 
 @contextlib.contextmanager
 def open_fits_arrays(source: Source, fileobj: IO[bytes]) -> Iterator[_FITSReader]:
-    """The image HDUs of a FITS file: headers through astropy, data by offset."""
-    yield _FITSReader(fileobj)
+    """The image HDUs of a FITS file: headers parsed as the extractor parses them, data by
+    offset."""
+    yield _FITSReader(fileobj, source.size)
 
 
 # --- DICOM ---------------------------------------------------------------------------------------

@@ -9,15 +9,18 @@ data, and the pixel data must fit too, so a truncated or corrupt file raises ins
 yielding a partial header.
 
 The ``dicom`` row's ``tags`` column holds every element of the file, the file meta group
-(0002,eeee) included, keyed ``"GGGGEEEE"`` in tag order, with these encodings:
+(0002,eeee) included and group lengths (gggg,0000) left out (PS3.18 F.2.2), keyed
+``"GGGGEEEE"`` in tag order, with these encodings:
 
 - strings (AE AS CS DA DT LO LT PN SH ST TM UC UI UR UT) are decoded with the Specific
   Character Set (ISO 2022 code extensions included) and stripped of their padding; multiple
   values are split on ``\\``; an empty value among several is ``null``;
-- PN values are ``{"Alphabetic", "Ideographic", "Phonetic"}`` objects, empty groups left out;
-- DS values are JSON numbers (floats), IS values integers; a malformed DS/IS value (not a
-  finite number) stays the string found in the file;
-- US SS UL SL UV SV FL FD values are numbers, AT values ``"GGGGEEEE"`` strings;
+- PN values are ``{"Alphabetic", "Ideographic", "Phonetic"}`` objects as dcm2json writes them
+  (components stripped, trailing empty components and empty groups left out);
+- DS values are JSON numbers (floats), IS values integers; a malformed DS value (not a finite
+  number) or IS value (not sign and digits within 32 bits) stays the string found in the file;
+- US SS UL SL UV SV FL FD values are numbers (SV UV beyond 2**53 - 1: decimal strings), AT
+  values ``"GGGGEEEE"`` strings;
 - OB OD OF OL OV OW UN values are ``InlineBinary`` (base64, little-endian byte order);
   values longer than ``BULK_THRESHOLD`` bytes, and the top-level (Float/Double Float) Pixel
   Data whatever its size, are left out of ``tags``: ``files.metadata["bulk_data"]`` lists
@@ -39,6 +42,7 @@ import base64
 import contextlib
 import datetime as dt
 import io
+import re
 import struct
 import sys
 import threading
@@ -46,6 +50,7 @@ from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 import pydicom
+import pydicom.charset
 from pydicom.charset import decode_bytes
 from pydicom.datadict import DicomDictionary, dictionary_VR, private_dictionary_VR
 from pydicom.dataelem import RawDataElement
@@ -85,6 +90,11 @@ PIXEL_DATA_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 _KNOWN_VRS = frozenset(str(vr) for vr in VR if len(vr) == 2)  # not "US or SS"
 _LONG_VRS = frozenset(str(vr).encode() for vr in EXPLICIT_VR_LENGTH_32)  # 4-byte lengths
 _ENCODED_VRS = frozenset(vr.encode() for vr in _KNOWN_VRS)
+# ISO 8859-15 (Latin-9, PS3.3 table C.12-2), a defined term pydicom 3.0 does not know yet (it
+# warns and reads Latin-1: the euro sign came out as the currency sign)
+pydicom.charset.python_encoding.setdefault("ISO_IR 203", "iso8859_15")
+pydicom.charset.python_encoding.setdefault("ISO 2022 IR 203", "iso8859_15")
+
 _DEFAULT_CHARSET = ("iso8859",)  # pydicom's name for ISO-IR 6 read leniently (latin-1)
 _ESC = 0x1B
 _NATIVE_LITTLE = sys.byteorder == "little"
@@ -224,10 +234,15 @@ def _truncated(what: str, offset: int, needed: int, size: int) -> InvalidDicomEr
     )
 
 
+#: ISO 2022 IR 58's designation of GB2312 to G1: Python's ``iso_ir_58`` codec (GB2312) leaves
+#: it in the text, and pydicom 3.0 counts on the codec to remove it.
+_IR58_ESCAPE = "\x1b$)A"
+
+
 def _text(value: bytes, encodings: tuple[str, ...] | list[str]) -> str:
     """Decode a charset-dependent value the way pydicom does, only faster."""
     if _ESC in value:  # ISO 2022 code extensions: pydicom switches character sets
-        return decode_bytes(value, encodings, TEXT_VR_DELIMS)
+        return decode_bytes(value, encodings, TEXT_VR_DELIMS).replace(_IR58_ESCAPE, "")
     try:
         return value.decode(encodings[0])
     except UnicodeError:
@@ -276,10 +291,15 @@ def _ur(value: bytes, little: bool, encodings: Any) -> list[Any] | None:
     return [text] if text else None
 
 
+def _group(group: str) -> str:
+    """One component group as dcm2json writes it: each component stripped of spaces (not
+    significant, PS3.5 6.2), trailing empty components (``Doe^John^^^``) dropped."""
+    return "^".join(c.strip(" ") for c in group.split("^")).rstrip("^")
+
+
 def _name(groups: list[str] | tuple[str, ...]) -> dict[str, str] | None:
-    name = {
-        key: group for key, group in zip(("Alphabetic", "Ideographic", "Phonetic"), groups) if group
-    }
+    keys = ("Alphabetic", "Ideographic", "Phonetic")
+    name = {key: text for key, group in zip(keys, groups) if (text := _group(group))}
     return name or None
 
 
@@ -291,7 +311,9 @@ def _pn(value: bytes, little: bool, encodings: Any) -> list[Any] | None:
         names = convert_PN(value, list(encodings))
         if isinstance(names, PersonName):
             names = [names]
-        return _present([_name([str(c) for c in n.components]) for n in names])
+        return _present(
+            [_name([str(c).replace(_IR58_ESCAPE, "") for c in n.components]) for n in names]
+        )
     return _present([_name(v.split("=")) for v in _text(value, encodings).split("\\")])
 
 
@@ -321,17 +343,17 @@ def _parse_ds(part: str) -> Any:
     return number if number - number == 0 and "_" not in part else part
 
 
+_INTEGER_STRING = re.compile(r"[+-]?[0-9]+")
+
+
 def _parse_is(part: str) -> Any:
-    if "_" in part:
-        return part
-    try:
-        return int(part)
-    except ValueError:
-        try:  # "12.0" is a common misspelling of "12"
-            number = float(part)
-            return int(number) if number.is_integer() else part
-        except (ValueError, OverflowError):
-            return part
+    """An IS value: an integer when it is one (optional sign and digits, within
+    -2**31..2**31-1, PS3.5 table 6.2-1), else the string, as dcm2json writes it."""
+    if _INTEGER_STRING.fullmatch(part):
+        number = int(part)
+        if -(2**31) <= number < 2**31:
+            return number
+    return part
 
 
 def _ds(value: bytes, little: bool, encodings: Any) -> list[Any] | None:
@@ -359,6 +381,21 @@ def _numbers(code: str) -> Any:
 
 _unsigned_16 = _numbers("H")
 
+#: The largest integer a JSON reader that parses numbers as doubles keeps exactly.
+_SAFE_INTEGER = 2**53 - 1
+
+
+def _wide_integers(code: str) -> Any:
+    """SV UV: numbers, those beyond +-(2**53 - 1) as decimal strings, so that no JSON reader
+    rounds them (PS3.18 F.2.3.1 allows a string "to avoid losing precision", as dcm2json does)."""
+    convert = _numbers(code)
+
+    def wide(value: bytes, little: bool, encodings: Any) -> list[Any] | None:
+        return [v if -_SAFE_INTEGER <= v <= _SAFE_INTEGER else str(v)
+                for v in convert(value, little, encodings)]
+
+    return wide
+
 
 def _at(value: bytes, little: bool, encodings: Any) -> list[Any] | None:
     if len(value) % 4:
@@ -385,7 +422,7 @@ _CONVERTERS = {
     "SL": _numbers("i"),
     "SS": _numbers("h"),
     "ST": _charset_text,
-    "SV": _numbers("q"),
+    "SV": _wide_integers("q"),
     "TM": _strings,
     "UC": _uc,
     "UI": _ui,
@@ -393,7 +430,7 @@ _CONVERTERS = {
     "UR": _ur,
     "US": _unsigned_16,
     "UT": _charset_text,
-    "UV": _numbers("Q"),
+    "UV": _wide_integers("Q"),
 }
 _WORD = {"OW": "H", "OF": "I", "OL": "I", "OD": "Q", "OV": "Q"}
 
@@ -437,6 +474,7 @@ class _Converter:
         self.little = little
         self.bulk = bulk
         self.offsets = offsets
+        self.group_lengths = False
         self.nested = 0
         self.depth = 0
         self.pixel_representation: int | None = None
@@ -458,6 +496,8 @@ class _Converter:
             key = f"{tag:08X}"
             if not top:
                 self.nested += 1
+            if tag & 0xFFFF == 0 and not self.group_lengths:  # not in the JSON model (F.2.2)
+                continue
             if not isinstance(element, RawDataElement):
                 if element.VR == "SQ":  # undefined length: pydicom parsed it from the stream
                     out[key] = self.sequence(element.value, encodings, base, prefix + key)
@@ -747,6 +787,18 @@ def _string(tags: dict[str, Any], key: str) -> str | None:
     return "\\".join("" if v is None else str(v) for v in values)
 
 
+def _integral(value: Any) -> Any:
+    """An IS value for a typed column: a string that is an integral number written otherwise
+    (``"3.0"``, ``"1e1"``, a common misspelling; ``tags`` keeps it as written) as that integer."""
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return None
+        return int(number) if number.is_integer() else None
+    return value
+
+
 def _int32(value: Any) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool) and -(2**31) <= value < 2**31:
         return value
@@ -909,9 +961,9 @@ def _extract(source: Source, out: Extraction) -> None:
         }
 
         bulk: list[dict[str, Any]] = []
-        meta_tags = _Converter(fp, size, threshold, False, True, bulk).dataset(
-            meta._dict, _DEFAULT_CHARSET
-        )
+        meta_converter = _Converter(fp, size, threshold, False, True, bulk)
+        meta_converter.group_lengths = True  # (0002,0000) is checked below, and file_meta has it
+        meta_tags = meta_converter.dataset(meta._dict, _DEFAULT_CHARSET)
         out.metadata["file_meta"] = meta_tags
         group_length = _first(meta_tags, "00020000")
         meta_start = (132 if preamble else 0) + 12  # after the group length element
@@ -955,7 +1007,10 @@ def _extract(source: Source, out: Extraction) -> None:
             if stream is not fp:  # offsets into the inflated data set mean nothing outside
                 pixel_entry["offset"] = None
             bulk.append(pixel_entry)
-        tags = meta_tags | data_tags
+        # Group Length (gggg,0000) elements "shall not be included" in the JSON model (PS3.18
+        # F.2.2; dcm2json leaves them out): file_meta keeps (0002,0000)
+        tags = {key: value for key, value in meta_tags.items() if not key.endswith("0000")}
+        tags |= data_tags
         if any(tag >> 16 == 0 for tag in elements):
             tags = dict(sorted(tags.items()))  # a command set: group 0000 comes first
         out.metadata["element_count"] = len(meta._dict) + len(elements) + (pixel_entry is not None)
@@ -975,7 +1030,7 @@ def _extract(source: Source, out: Extraction) -> None:
             "study_date": _date(_first(tags, "00080020")),
             "rows": _int32(_first(tags, "00280010")),
             "columns": _int32(_first(tags, "00280011")),
-            "number_of_frames": _int32(_first(tags, "00280008")),
+            "number_of_frames": _int32(_integral(_first(tags, "00280008"))),
             "transfer_syntax_uid": uid,
             "tags": dumps(tags),
         },

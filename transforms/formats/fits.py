@@ -150,6 +150,8 @@ def _read_header(f: IO[bytes], pos: int, size: int, index: int) -> tuple[list[st
             )
         if end >= 0:
             cards.extend(text[i : i + CARD] for i in range(0, end, CARD))
+            while cards and cards[-1].isspace():  # free space before END (cfitsio reserves it)
+                cards.pop()
             return cards, offset + BLOCK
         cards.extend(text[i : i + CARD] for i in range(0, BLOCK, CARD))
         offset += BLOCK
@@ -277,9 +279,10 @@ def _describe(index: int, values: dict[str, Any]) -> dict[str, Any]:
     for n in shape:
         count *= n
     if index == 0:
-        groups = values.get("GROUPS") is True and naxis > 0 and shape[0] == 0
+        groups = values.get("GROUPS") is True and naxis > 0
         hdu_type = "GROUPS" if groups else "PRIMARY"
-        if groups:  # random groups: NAXIS1 = 0 and the groups carry PCOUNT parameters each
+        if groups:  # random groups: NAXIS1 (0) not counted, each group carries PCOUNT parameters
+            # (NAXIS1 != 0 breaks the standard: sized as cfitsio and astropy size it)
             count = 1
             for n in shape[1:]:
                 count *= n
