@@ -554,6 +554,51 @@ def test_hdf5_values_read_from_the_stored_bytes_equal_h5py(tmp_path):
             assert_close(got[key], want, 1e6)
 
 
+def test_hdf5_types_h5py_reads_converted_are_not_read_from_the_stored_bytes(tmp_path):
+    """Types whose stored bytes are not numpy's dtype that h5py maps them to (bfloat16 as
+    float32, a float with another exponent bias as float64, integers of reduced precision or
+    with a bit offset as int32): libhdf5 converts them. Read straight from the file they gave
+    garbage statistics or ran past the data (an EOFError making the file an error)."""
+    from h5py import h5d, h5p, h5s, h5t
+
+    path = tmp_path / "converted.h5"
+    values = np.array([1.5, -2.0, 3.0, 100.0, 0.5, 7.0])
+    integers = np.array([-100, -1, 0, 5, 200, 9], dtype=np.int32)
+    with h5py.File(path, "w") as f:
+        bfloat16 = h5t.IEEE_F32LE.copy()
+        bfloat16.set_fields(15, 7, 8, 0, 7)
+        bfloat16.set_offset(0)
+        bfloat16.set_precision(16)
+        bfloat16.set_size(2)
+        bfloat16.set_ebias(127)
+        biased = h5t.IEEE_F32LE.copy()
+        biased.set_ebias(100)
+        narrow = h5t.STD_I32LE.copy()
+        narrow.set_precision(16)
+        shifted = h5t.STD_I32LE.copy()
+        shifted.set_precision(12)
+        shifted.set_offset(4)
+        for name, tid, memory, data, chunked in [
+            ("bfloat16", bfloat16, h5t.NATIVE_DOUBLE, values, False),
+            ("biased", biased, h5t.NATIVE_DOUBLE, values, False),
+            ("narrow", narrow, h5t.NATIVE_INT32, integers, True),
+            ("shifted", shifted, h5t.NATIVE_INT32, integers, False),
+        ]:
+            dcpl = h5p.create(h5p.DATASET_CREATE)
+            if chunked:
+                dcpl.set_chunk((4,))
+            ds = h5d.create(f.id, name.encode(), tid, h5s.create_simple((6,), (h5s.UNLIMITED,) if chunked else None), dcpl=dcpl)
+            ds.write(h5s.ALL, h5s.ALL, data, mtype=memory)
+        f.create_dataset("after", data=np.full(64, 1e6))  # what a too-long read would meet
+    with h5py.File(path, "r") as f:
+        names = ("/bfloat16", "/biased", "/narrow", "/shifted")
+        expected = {(("object_path", p),): ref_stats(f[p][()]) for p in names}
+        assert all(arrays._H5Stored.of(f[p], None) is None for p in names)
+    assert expected[(("object_path", "/bfloat16"),)]["stat_max"] == 100.0
+    assert expected[(("object_path", "/shifted"),)]["stat_min"] == -100
+    check(arrays.open_hdf5_arrays, path, {**expected, (("object_path", "/after"),): ref_stats(np.full(64, 1e6))})
+
+
 def test_netcdf4_values_read_from_the_stored_bytes_are_masked_and_scaled(tmp_path):
     path = tmp_path / "stored.nc"
     rng = np.random.default_rng(12)

@@ -1068,3 +1068,27 @@ def test_a_dataset_of_a_type_numpy_lacks_leaves_its_dtype_null_and_the_file_ok(t
     assert fw.rows["files"][0]["status"] == "ok", fw.rows["files"][0]["error"]
     stats = {r["object_path"]: r.get("stat_count") for r in fw.rows["hdf5"]}
     assert stats == {"/ok": 3, "/quad": None}
+
+
+def test_tagged_opaque_and_float32_attributes_read_alike_by_both_readers(tmp_path):
+    """An opaque attribute with a tag (C writers set one) converts only to its own type: read
+    through libhdf5 it was an error value. float32 attributes are the shortest decimal that
+    reads back the same (0.1, as h5dump prints it), by either reader."""
+    from h5py import h5a, h5s, h5t
+
+    path = tmp_path / "opaque.h5"
+    with h5py.File(path, "w") as f:
+        ds = f.create_dataset("d", data=[1])
+        tagged = h5t.create(h5t.OPAQUE, 5)
+        tagged.set_tag(b"my-tag")
+        aid = h5a.create(ds.id, b"opaque", tagged, h5s.create(h5s.SCALAR))
+        aid.write(np.array(b"\xff\x00\x10\x20\x30", dtype="V5"), mtype=tagged)
+        ds.attrs["scale"] = np.array([0.1, 0.3, np.nan], dtype=np.float32)
+        ds.attrs["half"] = np.float16(0.1)
+    expected = {"opaque": {"base64": "/wAQIDA="}, "scale": [0.1, 0.3, "NaN"], "half": 0.1}
+    for out in (_with_h5py(path), _with_raw(path)):
+        (row,) = out.rows["hdf5"]
+        assert json.loads(row["attributes"]) == expected
+    if H5DUMP:
+        dumped = subprocess.run([H5DUMP, "-a", "/d/scale", str(path)], capture_output=True, text=True).stdout
+        assert "(0): 0.1, 0.3, nan" in dumped

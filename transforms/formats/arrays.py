@@ -199,10 +199,15 @@ class _H5Stored:
     def of(cls, ds: Any, fileobj: IO[bytes]) -> _H5Stored | None:
         """The direct reader of ``ds``, or None where h5py must read (filters, compact or
         virtual layout, types whose stored bytes numpy cannot view as they are)."""
-        from h5py import h5d
+        from h5py import h5d, h5t
 
         dtype = ds.dtype
         if dtype.kind not in "iuf" or dtype.itemsize > 8 or dtype.names or dtype.subdtype or not ds.shape:
+            return None
+        # the stored bytes are numpy's only for the type numpy's dtype maps to: not for the
+        # types h5py reads converted (bfloat16 or another float layout as float32/64, integers
+        # of reduced precision or with a bit offset, bitfields, enums)
+        if not ds.id.get_type().equal(h5t.py_create(dtype)):
             return None
         dcpl = ds.id.get_create_plist()
         if dcpl.get_nfilters() or dcpl.get_external_count():

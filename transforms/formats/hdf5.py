@@ -156,6 +156,10 @@ def _nested(arr: np.ndarray, conv: Callable[[Any], Any]) -> Any:
     return [_nested(sub, conv) for sub in arr]
 
 
+def _short_float(value: Any) -> float:
+    return float(str(value))
+
+
 def _converter(dtype: np.dtype, loc: Any, refs: list[bool]) -> Callable[[Any], Any] | None:
     """Element -> JSON-able value for ``dtype``; None when ``tolist()`` already does it.
 
@@ -207,6 +211,8 @@ def _converter(dtype: np.dtype, loc: Any, refs: list[bool]) -> Callable[[Any], A
         return lambda v: {"real": float(v.real), "imag": float(v.imag)}
     if kind in "Mm":
         return str
+    if kind == "f" and dtype.itemsize < 8:  # float16/32: the shortest decimal that reads back
+        return _short_float  # the same (0.1, as h5dump and ncdump print it; not 0.10000000149)
     if kind == "f" and dtype.itemsize > 8:
         return float  # long double: tolist() keeps numpy scalars
     return None  # bool, int, uint, float: tolist() gives Python values
@@ -231,7 +237,8 @@ _CACHE_LIMIT = 4096
 def _plan(tid: Any, key: bytes, loc: Any) -> _Plan:
     """Build (and cache, unless it resolves references in one file) the plan for a type."""
     dtype = tid.dtype
-    mtype = h5t.py_create(dtype)
+    # an opaque type converts only to itself (its tag included): h5py's would be untagged
+    mtype = tid.copy() if tid.get_class() == h5t.OPAQUE else h5t.py_create(dtype)
     subshape: tuple[int, ...] = ()
     if dtype.subdtype is not None:  # numpy has no top-level array type: fold it into the shape
         dtype, subshape = dtype.subdtype
