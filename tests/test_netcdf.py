@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -776,3 +777,60 @@ def test_one_byte_integers_have_no_byte_order(tmp_path):
     out = _extract(Source(str(path), path.stat().st_size, head=path.read_bytes()[:HEAD_BYTES]))
     variables = out.metadata["variables"]["/"]
     assert {name: variables[name]["endianness"] for name in ("b", "ub", "c", "s")} == {"b": None, "ub": None, "c": None, "s": "little"}
+
+
+@pytest.mark.parametrize("dtype, count", [("i2", 5), ("i1", 7), ("S1", 6), ("i4", 3)])
+def test_streaming_numrecs_of_a_single_unpadded_record_variable(tmp_path, dtype, count):
+    """One record variable of a type under 4 bytes: its records are not padded (classic format
+    spec), so the number of records is the data's size / the record's real size."""
+    path = tmp_path / "one.nc"
+    with netCDF4.Dataset(path, "w", format="NETCDF3_CLASSIC") as ds:
+        ds.createDimension("t", None)
+        var = ds.createVariable("a", dtype, ("t",))
+        var[:] = np.array([b"x"] * count) if dtype == "S1" else np.arange(count)
+        ds.createVariable("b", "i1")
+    begin = _extract(_source(str(path))).metadata["variables"]["/"]["a"]["begin"]
+    data = bytearray(path.read_bytes())
+    data[4:8] = b"\xff\xff\xff\xff"
+    # a streaming writer ends the file with the last record (the library pads it to 4 bytes)
+    path.write_bytes(bytes(data[: begin + count * np.dtype(dtype).itemsize]))
+    out = _extract(_source(str(path)))
+    assert out.metadata["numrecs_streaming"] is True and out.metadata["numrecs"] == count
+    assert {r["variable"]: r["shape"] for r in out.rows["netcdf"]}["a"] == [count]
+
+
+@pytest.mark.skipif(shutil.which("ncgen") is None, reason="ncgen (netcdf-bin) is not installed")
+@pytest.mark.parametrize("kind", ["nc3", "nc4"])
+def test_char_values_as_ncdump_shows_them(tmp_path, kind):
+    """Written by the netCDF-C library (ncgen): a char array member of a compound attribute is
+    one string ({"ab"} in ncdump), and char attributes that are not UTF-8 keep their bytes as
+    {"base64": ...} (ncdump prints the raw bytes)."""
+    compound = """types:
+  compound rec_t { int id ; char name(4) ; } ;
+""" if kind == "nc4" else ""
+    info = 'rec_t v:info = {7, {"ab"}} ;' if kind == "nc4" else ""
+    cdl = f"""netcdf x {{
+{compound}dimensions:
+  d = 2 ;
+variables:
+  int v(d) ;
+    v:bad = "caf\\351" ;
+    v:units = "\\260C" ;
+    {info}
+// global attributes:
+    :good = "café" ;
+data:
+  v = 1, 2 ;
+}}
+"""
+    (tmp_path / "x.cdl").write_text(cdl, encoding="utf-8")
+    path = tmp_path / "x.nc"
+    subprocess.run(["ncgen", "-k", kind, "-o", str(path), str(tmp_path / "x.cdl")], check=True)
+    out = _extract(_source(str(path)))
+    (row,) = out.rows["netcdf"]
+    attrs = json.loads(row["attributes"])
+    assert attrs["bad"] == {"base64": base64.b64encode(b"caf\xe9").decode()}
+    assert attrs["units"] == {"base64": base64.b64encode(b"\xb0C").decode()}
+    assert out.metadata["attributes"]["good"] == "café"
+    if kind == "nc4":
+        assert attrs["info"] == {"id": 7, "name": "ab"}

@@ -46,7 +46,7 @@ order): int8 ... uint64, float32, float64; ``|S1`` for ``char``; ``str`` for ``s
 ``compound:NAME``, ``vlen:NAME``, ``enum:NAME``, ``opaque:NAME`` for user-defined types.
 Attribute values of length one are scalars, longer ones lists (as ncdump prints them); empty
 numeric attributes are ``[]``; ``char`` attributes are one string (UTF-8, trailing NULs
-dropped, invalid bytes replaced); ``float`` values are the shortest decimal that round-trips
+dropped; ``{"base64": ...}`` when not UTF-8); ``float`` values are the shortest decimal that round-trips
 in float32 (``0.1``, not ``0.10000000149011612``); non-finite floats become ``"NaN"`` /
 ``"Infinity"`` strings (base.dumps); compound values are objects, vlen values lists, enum
 values their member names, opaque values ``0x``-hex strings. ``units``, ``standard_name`` and
@@ -57,6 +57,7 @@ is its JSON text).
 from __future__ import annotations
 
 import contextlib
+import math
 import struct
 from collections.abc import Iterable
 from typing import IO, Any
@@ -66,7 +67,9 @@ import numpy as np
 from h5py import h5, h5a, h5d, h5g, h5l, h5o, h5p, h5r, h5s, h5t
 
 from transforms.formats.arrays import open_netcdf_arrays
-from transforms.formats.base import REMOTE_BLOCK_SIZE, Extraction, Extractor, SchemaTables, Source, cf_text, dumps
+from transforms.formats.base import (
+    REMOTE_BLOCK_SIZE, Extraction, Extractor, SchemaTables, Source, cf_text, dumps, jsonable,
+)
 
 TABLE = "netcdf"
 
@@ -123,6 +126,12 @@ def _f32(value: float) -> float:
 
 def _text(raw: bytes) -> str:
     return raw.rstrip(b"\x00").decode("utf-8", "replace")
+
+
+def _value_text(raw: bytes) -> str | dict[str, str]:
+    """A text value: the string when it is UTF-8 (trailing NULs dropped), else its bytes as
+    ``{"base64": ...}`` (the catalog's rule for bytes; nothing lost)."""
+    return jsonable(raw)
 
 
 def _attr_value(nctype: str, values: list[Any]) -> Any:
@@ -261,7 +270,7 @@ class _ClassicParser:
             raw = self.r.take(nbytes, what)
             self.r.take(-nbytes % 4, f"{what} padding")
             if code == 2:
-                values[name] = _text(raw)
+                values[name] = _value_text(raw)
             else:
                 values[name] = _attr_value(tname, list(struct.unpack(f">{nelems}{fmt_code}", raw)))
             types[name] = tname
@@ -346,6 +355,9 @@ def _streaming_numrecs(size: int, variables: list[dict[str, Any]],
     if not record_vars:
         return 0
     recsize = sum(v["vsize"] for v in record_vars)
+    if len(record_vars) == 1:  # one record variable: its records are not padded to 4 bytes
+        (var,) = record_vars
+        recsize = math.prod(dims[i][1] for i in var["dimids"][1:]) * np.dtype(var["dtype"]).itemsize
     start = min(v["begin"] for v in record_vars)
     return max(0, (size - start) // recsize) if recsize else 0
 
@@ -498,7 +510,7 @@ class _Model:
         if kind == "int":
             return value
         if kind == "string":
-            return _text(value)
+            return _value_text(value)
         if kind == "compound":
             return {name: self.json_value(member, item)
                     for (name, _, member), item in zip(desc[2], value, strict=True)}
@@ -509,6 +521,9 @@ class _Model:
             return value
         if kind == "vlen" or kind == "array":
             base = desc[1] if kind == "vlen" else desc[2]
+            if kind == "array" and base[0] == "string" and not base[1] and \
+                    all(isinstance(item, bytes) for item in value):
+                return _value_text(b"".join(value))  # a char array member: one string, as ncdump
             return [self.json_value(base, item) for item in value]
         if kind == "opaque":
             return "0x" + bytes(value).hex().upper()
@@ -533,13 +548,13 @@ class _Model:
             except _Skip:
                 continue
             if tname == "char":
-                value: Any = _text(raw[0]) if raw else ""
+                value: Any = _value_text(raw[0]) if raw else ""
             elif kind == "float" and desc[1] == 4:
                 value = [_f32(v) for v in raw]
             elif kind == "int" or kind == "float":
                 value = raw
             elif kind == "string":
-                value = [_text(v) for v in raw]
+                value = [_value_text(v) for v in raw]
             else:
                 value = [self.json_value(desc, v) for v in raw]
             if isinstance(value, list) and len(value) == 1:
