@@ -31,6 +31,7 @@ class ReadRecorder(io.RawIOBase):
         super().__init__()
         self._f = f
         self.largest = 0
+        self.total = 0
 
     def readable(self):
         return True
@@ -41,11 +42,13 @@ class ReadRecorder(io.RawIOBase):
     def readinto(self, buffer):
         n = self._f.readinto(buffer)
         self.largest = max(self.largest, n or 0)
+        self.total += n or 0
         return n
 
     def read(self, size=-1):
         data = self._f.read(size)
         self.largest = max(self.largest, len(data))
+        self.total += len(data)
         return data
 
     def seek(self, offset, whence=io.SEEK_SET):
@@ -554,6 +557,30 @@ def test_hdf5_values_read_from_the_stored_bytes_equal_h5py(tmp_path):
             assert_close(got[key], want, 1e6)
 
 
+def test_classic_record_variables_among_others_are_read_once(tmp_path):
+    """Large records of one variable among several: read record by record, not in runs of
+    whole records that read every other variable's records too (3x the data before, here)."""
+    path = tmp_path / "records.nc"
+    rng = np.random.default_rng(21)
+    with netCDF4.Dataset(path, "w", format="NETCDF3_64BIT_OFFSET") as ds:
+        ds.createDimension("t", None)
+        ds.createDimension("y", 100)
+        ds.createDimension("x", 170)
+        for i in range(3):
+            ds.createVariable(f"v{i}", "f4", ("t", "y", "x"))[:] = rng.normal(i, 1, (60, 100, 170))
+        ds.createVariable("small", "i2", ("t",))[:] = np.arange(60)  # small records: in runs
+    with netCDF4.Dataset(path) as ds:
+        expected = {(("group", "/"), ("variable", name)): ref_stats(ds[name][:]) for name in ds.variables}
+    check(arrays.open_netcdf_arrays, path, expected)
+    source = source_of(path)
+    with source.open() as raw:
+        recorder = ReadRecorder(raw)
+        with arrays.open_netcdf_arrays(source, recorder) as reader:
+            for ref in reader.arrays():
+                array_stats(reader, ref, 64 << 20)
+    assert recorder.total < 1.1 * source.size, recorder.total / source.size
+
+
 def test_hdf5_types_h5py_reads_converted_are_not_read_from_the_stored_bytes(tmp_path):
     """Types whose stored bytes are not numpy's dtype that h5py maps them to (bfloat16 as
     float32, a float with another exponent bias as float64, integers of reduced precision or
@@ -694,6 +721,25 @@ def test_dicom_pixels_pydicom_reads_only_from_the_whole_data_set_have_their_stat
     (row,) = rows["dicom"]
     assert row["stat_count"] == expected.size and row["stat_mean"] == pytest.approx(expected.mean(), rel=1e-12)
     assert row["stat_min"] == expected.min() and row["stat_max"] == expected.max()
+
+
+def test_dicom_one_bit_frames_not_on_byte_boundaries_have_their_statistics(tmp_path):
+    """BitsAllocated 1, frames of 33 x 35 bits (not whole bytes): pydicom's frame iterator
+    cannot cut them, its pixel_array of the whole data set can; equal to that."""
+    import pydicom
+    from pydicom.pixels import pack_bits
+
+    path = tmp_path / "bits.dcm"
+    pixels = np.random.default_rng(5).integers(0, 2, (4, 33, 35)).astype(np.uint8)
+    write_dicom(path, pixels)
+    ds = pydicom.dcmread(path)
+    ds.BitsAllocated = ds.BitsStored = 1
+    ds.HighBit = 0
+    ds.PixelData = pack_bits(pixels)  # one bit stream: frame 2 starts inside a byte
+    ds.save_as(path, enforce_file_format=True)
+    expected = pydicom.dcmread(path).pixel_array
+    assert expected.shape == (4, 33, 35) and (expected == pixels).all()
+    check(arrays.open_dicom_arrays, path, {(): ref_stats(expected)})
 
 
 def test_dicom_pixels_a_decoder_fails_on_or_whose_description_is_bad_have_null_stats_and_a_reason(tmp_path):

@@ -640,7 +640,16 @@ class _ClassicReader:
         (r0, r1), sub = slab[0], slab[1:]
         record_shape = shape[1:]
         nbytes = math.prod(record_shape) * dtype.itemsize
-        if all(hi - lo == n for (lo, hi), n in zip(sub, record_shape, strict=True)):
+        whole = all(hi - lo == n for (lo, hi), n in zip(sub, record_shape, strict=True))
+        if whole and nbytes >= _RECORD_READ_BYTES and 2 * nbytes < recsize:
+            # whole records, large, of a variable among others: one read per record (a run of
+            # records would read the other variables' records too, each of them again)
+            data = np.empty((r1 - r0, *record_shape), dtype)
+            view = memoryview(data.reshape(-1).view(np.uint8))
+            for i, r in enumerate(range(r0, r1)):
+                _read_into_zero_past(self._f, begin + r * recsize, view[i * nbytes:(i + 1) * nbytes],
+                                     self._source.size)
+        elif whole:
             # whole records: read runs of records (at most the slab's size, or one record)
             per = max(1, ((r1 - r0) * nbytes) // max(recsize, 1))
             pieces = []
@@ -654,6 +663,11 @@ class _ClassicReader:
             data = np.stack([_read_contiguous(self._f, begin + r * recsize, dtype, record_shape,
                                               sub, self._source.size) for r in range(r0, r1)])
         return cf.apply(data)
+
+
+#: A classic record variable's records of at least this size are read one by one (runs of
+#: records, gaps included, below it: fewer, larger reads).
+_RECORD_READ_BYTES = 64 * 1024
 
 
 def _c_strides(shape: tuple[int, ...], dtype: np.dtype) -> tuple[int, ...]:
@@ -826,6 +840,8 @@ class _DICOMReader:
         self._unreadable: str | None = None
         self._read_whole = False  # frames from the data set read whole (MAX_DICOM_IN_MEMORY_BYTES)
         self._dataset: Any = None  # that data set, once read
+        self._pixel_array = False  # frames cut from the data set's whole pixel_array (1-bit)
+        self._pixels: np.ndarray | None = None  # that array, once decoded
 
     def arrays(self) -> list[ArrayRef]:
         import pydicom
@@ -845,7 +861,8 @@ class _DICOMReader:
             frames = int(ds.get("NumberOfFrames", 1) or 1)
             samples = int(ds.get("SamplesPerPixel", 1) or 1)
             shape = (frames, int(ds.Rows), int(ds.Columns)) + ((samples,) if samples > 1 else ())
-            itemsize = max(1, int(ds.get("BitsAllocated", 8) or 8) // 8)
+            bits = int(ds.get("BitsAllocated", 8) or 8)
+            itemsize = max(1, bits // 8)
         except (TypeError, ValueError) as exc:  # e.g. NumberOfFrames '1A': pydicom cannot decode either
             self._unreadable = f"the pixel data's description cannot be read: {type(exc).__name__}: {exc}"
             return [ArrayRef(table="dicom", key=(), shape=(), itemsize=0, locator=None)]
@@ -871,6 +888,13 @@ class _DICOMReader:
                 if self._size > MAX_DICOM_IN_MEMORY_BYTES and not self._unreadable:
                     self._unreadable = (f"{'deflated' if stream is not self._f else 'VR mode not as declared'}: "
                                         f"decoded in memory only up to {MAX_DICOM_IN_MEMORY_BYTES >> 20} MiB")
+        if bits == 1 and frames > 1 and math.prod(shape[1:]) % 8:
+            # 1-bit frames that do not end on a byte: pydicom's frame iterator cannot split them,
+            # its pixel_array of the whole data set can (decoded in memory, bounded)
+            self._pixel_array = True
+            if math.prod(shape) > MAX_DICOM_IN_MEMORY_BYTES and not self._unreadable:
+                self._unreadable = ("1-bit frames not on byte boundaries: decoded in memory only up "
+                                    f"to {MAX_DICOM_IN_MEMORY_BYTES >> 20} MiB")
         return [ArrayRef(table="dicom", key=(), shape=shape, itemsize=itemsize,
                          chunks=(1, *shape[1:]), locator=None)]
 
@@ -882,12 +906,17 @@ class _DICOMReader:
         (f0, f1), rest = slab[0], _slices(slab[1:])
         self._f.seek(0)
         try:
-            if self._read_whole and self._dataset is None:
+            if (self._read_whole or self._pixel_array) and self._dataset is None:
                 import pydicom
 
                 self._dataset = pydicom.dcmread(self._f, force=True)
-            frames = [frame.reshape(ref.shape[1:])[rest]
-                      for frame in iter_pixels(self._dataset if self._read_whole else self._f, indices=range(f0, f1))]
+            if self._pixel_array:
+                if self._pixels is None:
+                    self._pixels = self._dataset.pixel_array.reshape(ref.shape)
+                frames = [frame[rest] for frame in self._pixels[f0:f1]]
+            else:
+                frames = [frame.reshape(ref.shape[1:])[rest] for frame in
+                          iter_pixels(self._dataset if self._read_whole else self._f, indices=range(f0, f1))]
         except _NOT_DECODING:
             raise
         except Exception as exc:  # the decoder failed on these pixels: the file's metadata stands
