@@ -150,3 +150,52 @@ def test_filtered_fractal_heap_sends_the_file_through_the_walk():
     assert _filtered_heap(unfiltered + filtered)
     assert _filtered_heap(b"..FRHP\x00")  # cut short: cannot tell, so walk
     assert not _filtered_heap(b"no heap at all")
+
+
+def test_magic_at_byte_zero_wins_over_dicm_at_128(tmp_path):
+    """'DICM' at 128 in a FITS card or a NetCDF classic attribute is text, not a DICOM
+    preamble's end; 'DICM' followed by the file meta group is DICOM whatever the preamble."""
+    fits = tmp_path / "a.fits"
+    cards = ["SIMPLE  =                    T", "BITPIX  =                    8",
+             "NAXIS   =                    0", "END"]
+    header = b"".join(c.ljust(80).encode() for c in cards)
+    header = header[:128] + b"DICM" + header[132:]  # inside card 2's comment columns
+    fits.write_bytes(header.ljust(2880))
+    classic = tmp_path / "a.nc"
+    classic.write_bytes(b"CDF\x01" + bytes(124) + b"DICM" + bytes(100))
+    dicom = tmp_path / "tiff_dicom.dcm"  # a dual TIFF-DICOM file: TIFF header in the preamble
+    dicom.write_bytes(b"II*\x00" + bytes(124) + b"DICM" + b"\x02\x00\x00\x00UL\x04\x00" + bytes(20))
+    assert detected_format(fits) == "fits"
+    assert detected_format(classic) == "netcdf"
+    assert detected_format(dicom) == "dicom"
+
+
+@pytest.mark.parametrize("block", [b"SIMPLE  =  T" + b" " * 68, bytes(128) + b"DICM" + b"x" * 20])
+def test_an_hdf5_signature_after_a_user_block_wins_over_the_block(tmp_path, block):
+    path = tmp_path / "ub.h5"
+    with h5py.File(path, "w", userblock_size=512) as f:
+        f["x"] = np.arange(3)
+    with open(path, "r+b") as f:
+        f.write(block)
+    assert detected_format(path) == "hdf5"
+
+
+def test_a_file_shorter_than_listed_does_not_hang_detection(tmp_path):
+    """A head shorter than 8 bytes and a listed size larger (a file cut after listing, a
+    sysfs file): the signature search ends (it looped forever from offset 0)."""
+    path = tmp_path / "short"
+    path.write_bytes(b"12345\n")
+    info = FileInfo(path=str(path), size=4096)
+    assert detect(info).format == "unknown"
+
+
+def test_dicom_without_preamble_implicit_vr_as_the_extractor_sees_it():
+    """One element of group 0008 then group 0010, or a first element over 1 KiB: implicit VR
+    data sets dcmdump reads (dump2dcm -F +ti writes them) are DICOM."""
+    def element(group, elem, value):
+        return group.to_bytes(2, "little") + elem.to_bytes(2, "little") + len(value).to_bytes(4, "little") + value
+
+    one = element(8, 0x60, b"OT") + element(0x10, 0x10, b"Doe^John")
+    long_first = element(8, 8, b"ORIGINAL\\" * 120) + element(8, 0x60, b"OT")
+    assert looks_like_raw_dicom(one, len(one)) and looks_like_raw_dicom(long_first[:4096], len(long_first))
+    assert not looks_like_raw_dicom(element(8, 0x60, b"OT")[:8] + b"\xff" * 40, 48)

@@ -40,7 +40,7 @@ def hdf5_signature_offset(head: bytes, source: Source | None = None) -> int | No
                     f.seek(offset)
                     if f.read(8) == HDF5_SIGNATURE:
                         return offset
-                    offset *= 2
+                    offset = 512 if offset == 0 else offset * 2  # a head cut short: from 0
             return None
         else:
             return None
@@ -48,10 +48,12 @@ def hdf5_signature_offset(head: bytes, source: Source | None = None) -> int | No
     return None
 
 
-def looks_like_raw_dicom(head: bytes) -> bool:
+def looks_like_raw_dicom(head: bytes, size: int | None = None) -> bool:
     """DICOM without preamble: a data set starting at group 0002 or 0008.
 
-    Explicit VR (little or big endian) or implicit VR little endian.
+    Explicit VR (little or big endian) or implicit VR little endian; an implicit VR data set
+    is recognised as the DICOM extractor recognises it (its first elements, up to three, well
+    formed, tags ascending, lengths within the file of ``size`` bytes).
     """
     if len(head) < 12:
         return False
@@ -61,31 +63,54 @@ def looks_like_raw_dicom(head: bytes) -> bool:
         return False
     if head[4:6] in _DICOM_VRS:  # explicit VR little endian
         return True
-    # implicit VR little endian: a 4-byte length that fits in the file's head, then another tag
-    length = int.from_bytes(head[4:8], "little")
-    nxt = 8 + length
-    return length < 1024 and nxt + 2 <= len(head) and head[nxt : nxt + 2] == head[0:2]
+    from transforms.formats.dicom import _elements_fit
+
+    # undefined lengths not taken as a sign: 0xFFFFFFFF is what random bytes give most often
+    return _elements_fit(head, len(head) if size is None else size, little=True, explicit=False,
+                         undefined_ok=False)
+
+
+def _dicom_preamble(head: bytes) -> str | None:
+    """``"meta"`` for 'DICM' at 128 followed by the file meta group (0002,xxxx), ``"bare"``
+    for 'DICM' followed by anything else, None without 'DICM'."""
+    if len(head) < 132 or head[128:132] != b"DICM":
+        return None
+    return "meta" if head[132:134] == b"\x02\x00" else "bare"
 
 
 def detect_format(source: Source) -> str:
     """``dicom``, ``fits``, ``hdf5``, ``netcdf`` or a plug-in's format from the bytes, else ``unknown``."""
     head = source.head
-    if len(head) >= 132 and head[128:132] == b"DICM":
+    preamble = _dicom_preamble(head)
+    # A format's magic at byte 0 wins over 'DICM' at 128: a FITS or NetCDF header may hold
+    # those four letters there, a DICOM preamble is free bytes. 'DICM' followed by the file
+    # meta group is DICOM (a preamble may start with anything); an HDF5 signature after a
+    # user block (in the head: no extra read) wins over the block's own bytes (h5jam copies
+    # any file there; a FITS header is printable text, the signature is not).
+    if preamble == "meta":
         return "dicom"
-    if head.startswith(FITS_MAGIC):
-        return "fits"
+    if head.startswith(HDF5_SIGNATURE):
+        return _hdf5_or_netcdf(source)
     if head[:4] in NETCDF_CLASSIC_MAGICS:
         return "netcdf"
+    if head.startswith(FITS_MAGIC) or preamble is not None:
+        if hdf5_signature_offset(head) is not None:
+            return _hdf5_or_netcdf(source)
+        return "fits" if head.startswith(FITS_MAGIC) else "dicom"
     if hdf5_signature_offset(head, source) is not None:
-        from transforms.formats.netcdf import looks_like_netcdf4
-
-        return "netcdf" if looks_like_netcdf4(source) else "hdf5"
-    if looks_like_raw_dicom(head):
+        return _hdf5_or_netcdf(source)
+    if looks_like_raw_dicom(head, source.size):
         return "dicom"
     for name, extractor in registry().sniffers():
         if extractor.sniff(head):
             return name
     return "unknown"
+
+
+def _hdf5_or_netcdf(source: Source) -> str:
+    from transforms.formats.netcdf import looks_like_netcdf4
+
+    return "netcdf" if looks_like_netcdf4(source) else "hdf5"
 
 
 def read_head(source: Source) -> bytes:

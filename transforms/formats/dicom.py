@@ -169,11 +169,13 @@ def _open(source: Source) -> Iterator[tuple[IO[bytes], int]]:
         yield _Bounded(f, size), size  # type: ignore[misc]
 
 
-def _elements_fit(head: bytes, size: int, little: bool, explicit: bool) -> bool:
+def _elements_fit(head: bytes, size: int, little: bool, explicit: bool,
+                  undefined_ok: bool = True) -> bool:
     """Whether `head` starts with well-formed elements in this encoding.
 
     Up to three elements are checked: the first in group 0002 or 0008, tags ascending,
-    valid VRs (explicit VR) and lengths that fit in the file.
+    valid VRs (explicit VR) and lengths that fit in the file (an undefined length, a sequence,
+    ends the check unless ``undefined_ok`` is false).
     """
     end = "<" if little else ">"
     pos, previous = 0, -1
@@ -200,7 +202,7 @@ def _elements_fit(head: bytes, size: int, little: bool, explicit: bool) -> bool:
             (length,) = struct.unpack_from(end + "L", head, pos + 4)
             pos += 8
         if length == _UNDEFINED:
-            return True
+            return undefined_ok
         if pos + length > size:
             return False
         pos += length

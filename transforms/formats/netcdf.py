@@ -1956,13 +1956,13 @@ def _filtered_heap(data: bytes) -> bool:
 def looks_like_netcdf4(source: Source) -> bool:
     """True when an HDF5 file was written by the netCDF library (or follows its model).
 
-    Fast paths: ``_NCProperties`` in ``source.head`` (netCDF); a small local file in which no
+    Fast paths: ``_NCProperties`` as an attribute name (NUL-terminated) in ``source.head`` (netCDF); a small local file in which no
     marker's bytes occur (plain HDF5; :func:`_holds_no_marker_bytes`). Otherwise the root group's attributes and
     up to ``SNIFF_OBJECTS`` datasets are checked for netCDF-4 markers (``_NCProperties``,
     ``_nc3_strict``, ``_Netcdf4Dimid``, ``_Netcdf4Coordinates``, ``DIMENSION_LIST``,
     ``REFERENCE_LIST``, ``CLASS=DIMENSION_SCALE``). A file that cannot be read is not NetCDF.
     """
-    if b"_NCProperties" in (source.head or b""):
+    if b"_NCProperties\x00" in (source.head or b""):  # the attribute's name (NUL-terminated)
         return True
     if _holds_no_marker_bytes(source):
         return False
