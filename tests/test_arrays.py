@@ -742,6 +742,26 @@ def test_dicom_one_bit_frames_not_on_byte_boundaries_have_their_statistics(tmp_p
     check(arrays.open_dicom_arrays, path, {(): ref_stats(expected)})
 
 
+@pytest.mark.parametrize("little", [True, False])
+def test_dicom_without_file_meta_has_its_statistics(tmp_path, little):
+    """An ACR-NEMA style data set (no preamble, no file meta): its pixels are read in the
+    encoding the data set was found in (pydicom needs the transfer syntax given)."""
+    import pydicom
+    from pydicom.dataset import Dataset
+
+    pixels = np.arange(40, dtype=np.uint16).reshape(1, 5, 8) * 3
+    ds = Dataset()
+    ds.Modality = "OT"
+    ds.Rows, ds.Columns, ds.SamplesPerPixel = 5, 8, 1
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PixelData = pixels.astype("<u2" if little else ">u2").tobytes()
+    path = tmp_path / "acr.dcm"
+    pydicom.dcmwrite(path, ds, implicit_vr=little, little_endian=little)
+    assert path.read_bytes()[:2] == (b"\x08\x00" if little else b"\x00\x08")  # no preamble, no meta
+    check(arrays.open_dicom_arrays, path, {(): ref_stats(pixels)})
+
+
 def test_dicom_pixels_a_decoder_fails_on_or_whose_description_is_bad_have_null_stats_and_a_reason(tmp_path):
     """A decoder that fails on the pixel stream, or NumberOfFrames '1A' (pydicom cannot decode
     either): null stats, the file ok, the reason in files.metadata.stats_unreadable."""

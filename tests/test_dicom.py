@@ -991,3 +991,35 @@ def test_a_data_set_written_in_the_other_vr_mode_than_declared_is_read_as_writte
         rows = catalog_rows(detect(FileInfo(str(path), path.stat().st_size)), settings=Settings(stats=True))
     assert rows["files"][0]["status"] == "ok", rows["files"][0]["error"]
     assert rows["dicom"][0]["stat_count"] == 4 and rows["dicom"][0]["stat_mean"] == 2.5
+
+
+def test_encapsulated_pixel_data_in_a_sequence_item_is_bulk_data(tmp_path):
+    """An icon image's encapsulated pixels (undefined length: items, not a value) inside a
+    sequence pydicom reads whole: listed as bulk data, as at the top level, not InlineBinary
+    of the item headers (dcm2json refuses such a value)."""
+    fragments = (struct.pack("<HHL", 0xFFFE, 0xE000, 0)
+                 + struct.pack("<HHL", 0xFFFE, 0xE000, 6) + b"\x01\x02\x03\x04\x05\x06"
+                 + struct.pack("<HHL", 0xFFFE, 0xE0DD, 0))
+    icon = (element(0x00280010, "US", struct.pack("<H", 2)) + element(0x00280011, "US", struct.pack("<H", 3))
+            + element(0x7FE00010, "OB", fragments, 0xFFFFFFFF))
+    data_set = (element(0x00080060, "CS", b"OT")
+                + element(0x00880200, "SQ", item(icon, undefined=True) + struct.pack("<HHL", 0xFFFE, 0xE0DD, 0),
+                          0xFFFFFFFF))
+    path = tmp_path / "icon.dcm"
+    path.write_bytes(part10(data_set, uids.RLELossless))
+    out, _, tags = extract(path)
+    (icon_item,) = tags["00880200"]["Value"]
+    assert "7FE00010" not in icon_item and icon_item["00280010"]["Value"] == [2]
+    assert {"path": "00880200/0/7FE00010", "vr": "OB", "length": None}.items() <= out.metadata["bulk_data"][0].items()
+
+
+def test_an_element_pydicom_converts_from_un_keeps_the_vr_and_value_written(tmp_path):
+    """(0008,0005) written with VR UN in an explicit VR file: pydicom turns it into CS; the
+    element is read back as written (UN, its 10 bytes), as dcmdump shows it (was CS, no value)."""
+    data_set = (element(0x00080005, "UN", b"ISO_IR 100") + element(0x00080060, "CS", b"OT")
+                + element(0x00100010, "PN", "Müller^Hans".encode("latin-1")))
+    path = tmp_path / "un.dcm"
+    path.write_bytes(part10(data_set))
+    _, _, tags = extract(path)
+    assert tags["00080005"] == {"vr": "UN", "InlineBinary": base64.b64encode(b"ISO_IR 100").decode()}
+    assert tags["00100010"]["Value"] == [{"Alphabetic": "Müller^Hans"}]

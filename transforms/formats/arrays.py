@@ -842,6 +842,7 @@ class _DICOMReader:
         self._dataset: Any = None  # that data set, once read
         self._pixel_array = False  # frames cut from the data set's whole pixel_array (1-bit)
         self._pixels: np.ndarray | None = None  # that array, once decoded
+        self._inferred: Any = None  # the transfer syntax of a data set without file meta
 
     def arrays(self) -> list[ArrayRef]:
         import pydicom
@@ -867,6 +868,11 @@ class _DICOMReader:
             self._unreadable = f"the pixel data's description cannot be read: {type(exc).__name__}: {exc}"
             return [ArrayRef(table="dicom", key=(), shape=(), itemsize=0, locator=None)]
         syntax = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
+        if syntax is None:  # no file meta (ACR-NEMA style): the encoding the data set was read in
+            from transforms.formats.dicom import _INFERRED_SYNTAX
+
+            implicit, little = ds.original_encoding
+            self._inferred = _INFERRED_SYNTAX[implicit is not False, little is not False]
         if syntax is not None:
             try:
                 decoder = get_decoder(syntax)
@@ -910,13 +916,17 @@ class _DICOMReader:
                 import pydicom
 
                 self._dataset = pydicom.dcmread(self._f, force=True)
+                if self._inferred is not None:
+                    self._dataset.file_meta = pydicom.dataset.FileMetaDataset()
+                    self._dataset.file_meta.TransferSyntaxUID = self._inferred
             if self._pixel_array:
                 if self._pixels is None:
                     self._pixels = self._dataset.pixel_array.reshape(ref.shape)
                 frames = [frame[rest] for frame in self._pixels[f0:f1]]
             else:
+                given = {} if self._inferred is None or self._read_whole else {"transfer_syntax_uid": self._inferred}
                 frames = [frame.reshape(ref.shape[1:])[rest] for frame in
-                          iter_pixels(self._dataset if self._read_whole else self._f, indices=range(f0, f1))]
+                          iter_pixels(self._dataset if self._read_whole else self._f, indices=range(f0, f1), **given)]
         except _NOT_DECODING:
             raise
         except Exception as exc:  # the decoder failed on these pixels: the file's metadata stands

@@ -516,13 +516,21 @@ class _Converter:
         Its length is read back from the element header, so that the extent checks apply;
         its value is then read (or left out) as if pydicom had deferred it.
         """
-        long = self.implicit or element.VR.encode() in _LONG_VRS
-        self.stream.seek(element.file_tell - (4 if long else 2))
-        raw = self.stream.read(4 if long else 2)
-        (length,) = struct.unpack(("<" if self.little else ">") + ("L" if long else "H"), raw)
+        end = "<" if self.little else ">"
+        if self.implicit:
+            self.stream.seek(element.file_tell - 4)
+            (length,) = struct.unpack(end + "L", self.stream.read(4))
+            vr = None
+        else:  # the VR as written: pydicom may have changed it (UN of a known tag -> its VR)
+            self.stream.seek(element.file_tell - 8)
+            header = self.stream.read(8)
+            if header[:2] in _LONG_VRS and header[2:4] == b"\0\0":  # VR, 2 reserved, 4 length
+                vr, (length,) = header[:2].decode(), struct.unpack(end + "L", header[4:])
+            else:  # tag, VR, 2 length
+                vr, (length,) = header[4:6].decode("latin-1"), struct.unpack(end + "H", header[6:])
         return RawDataElement(
             element.tag,
-            None if self.implicit else element.VR,
+            vr,
             length,
             None,
             element.file_tell,
@@ -658,7 +666,9 @@ class _Converter:
             finally:
                 self.stream, self.size = outer
         if vr in BINARY_VRS:
-            if len(value) > self.threshold or (top and raw.tag in PIXEL_DATA_TAGS):
+            # encapsulated (undefined length: items, not a value, e.g. an icon image's pixels
+            # in a sequence that pydicom read whole): bulk data, as at the top level
+            if length == _UNDEFINED or len(value) > self.threshold or (top and raw.tag in PIXEL_DATA_TAGS):
                 self.add_bulk(raw, vr, base, path)
                 return None
             return {"vr": vr, "InlineBinary": _inline_binary(value, vr, raw.is_little_endian)}
