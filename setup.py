@@ -22,7 +22,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["pipelines", "pipelines.*", "transforms", "transforms.*"]),
-    package_data={"pipelines": ["sample_data/*/*", "report_assets/*"]},
+    package_data={"pipelines": ["sample_data/*/*", "report_assets/*"],
+                  "transforms": ["formats/data/*"]},
     include_package_data=True,
     # The statistics kernel (transforms/stats.py). optional: without a C compiler the install
     # still succeeds and numpy computes the same statistics, about half as fast.

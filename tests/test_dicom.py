@@ -1023,3 +1023,32 @@ def test_an_element_pydicom_converts_from_un_keeps_the_vr_and_value_written(tmp_
     _, _, tags = extract(path)
     assert tags["00080005"] == {"vr": "UN", "InlineBinary": base64.b64encode(b"ISO_IR 100").decode()}
     assert tags["00100010"]["Value"] == [{"Alphabetic": "Müller^Hans"}]
+
+
+@needs_dcmdump
+def test_implicit_vr_private_elements_take_dcmtks_private_dictionary(tmp_path):
+    """Private elements of an implicit VR file get the VR dcmdump gives them (DCMTK's
+    private.dic, vendored): known under their creator's block, UN where DCMTK does not know
+    them (pydicom's dictionary differs: (0019,xx08) ACUSON is CS there, unknown to DCMTK)."""
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    ds.Modality = "MR"
+    ds.add_new(0x00090012, "LO", "ACUSON")  # block 12: the dictionary's low byte applies
+    ds.add_new(0x00091208, "LT", "text")
+    ds.add_new(0x0009120A, "IS", "12")
+    ds.add_new(0x00190010, "LO", "ACUSON")
+    ds.add_new(0x00191008, "CS", "IMAGE NUM 4")
+    ds.add_new(0x00290010, "LO", "SIEMENS CSA HEADER")
+    ds.add_new(0x00291008, "CS", "IMAGE NUM 4")
+    ds.add_new(0x70110010, "LO", "DLX_ANNOT_01")  # a group range (7001-o-70ff)
+    ds.add_new(0x70111005, "IS", "1\\2")
+    path = tmp_path / "private.dcm"
+    pydicom.dcmwrite(path, ds, implicit_vr=True, little_endian=True)
+    _, _, tags = extract(path)
+    dumped = dcmdump(path)
+    for key in ("00091208", "0009120A", "00191008", "00291008", "70111005"):
+        vr = dumped[key][0]
+        assert tags[key]["vr"] == {"??": "UN"}.get(vr, vr), key
+    assert tags["0009120A"]["Value"] == [12] and tags["70111005"]["Value"] == [1, 2]
+    assert tags["00191008"]["vr"] == "UN"

@@ -31,8 +31,8 @@ The ``dicom`` row's ``tags`` column holds every element of the file, the file me
   recursion limit (sequences nested more than ``MAX_SEQUENCE_DEPTH`` = 1,000 deep are an error);
 - UN stays UN, as in dcmdump (no conversion to the dictionary VR); a UN of undefined length
   is read as an implicit VR sequence (CP-246), as pydicom and dcmdump do;
-- in implicit VR files the VR comes from the DICOM dictionary (private tags: pydicom's private
-  dictionary, else UN); ``US or SS`` follows Pixel Representation, ``OB or OW`` is OW.
+- in implicit VR files the VR comes from the DICOM dictionary (private tags: DCMTK's private
+  dictionary, as dcmdump, else UN); ``US or SS`` follows Pixel Representation, ``OB or OW`` is OW.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ import base64
 import contextlib
 import datetime as dt
 import io
+import os
 import re
 import struct
 import sys
@@ -52,7 +53,7 @@ from typing import IO, Any
 import pydicom
 import pydicom.charset
 from pydicom.charset import decode_bytes
-from pydicom.datadict import DicomDictionary, dictionary_VR, private_dictionary_VR
+from pydicom.datadict import DicomDictionary, dictionary_VR
 from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset
@@ -208,6 +209,46 @@ def _elements_fit(head: bytes, size: int, little: bool, explicit: bool,
         pos += length
         previous = tag
     return True
+
+
+# --- private tags: DCMTK's dictionary -----------------------------------------------------
+
+_PRIVATE_ENTRY = re.compile(
+    r'^\(([0-9a-fA-F]{4})(?:-o-([0-9a-fA-F]{4}))?,"([^"]*)",([0-9a-fA-F]{2}|[0-9a-fA-F]{4})\)\t(\S+)'
+)
+#: DCMTK's VR codes for what a dictionary cannot fix: the VR of an implicit VR element
+_DCMTK_VRS = {"px": "OB", "ox": "OW", "xs": "US", "lt": "OW", "up": "UL"}
+_PRIVATE: dict[tuple[int, str, int], str] | None = None
+
+
+def _private_dictionary() -> dict[tuple[int, str, int], str]:
+    """(group, creator, element) -> VR from DCMTK's private tag dictionary
+    (``data/dcmtk_private.dic``, DCMTK 3.6.7, OFFIS license). An entry's two-digit element is
+    the element's low byte in whatever block its creator reserved (stored as a negative key);
+    a four-digit one the exact element. ``7001-o-70ff``: every odd group in the range."""
+    global _PRIVATE
+    if _PRIVATE is None:
+        table: dict[tuple[int, str, int], str] = {}
+        path = os.path.join(os.path.dirname(__file__), "data", "dcmtk_private.dic")
+        with open(path, encoding="latin-1") as f:
+            for line in f:
+                m = _PRIVATE_ENTRY.match(line)
+                if m is None:
+                    continue
+                first, last, creator, element, vr = m.groups()
+                key = int(element, 16) if len(element) == 4 else -int(element, 16) - 1
+                for group in range(int(first, 16), int(last or first, 16) + 1, 2):
+                    table.setdefault((group, creator, key), _DCMTK_VRS.get(vr, vr))
+        _PRIVATE = table
+    return _PRIVATE
+
+
+def dcmtk_private_vr(tag: int, creator: str) -> str | None:
+    """The VR DCMTK's private dictionary gives the private element ``tag`` under ``creator``
+    (what dcmdump shows for it in an implicit VR file), or None (dcmdump: unknown, UN)."""
+    table = _private_dictionary()
+    group, element = tag >> 16, tag & 0xFFFF
+    return table.get((group, creator, element)) or table.get((group, creator, -(element & 0xFF) - 1))
 
 
 def _sniff(fp: IO[bytes], size: int) -> bool:
@@ -571,8 +612,7 @@ class _Converter:
                     if isinstance(name, bytes):
                         name = _text(name, encodings)
                     if isinstance(name, str) and name.strip(" \x00"):
-                        with contextlib.suppress(KeyError):
-                            vr = private_dictionary_VR(tag, name.strip(" \x00"))
+                        vr = dcmtk_private_vr(tag, name.strip(" \x00")) or "UN"
             else:
                 with contextlib.suppress(KeyError):
                     vr = dictionary_VR(tag)  # repeating groups (50xx, 60xx)
