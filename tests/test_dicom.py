@@ -1052,3 +1052,19 @@ def test_implicit_vr_private_elements_take_dcmtks_private_dictionary(tmp_path):
         assert tags[key]["vr"] == {"??": "UN"}.get(vr, vr), key
     assert tags["0009120A"]["Value"] == [12] and tags["70111005"]["Value"] == [1, 2]
     assert tags["00191008"]["vr"] == "UN"
+
+
+def test_typed_columns_read_known_elements_written_as_un(tmp_path):
+    """Known elements written with VR UN in an explicit VR file: tags keep them UN (as
+    dcm2json); the typed columns decode them by their dictionary VR (as dcmdump +uc)."""
+    data_set = (element(0x00080020, "UN", b"20240101") + element(0x00080060, "UN", b"MR")
+                + element(0x00100020, "UN", b"PID1") + element(0x0020000D, "UN", b"1.2.3\0")
+                + element(0x00280008, "UN", b"2 ") + element(0x00280010, "UN", struct.pack("<H", 4))
+                + element(0x00280011, "UN", struct.pack("<H", 5)))
+    path = tmp_path / "un.dcm"
+    path.write_bytes(part10(data_set))
+    _, row, tags = extract(path)
+    assert tags["00080060"]["vr"] == "UN" and tags["00280010"]["vr"] == "UN"
+    assert (row["modality"], row["patient_id"], row["study_instance_uid"], row["study_date"],
+            row["rows"], row["columns"], row["number_of_frames"]) == (
+        "MR", "PID1", "1.2.3", dt.date(2024, 1, 1), 4, 5, 2)

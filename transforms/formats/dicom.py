@@ -827,6 +827,30 @@ def _value_offset(element: Any) -> int:
 # --- extraction ------------------------------------------------------------------------------
 
 
+#: The elements the typed columns of the ``dicom`` table read.
+_COLUMN_TAGS = ("00080016", "00080018", "00080020", "00080060", "00100020", "0020000D",
+                "0020000E", "00280008", "00280010", "00280011")
+
+
+def _column_view(tags: dict[str, Any], little: bool, encodings: Any) -> dict[str, Any]:
+    """``tags`` with the elements the typed columns read decoded by their dictionary VR where
+    the file wrote them as UN (``tags`` keeps them UN, as dcm2json; ``dcmdump +uc`` decodes)."""
+    view = tags
+    for key in _COLUMN_TAGS:
+        element = tags.get(key)
+        if not element or element.get("vr") != "UN" or "InlineBinary" not in element:
+            continue
+        vr = DicomDictionary[int(key, 16)][0]
+        try:
+            values = _CONVERTERS[vr](base64.b64decode(element["InlineBinary"]), little, encodings)
+        except (ValueError, LookupError):
+            continue
+        if view is tags:
+            view = dict(tags)
+        view[key] = {"vr": vr, "Value": values} if values else {"vr": vr}
+    return view
+
+
 def _first(tags: dict[str, Any], key: str) -> Any:
     values = tags.get(key, {}).get("Value")
     return values[0] if values else None
@@ -1070,19 +1094,21 @@ def _extract(source: Source, out: Extraction) -> None:
         out.metadata["bulk_data"] = bulk
         out.metadata["bulk_threshold"] = threshold
 
+    encodings = ds.original_character_set
+    columns = _column_view(tags, little, [encodings] if isinstance(encodings, str) else encodings)
     out.add_row(
         "dicom",
         {
-            "sop_instance_uid": _string(tags, "00080018"),
-            "sop_class_uid": _string(tags, "00080016"),
-            "study_instance_uid": _string(tags, "0020000D"),
-            "series_instance_uid": _string(tags, "0020000E"),
-            "modality": _string(tags, "00080060"),
-            "patient_id": _string(tags, "00100020"),
-            "study_date": _date(_first(tags, "00080020")),
-            "rows": _int32(_first(tags, "00280010")),
-            "columns": _int32(_first(tags, "00280011")),
-            "number_of_frames": _int32(_integral(_first(tags, "00280008"))),
+            "sop_instance_uid": _string(columns, "00080018"),
+            "sop_class_uid": _string(columns, "00080016"),
+            "study_instance_uid": _string(columns, "0020000D"),
+            "series_instance_uid": _string(columns, "0020000E"),
+            "modality": _string(columns, "00080060"),
+            "patient_id": _string(columns, "00100020"),
+            "study_date": _date(_first(columns, "00080020")),
+            "rows": _int32(_first(columns, "00280010")),
+            "columns": _int32(_first(columns, "00280011")),
+            "number_of_frames": _int32(_integral(_first(columns, "00280008"))),
             "transfer_syntax_uid": uid,
             "tags": dumps(tags),
         },
