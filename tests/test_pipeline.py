@@ -10,6 +10,7 @@ import fsspec
 import pyarrow.parquet as pq
 import pytest
 
+from pipelines._version import __version__
 from tests.catalog_helpers import duck, files_by_name, metadata, read_table, run_catalog
 from transforms import schemas
 
@@ -77,7 +78,7 @@ def test_files_columns(catalog, mixed_corpus):
     assert abs(row["modified"].timestamp() - path.stat().st_mtime) < 1e-3
     assert row["modified"].tzinfo is not None
     assert row["extracted_at"] > dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
-    assert row["extractor_version"] == "0.1.0"
+    assert row["extractor_version"] == __version__
 
 
 def test_duckdb_reads_every_table_and_parses_metadata(catalog):
