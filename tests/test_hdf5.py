@@ -1073,7 +1073,8 @@ def test_a_dataset_of_a_type_numpy_lacks_leaves_its_dtype_null_and_the_file_ok(t
 def test_tagged_opaque_and_float32_attributes_read_alike_by_both_readers(tmp_path):
     """An opaque attribute with a tag (C writers set one) converts only to its own type: read
     through libhdf5 it was an error value. float32 attributes are the shortest decimal that
-    reads back the same (0.1, as h5dump prints it), by either reader."""
+    reads back the same (0.1, as h5dump prints it), by either reader; subnormals and float16
+    values exact (their shortest decimal is far off: 1e-45 for 1.4013e-45)."""
     from h5py import h5a, h5s, h5t
 
     path = tmp_path / "opaque.h5"
@@ -1085,7 +1086,10 @@ def test_tagged_opaque_and_float32_attributes_read_alike_by_both_readers(tmp_pat
         aid.write(np.array(b"\xff\x00\x10\x20\x30", dtype="V5"), mtype=tagged)
         ds.attrs["scale"] = np.array([0.1, 0.3, np.nan], dtype=np.float32)
         ds.attrs["half"] = np.float16(0.1)
-    expected = {"opaque": {"base64": "/wAQIDA="}, "scale": [0.1, 0.3, "NaN"], "half": 0.1}
+        ds.attrs["tiny"] = np.array([1.4e-45, 1e-30], dtype=np.float32)  # a subnormal, a normal
+    expected = {"opaque": {"base64": "/wAQIDA="}, "scale": [0.1, 0.3, "NaN"],
+                "half": 0.0999755859375,  # float16: exact (h5dump: 0.0999756)
+                "tiny": [float(np.float32(1.4e-45)), 1e-30]}
     for out in (_with_h5py(path), _with_raw(path)):
         (row,) = out.rows["hdf5"]
         assert json.loads(row["attributes"]) == expected

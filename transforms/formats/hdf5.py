@@ -156,8 +156,14 @@ def _nested(arr: np.ndarray, conv: Callable[[Any], Any]) -> Any:
     return [_nested(sub, conv) for sub in arr]
 
 
+_FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+
+
 def _short_float(value: Any) -> float:
-    return float(str(value))
+    """A float32 value as the shortest decimal that reads back the same; a subnormal exactly
+    (its shortest decimal is far off the value: 1e-45 for 1.4013e-45)."""
+    exact = float(value)
+    return float(str(value)) if abs(exact) >= _FLOAT32_TINY else exact
 
 
 def _converter(dtype: np.dtype, loc: Any, refs: list[bool]) -> Callable[[Any], Any] | None:
@@ -211,7 +217,7 @@ def _converter(dtype: np.dtype, loc: Any, refs: list[bool]) -> Callable[[Any], A
         return lambda v: {"real": float(v.real), "imag": float(v.imag)}
     if kind in "Mm":
         return str
-    if kind == "f" and dtype.itemsize < 8:  # float16/32: the shortest decimal that reads back
+    if kind == "f" and dtype.itemsize == 4:  # float32: the shortest decimal that reads back
         return _short_float  # the same (0.1, as h5dump and ncdump print it; not 0.10000000149)
     if kind == "f" and dtype.itemsize > 8:
         return float  # long double: tolist() keeps numpy scalars

@@ -119,9 +119,14 @@ class NetCDFError(ValueError):
 # --- values ------------------------------------------------------------------------------
 
 
+_FLOAT32_TINY = np.finfo(np.float32).tiny
+
+
 def _f32(value: float) -> float:
-    """The shortest decimal that reads back as the same float32 (what ncdump prints)."""
-    return float(str(np.float32(value)))
+    """The shortest decimal that reads back as the same float32 (what ncdump prints); a
+    subnormal exactly (its shortest decimal is far off: 1e-45 for 1.401298e-45)."""
+    single = np.float32(value)
+    return float(str(single)) if abs(single) >= _FLOAT32_TINY else float(single)
 
 
 def _text(raw: bytes) -> str:
