@@ -677,3 +677,17 @@ def test_header_json_reads_in_duckdb(files):
     assert by_keyword["UNDEF"][0] == "NULL"
     assert by_keyword["BOOLF"] == ("BOOLEAN", "false")
     assert by_keyword["CPLXF"] == ("OBJECT", '{"real":1.5,"imag":0.25}')
+
+
+def test_continue_and_hierarch_need_the_blank_after_the_keyword(tmp_path):
+    """As cfitsio reads them (and FITS 4.0 4.2.1.2 writes them): a CONTINUE card has columns
+    9-10 blank, so 'CONTINUE'cd'' does not continue a string; 'HIERARCHESO = 3' is not a
+    HIERARCH card."""
+    out = run_bytes(tmp_path, raw_fits("SIMPLE  =                    T", "BITPIX  =                    8",
+                                       "NAXIS   =                    0", "CONTNS  = 'ab&'", "CONTINUE'cd'",
+                                       "LONG    = 'ab&'", "CONTINUE  'cd'", "HIERARCHESO = 3",
+                                       "HIERARCH ESO A = 4"))
+    cards = [(c["keyword"], c["value"]) for c in headers(out)[0]]
+    assert ("CONTNS", "ab&") in cards and ("LONG", "abcd") in cards
+    # a keyword longer than 8 characters: commentary, as other non-standard keywords
+    assert ("HIERARCH", "ESO = 3") in cards and ("ESO A", 4) in cards and "ESO" not in dict(cards)

@@ -182,7 +182,7 @@ def _parse_cards(cards: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]
         keyword = card[:8].rstrip()
         if card[8:10] == "= " and keyword not in _COMMENTARY:
             start = 10
-        elif keyword == "HIERARCH" and "=" in card:
+        elif keyword == "HIERARCH" and card[8:9] == " " and "=" in card:  # as cfitsio reads it
             start = card.index("=", 8)
             keyword = card[8:start].strip()
             start += 1
@@ -221,7 +221,8 @@ def _continued(cards: list[str], i: int, value: str, comment: str) -> tuple[str,
     pieces = [value]
     comments = [comment] if comment else []
     n = len(cards)
-    while pieces[-1].endswith("&") and i < n and cards[i][:8] == "CONTINUE":
+    # a CONTINUE card: the keyword, columns 9-10 blank (FITS 4.0 4.2.1.2), a string
+    while pieces[-1].endswith("&") and i < n and cards[i][:10] == "CONTINUE  ":
         m = _VALUE.match(cards[i], 8)
         if m is None or m.group(1) is None:
             break  # not a string continuation: left as a card of its own
