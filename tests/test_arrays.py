@@ -138,6 +138,24 @@ def test_hdf5_missing_filter_is_unreadable(tmp_path, monkeypatch):
             array_stats(reader, ref, 1 << 20)
 
 
+def test_netcdf4_variable_with_a_missing_filter_is_unreadable_and_the_others_are_read(tmp_path, monkeypatch):
+    """A NetCDF-4 variable compressed with a filter libhdf5 does not have here (netCDF4-python
+    bundles zstd and bzip2, h5py does not): that variable is unreadable with the reason, the
+    others keep their statistics (the file became an error)."""
+    path = tmp_path / "a.nc"
+    with netCDF4.Dataset(path, "w", format="NETCDF4") as ds:
+        ds.createDimension("x", 10)
+        ds.createVariable("v", "f4", ("x",), zlib=True)[:] = np.arange(10.0)
+        ds.createVariable("plain", "f4", ("x",))[:] = np.arange(10.0)
+    monkeypatch.setattr(h5py.h5z, "filter_avail", lambda code: code != h5py.h5z.FILTER_DEFLATE)
+    source = source_of(path)
+    with source.open() as raw, arrays.open_netcdf_arrays(source, raw) as reader:
+        refs = {dict(ref.key)["variable"]: ref for ref in reader.arrays()}
+        with pytest.raises(arrays.ArrayUnreadable, match="filter 1"):
+            array_stats(reader, refs["v"], 1 << 20)
+        assert array_stats(reader, refs["plain"], 1 << 20).columns()["stat_mean"] == 4.5
+
+
 # --- NetCDF ----------------------------------------------------------------------------------
 
 

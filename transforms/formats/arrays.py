@@ -533,6 +533,7 @@ class _NetCDF4Reader:
         self._fileobj = fileobj
         self._vars: dict[tuple[str, str], tuple[Any, _CFValues, tuple[int, ...]]] = {}
         self._stored: dict[tuple[str, str], _H5Stored | None] = {}
+        self._unreadable: dict[tuple[str, str], str] = {}
 
     def arrays(self) -> list[ArrayRef]:
         from h5py import h5d
@@ -554,6 +555,9 @@ class _NetCDF4Reader:
                 cf = _CFValues(np.dtype(code), attrs, no_fill)
                 shape = tuple(d.size for d in var.dims)
                 key = (group.path, var.name)
+                reason = _h5_unreadable(ds)  # a filter libhdf5 does not have (zstd, bzip2...)
+                if reason:
+                    self._unreadable[key] = reason
                 self._vars[key] = (ds, cf, tuple(ds.shape))
                 self._stored[key] = _H5Stored.of(ds, self._fileobj) if self._fileobj is not None else None
                 refs.append(ArrayRef(table="netcdf", key=(("group", group.path),
@@ -563,6 +567,8 @@ class _NetCDF4Reader:
         return refs
 
     def read(self, ref: ArrayRef, slab: Slab) -> Any:
+        if ref.locator in self._unreadable:
+            raise ArrayUnreadable(self._unreadable[ref.locator])
         ds, cf, extent = self._vars[ref.locator]
         if not slab:
             return cf.apply(ds[()])
