@@ -260,12 +260,12 @@ def _norm(value):
     """netCDF4-python's attribute values in our JSON encoding."""
     if isinstance(value, np.ndarray):
         if value.dtype == np.float32:
-            items = [netcdf._f32(v) for v in value.tolist()]
+            items = [netcdf.shortest_float32(v) for v in value.tolist()]
         else:
             items = value.tolist()
         return items[0] if len(items) == 1 else items
     if isinstance(value, np.float32):
-        return netcdf._f32(value)
+        return netcdf.shortest_float32(value)
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, bytes):

@@ -94,6 +94,7 @@ from transforms.formats.base import (
     dumps,
     format_error,
 )
+from transforms.formats.netcdf import shortest_float32
 
 #: Attributes whose stored value is larger than this are left out: their value in
 #: ``attributes`` is ``{"omitted_bytes": <size>}``. 64 KiB is also what HDF5 keeps in an object
@@ -156,16 +157,6 @@ def _nested(arr: np.ndarray, conv: Callable[[Any], Any]) -> Any:
     return [_nested(sub, conv) for sub in arr]
 
 
-_FLOAT32_TINY = float(np.finfo(np.float32).tiny)
-
-
-def _short_float(value: Any) -> float:
-    """A float32 value as the shortest decimal that reads back the same; a subnormal exactly
-    (its shortest decimal is far off the value: 1e-45 for 1.4013e-45)."""
-    exact = float(value)
-    return float(str(value)) if abs(exact) >= _FLOAT32_TINY else exact
-
-
 def _converter(dtype: np.dtype, loc: Any, refs: list[bool]) -> Callable[[Any], Any] | None:
     """Element -> JSON-able value for ``dtype``; None when ``tolist()`` already does it.
 
@@ -218,7 +209,7 @@ def _converter(dtype: np.dtype, loc: Any, refs: list[bool]) -> Callable[[Any], A
     if kind in "Mm":
         return str
     if kind == "f" and dtype.itemsize == 4:  # float32: the shortest decimal that reads back
-        return _short_float  # the same (0.1, as h5dump and ncdump print it; not 0.10000000149)
+        return shortest_float32  # the same (0.1, as h5dump and ncdump print it; not 0.10000000149)
     if kind == "f" and dtype.itemsize > 8:
         return float  # long double: tolist() keeps numpy scalars
     return None  # bool, int, uint, float: tolist() gives Python values

@@ -122,9 +122,10 @@ class NetCDFError(ValueError):
 _FLOAT32_TINY = np.finfo(np.float32).tiny
 
 
-def _f32(value: float) -> float:
-    """The shortest decimal that reads back as the same float32 (what ncdump prints); a
-    subnormal exactly (its shortest decimal is far off: 1e-45 for 1.401298e-45)."""
+def shortest_float32(value: Any) -> float:
+    """The shortest decimal that reads back as the same float32 (what ncdump and h5dump print:
+    0.1, not 0.10000000149011612); a subnormal exactly (its shortest decimal is far off: 1e-45
+    for 1.401298e-45). NetCDF and HDF5 attribute values alike."""
     single = np.float32(value)
     return float(str(single)) if abs(single) >= _FLOAT32_TINY else float(single)
 
@@ -142,7 +143,7 @@ def _value_text(raw: bytes) -> str | dict[str, str]:
 def _attr_value(nctype: str, values: list[Any]) -> Any:
     """netCDF numeric attribute values: a scalar for one value, else a list."""
     if nctype == "float":
-        values = [_f32(v) for v in values]
+        values = [shortest_float32(v) for v in values]
     return values[0] if len(values) == 1 else values
 
 
@@ -511,7 +512,7 @@ class _Model:
     def json_value(self, desc: tuple, value: Any) -> Any:
         kind = desc[0]
         if kind == "float":
-            return _f32(value) if desc[1] == 4 else value
+            return shortest_float32(value) if desc[1] == 4 else value
         if kind == "int":
             return value
         if kind == "string":
@@ -555,7 +556,7 @@ class _Model:
             if tname == "char":
                 value: Any = _value_text(raw[0]) if raw else ""
             elif kind == "float" and desc[1] == 4:
-                value = [_f32(v) for v in raw]
+                value = [shortest_float32(v) for v in raw]
             elif kind == "int" or kind == "float":
                 value = raw
             elif kind == "string":
