@@ -781,25 +781,18 @@ class _FITSReader:
         from transforms.formats import fits
 
         refs = []
-        pos, index = 0, 0
-        while pos < self._size:
-            cards, data_offset = fits._read_header(self._f, pos, self._size, index)
-            if cards is None:
-                break
-            values = fits._parse_cards(cards)[1]
-            hdu = fits._describe(index, values)
+        for hdu in fits.walk(self._f, self._size):
+            index, info = hdu.index, hdu.info
             key = (("hdu_index", index),)
-            if hdu["type"] == "COMPRESSED_IMAGE":  # its data are tiles in a binary table
+            if info["type"] == "COMPRESSED_IMAGE":  # its data are tiles in a binary table
                 self._unreadable[index] = "tile-compressed image: statistics are not computed for it"
                 refs.append(ArrayRef(table="fits", key=key, shape=(), itemsize=0, locator=index))
-            elif hdu["type"] in ("PRIMARY", "IMAGE") and hdu["naxis"] and hdu["bitpix"] in _FITS_DTYPES:
-                shape = tuple(hdu["shape"][::-1])  # NAXISn..NAXIS1: C order
-                image = _FITSImage(values)
-                self._hdus[index] = (data_offset, shape, image)
+            elif info["type"] in ("PRIMARY", "IMAGE") and info["naxis"] and info["bitpix"] in _FITS_DTYPES:
+                shape = tuple(info["shape"][::-1])  # NAXISn..NAXIS1: C order
+                image = _FITSImage(hdu.values)
+                self._hdus[index] = (hdu.data_offset, shape, image)
                 refs.append(ArrayRef(table="fits", key=key, shape=shape,
                                      itemsize=image.raw.itemsize, locator=index))
-            pos = data_offset + -(-hdu["data_size"] // fits.BLOCK) * fits.BLOCK
-            index += 1
         return refs
 
     def offset(self, ref: ArrayRef, slab: Slab) -> int | None:

@@ -37,7 +37,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import IO, Any
+from collections.abc import Iterator
+from typing import IO, Any, NamedTuple
 
 from transforms.formats.arrays import open_fits_arrays
 from transforms.formats.base import Extraction, Extractor, SchemaTables, Source, dumps
@@ -69,6 +70,39 @@ _VALUE = re.compile(
 )
 
 
+class HDU(NamedTuple):
+    """One HDU found by :func:`walk`."""
+
+    index: int
+    header_offset: int
+    data_offset: int
+    header: list[dict[str, Any]]  # the cards as the catalog lists them
+    values: dict[str, Any]  # keyword -> first value
+    info: dict[str, Any]  # type, extname, bitpix, naxis, shape, data_size (see _describe)
+
+    @property
+    def end(self) -> int:
+        """Where the next HDU starts: the data padded to whole 2880-byte blocks."""
+        return self.data_offset + -(-self.info["data_size"] // BLOCK) * BLOCK
+
+
+def walk(f: IO[bytes], size: int) -> Iterator[HDU]:
+    """The HDUs of a FITS file in file order, headers read and parsed, data skipped.
+
+    Stops at the end of the file or at bytes after an HDU that do not start with ``XTENSION``
+    (FITS 4.0 3.5 "special records"); the primary header is read even if ``size`` says 0. Data
+    past the end of the file is not checked here (the caller decides)."""
+    pos, index = 0, 0
+    while pos < size or index == 0:
+        cards, data_offset = _read_header(f, pos, size, index)
+        if cards is None:
+            return
+        header, values = _parse_cards(cards)
+        hdu = HDU(index, pos, data_offset, header, values, _describe(index, values))
+        yield hdu
+        pos, index = hdu.end, index + 1
+
+
 def extract(source: Source, out: Extraction) -> None:
     """Read every HDU's header of a FITS file into ``out`` (one ``fits`` row per HDU)."""
     out.format_version = None  # a FITS file does not record the version of the standard
@@ -76,47 +110,38 @@ def extract(source: Source, out: Extraction) -> None:
     out.metadata["hdu_count"] = 0
     out.metadata["hdus"] = hdus
     size = source.size
+    end = 0
     with source.open() as f:
-        pos = 0
-        while pos < size or not hdus:  # the primary header is read even if size says 0
-            index = len(hdus)
-            cards, data_offset = _read_header(f, pos, size, index)
-            if cards is None:  # bytes after the last HDU that are not an extension
-                out.metadata["trailing_bytes"] = size - pos
-                break
-            header, values = _parse_cards(cards)
-            hdu = _describe(index, values)
-            data_size = hdu.pop("data_size")
-            row = {
-                "hdu_index": index,
-                "hdu_type": hdu["type"],
-                "extname": hdu["extname"],
-                "bitpix": hdu["bitpix"],
-                "naxis": hdu["naxis"],
-                "shape": hdu["shape"],
-                "header": dumps(header),
-            }
-            hdus.append(
-                {"index": index}
-                | hdu
-                | {
-                    "header_offset": pos,
-                    "data_offset": data_offset,
-                    "data_size": data_size,
-                    "header": header,
-                }
-            )
+        for hdu in walk(f, size):
+            info = dict(hdu.info)
+            data_size = info.pop("data_size")
+            out.add_row("fits", {
+                "hdu_index": hdu.index,
+                "hdu_type": info["type"],
+                "extname": info["extname"],
+                "bitpix": info["bitpix"],
+                "naxis": info["naxis"],
+                "shape": info["shape"],
+                "header": dumps(hdu.header),
+            })
+            hdus.append({"index": hdu.index} | info | {
+                "header_offset": hdu.header_offset,
+                "data_offset": hdu.data_offset,
+                "data_size": data_size,
+                "header": hdu.header,
+            })
             out.metadata["hdu_count"] = len(hdus)
-            out.add_row("fits", row)
-            data_end = data_offset + data_size
+            data_end = hdu.data_offset + data_size
             if data_end > size:
                 raise EOFError(
-                    f"truncated file: HDU {index} ({hdu['type']}) declares {data_size} bytes of "
-                    f"data ending at byte {data_end}, but the file has {size} bytes"
+                    f"truncated file: HDU {hdu.index} ({info['type']}) declares {data_size} bytes "
+                    f"of data ending at byte {data_end}, but the file has {size} bytes"
                 )
-            pos = data_offset + -(-data_size // BLOCK) * BLOCK
-        if pos > size:  # the last data block is complete but not padded to 2880 bytes
-            out.metadata["missing_padding_bytes"] = pos - size
+            end = hdu.end
+    if end < size:  # bytes after the last HDU that are not an extension
+        out.metadata["trailing_bytes"] = size - end
+    elif end > size:  # the last data block is complete but not padded to 2880 bytes
+        out.metadata["missing_padding_bytes"] = end - size
 
 
 def _read_header(f: IO[bytes], pos: int, size: int, index: int) -> tuple[list[str] | None, int]:
