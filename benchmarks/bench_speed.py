@@ -9,8 +9,10 @@ Measures, side by side on the same synthetic corpus (``benchmarks/corpus.py``):
     subprocesses, alternated, median of ``--runs``;
 (b) extraction alone, in this process: ``catalog_rows(detect(info))`` against the plain loop's
     per-file function, files/s per core (files per CPU second) and per-format p50/p95 latency;
-(c) ``--direct_running_mode=multi_processing`` with two workers against one, on the corpus and
-    on one file per format (the workers' start-up cost);
+(c) two workers against one, on the corpus and on one file per format (the workers' start-up
+    cost), in both local running modes: ``--direct_running_mode=multi_processing`` (worker
+    processes) and ``multi_threading`` (worker threads of one process, each reading through an
+    extraction process of its own);
 (d) Beam's overhead per file: the pipeline (timed inside its process, imports excluded) against
     the same work without Beam (list, detect, extract, write the same Parquet tables), with
     detection and extraction memoized so that only listing, Beam and writing are left; on the
@@ -61,7 +63,8 @@ TARGETS = {
     "wall_ratio": ("pipeline wall / loop wall", "<=", 1.0),
     "extraction_speedup": ("extraction files/s per core, ours / loop", ">=", 1.5),
     "p50_ms": ("p50 extraction latency per format (ms)", "<", 2.5),
-    "workers_speedup": ("2 workers / 1 worker throughput", ">=", 1.6),
+    "workers_speedup": ("2 workers / 1 worker throughput, multi_processing", ">=", 1.6),
+    "workers_speedup_threads": ("2 workers / 1 worker throughput, multi_threading", ">=", 1.6),
     "beam_overhead_us": ("Beam overhead per file (us)", "<", 50.0),
 }
 
@@ -304,8 +307,9 @@ def bench_whole_process(corpus_dir: str, files: int, runs: int, work: str) -> di
 # --- (c) two workers against one ---------------------------------------------------------
 
 
-def bench_workers(corpus_dir: str, files: int, runs: int, work: str) -> dict[str, Any]:
-    """``multi_processing`` with 2 workers vs 1, on the corpus and on one file per format.
+def bench_workers(corpus_dir: str, files: int, runs: int, work: str, mode: str = "multi_processing",
+                  ceiling: dict[str, Any] | None = None) -> dict[str, Any]:
+    """2 workers vs 1 in running mode ``mode``, on the corpus and on one file per format.
 
     The one-file-per-format runs give each mode's fixed cost (worker start-up); the speed-up
     net of it is what more workers buy per file.
@@ -315,27 +319,29 @@ def bench_workers(corpus_dir: str, files: int, runs: int, work: str) -> dict[str
     for r in range(runs):
         for workers in (1, 2) if r % 2 == 0 else (2, 1):
             for inputs, suffix, expected in (([corpus_dir], "", files), (tiny, "_tiny", len(tiny))):
-                out = os.path.join(work, f"workers{workers}{suffix}-{r}")
+                out = os.path.join(work, f"{mode}{workers}{suffix}-{r}")
                 cmd = metaextract_command() + [arg for i in inputs for arg in ("--input", i)] + [
                     "--output", out,
-                    "--direct_running_mode=multi_processing", f"--direct_num_workers={workers}",
+                    f"--direct_running_mode={mode}", f"--direct_num_workers={workers}",
                 ]  # fmt: skip
                 result = run_measured(cmd)
                 check_pipeline_output(out, expected)
                 discard(out)
                 samples[f"{workers}{suffix}"].append(result)
         log(
-            f"(c) run {r + 1}/{runs}: 1 worker {samples['1'][-1]['wall_s']:.2f} s, 2 workers {samples['2'][-1]['wall_s']:.2f} s "
+            f"(c) {mode} run {r + 1}/{runs}: 1 worker {samples['1'][-1]['wall_s']:.2f} s, 2 workers {samples['2'][-1]['wall_s']:.2f} s "
             f"(one file per format: {samples['1_tiny'][-1]['wall_s']:.2f} s, {samples['2_tiny'][-1]['wall_s']:.2f} s)"
         )
 
     def med(key: str, field: str = "wall_s") -> float:
         return statistics.median(x[field] for x in samples[key])
 
-    ceiling = machine_parallel_ceiling(runs)
+    if ceiling is None:
+        ceiling = machine_parallel_ceiling(runs)
     net_one = med("1") - med("1_tiny")
     net_two = med("2") - med("2_tiny")
     return {
+        "mode": mode,
         "one_worker_wall_s": summarize([x["wall_s"] for x in samples["1"]]),
         "two_workers_wall_s": summarize([x["wall_s"] for x in samples["2"]]),
         "one_worker_tiny_wall_s": summarize([x["wall_s"] for x in samples["1_tiny"]]),
@@ -876,23 +882,26 @@ def report(results: dict[str, Any]) -> str:
                 f"{loop_lat.get('p50', nan) / lat['p50']:.2f} | {target} | {result} |"
             )
         lines.append(f"| (b) files not `ok` | {m['not_ok_files']} | {l['not_ok_files']} | | 0 | |")
-    c = results.get("workers")
-    if c:
+    for key, target in (("workers", "workers_speedup"), ("workers_threads", "workers_speedup_threads")):
+        c = results.get(key)
+        if not c:
+            continue
+        mode = c.get("mode", "multi_processing")
         lines.append(
-            f"| (c) multi_processing wall, 2 workers vs 1; ratio 1/2 | {fmt_s(c['two_workers_wall_s'])} vs {fmt_s(c['one_worker_wall_s'])} | | "
-            f"{c['speedup']:.2f} | >= 1.6 | {verdict(passes('workers_speedup', c['speedup']))} |"
+            f"| (c) {mode} wall, 2 workers vs 1; ratio 1/2 | {fmt_s(c['two_workers_wall_s'])} vs {fmt_s(c['one_worker_wall_s'])} | | "
+            f"{c['speedup']:.2f} | >= 1.6 | {verdict(passes(target, c['speedup']))} |"
         )
         lines.append(
-            f"| (c) same, one file per format (start-up cost) | {fmt_s(c['two_workers_tiny_wall_s'])} vs {fmt_s(c['one_worker_tiny_wall_s'])} | | | | |"
+            f"| (c) {mode}, one file per format (start-up cost) | {fmt_s(c['two_workers_tiny_wall_s'])} vs {fmt_s(c['one_worker_tiny_wall_s'])} | | | | |"
         )
         if c["speedup_net_of_startup"] is not None:
-            lines.append(f"| (c) ratio 1/2 net of start-up (full - one file per format) | | | {c['speedup_net_of_startup']:.2f} | | |")
-        ceiling = c.get("machine_parallel_ceiling")
-        if ceiling:
-            lines.append(
-                f"| (c) this machine's ceiling: a CPU-bound Python loop, two copies at once vs one (2 x alone / together; 2.0 on two idle cores) | "
-                f"{fmt_s(ceiling['two_at_once_wall_s'])} vs {fmt_s(ceiling['alone_wall_s'])} | | {ceiling['ratio']:.2f} | | |"
-            )
+            lines.append(f"| (c) {mode} ratio 1/2 net of start-up (full - one file per format) | | | {c['speedup_net_of_startup']:.2f} | | |")
+    ceiling = (results.get("workers") or {}).get("machine_parallel_ceiling")
+    if ceiling:
+        lines.append(
+            f"| (c) this machine's ceiling: a CPU-bound Python loop, two copies at once vs one (2 x alone / together; 2.0 on two idle cores) | "
+            f"{fmt_s(ceiling['two_at_once_wall_s'])} vs {fmt_s(ceiling['alone_wall_s'])} | | {ceiling['ratio']:.2f} | | |"
+        )
     d = results.get("overhead")
     if d:
         runs_s = d["samples_run_s"]
@@ -1024,6 +1033,8 @@ def main(argv: list[str] | None = None) -> int:
             results["extraction"] = bench_extraction(corpus_dir, args.runs)
         if "c" in args.only:
             results["workers"] = bench_workers(corpus_dir, files, args.runs, work)
+            results["workers_threads"] = bench_workers(corpus_dir, files, args.runs, work, "multi_threading",
+                                                       results["workers"]["machine_parallel_ceiling"])
         if "d" in args.only:
             results["overhead"] = bench_overhead(corpus_dir, files, args.runs, work)
         if args.profile:
@@ -1043,6 +1054,8 @@ def main(argv: list[str] | None = None) -> int:
         verdicts["p50_ms"] = all(passes("p50_ms", v) for v in p50.values())
     if "workers" in results:
         verdicts["workers_speedup"] = passes("workers_speedup", results["workers"]["speedup"])
+    if "workers_threads" in results:
+        verdicts["workers_speedup_threads"] = passes("workers_speedup_threads", results["workers_threads"]["speedup"])
     if "overhead" in results:
         verdicts["beam_overhead_us"] = passes("beam_overhead_us", results["overhead"]["overhead_us_per_file"])
     results["verdicts"] = {k: verdict(v) for k, v in verdicts.items()}

@@ -299,7 +299,7 @@ def run(
     direct = pipeline_options.view_as(DirectOptions)
     in_this_process = wait and local and direct.direct_running_mode != "multi_processing" and opts.file_timeout_s > 0
     with (
-        extraction_started(opts.file_timeout_s, extract.preload)
+        extraction_started(opts.file_timeout_s, extract.preload, local_workers(direct))
         if in_this_process
         else contextlib.nullcontext(),
         tempfile.TemporaryDirectory(prefix="metaextract-run-") as progress_dir,

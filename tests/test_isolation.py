@@ -335,6 +335,38 @@ def test_extraction_started_warms_one_process_and_stops_it_after():
     assert not descendants() - before
 
 
+def test_extraction_started_warms_a_process_per_worker_thread_up_to_the_pool_size():
+    """With two worker threads both extraction processes start while the pipeline is built (the
+    second used to start, and load its libraries, only when the second thread's first batch came)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from transforms.extract import _acquire_pool, _release_pool, extraction_started
+
+    before = descendants()
+    with extraction_started(TIMEOUT_S, workers=5):
+        pool = _acquire_pool(TIMEOUT_S)
+        try:
+            size = pool.size
+            deadline = time.monotonic() + 30
+            while len(pool._idle) < size and time.monotonic() < deadline:  # both warmed, unasked
+                time.sleep(0.05)
+            assert pool._started == size == len(pool._idle)
+
+            def work(_):
+                with pool.borrow() as runner:
+                    return runner.call(sleep_and_pid, 0.2)
+
+            with ThreadPoolExecutor(4) as threads:
+                pids = set(threads.map(work, range(8)))
+            assert len(pids) == size and pool._started == size  # no process beyond the pool's size
+        finally:
+            _release_pool(TIMEOUT_S)
+    deadline = time.monotonic() + 10
+    while descendants() - before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not descendants() - before
+
+
 def loaded_modules(*names: str) -> list[str]:
     """In the extraction process: which of these modules it has imported."""
     return [name for name in names if name in sys.modules]

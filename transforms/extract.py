@@ -134,17 +134,19 @@ class ExtractionPool:
         self.size = max(1, size)
         self._idle: list = []
         self._started = 0
-        self._warming = False
+        self._warming = 0  # processes being started by warm()
         self._cond = threading.Condition()
 
-    def warm(self, preload: list[str] | tuple[str, ...] = ()) -> None:
-        """Start one extraction process now, in the background (it takes about a second), so
-        that it is ready when the first file comes; a borrower meanwhile waits for it. It also
-        loads the ``preload`` formats' libraries meanwhile (on a core of its own)."""
+    def warm(self, preload: list[str] | tuple[str, ...] = (), count: int = 1) -> None:
+        """Start up to ``count`` extraction processes now (at most the pool's size, counting
+        those already started), in the background (each takes about a second), so that they
+        are ready when the first files come; a borrower meanwhile waits for one. They also load
+        the ``preload`` formats' libraries meanwhile (each on a core of its own)."""
         with self._cond:
-            if self._started or self._warming:
+            new = min(count, self.size) - self._started - self._warming
+            if new <= 0:
                 return
-            self._warming = True
+            self._warming += new
 
         def start() -> None:
             try:
@@ -153,18 +155,20 @@ class ExtractionPool:
             except Exception:  # the first real call reports a process that cannot start
                 pass
 
-        threading.Thread(target=start, name="metaextract-warm", daemon=True).start()
+        for _ in range(new):
+            threading.Thread(target=start, name="metaextract-warm", daemon=True).start()
 
     @contextlib.contextmanager
     def borrow(self, *, warming: bool = False):
         from transforms.isolation import IsolatedRunner
 
         with self._cond:
-            while not self._idle and (self._started >= self.size or (self._warming and not warming)):
-                self._cond.wait()
-            if self._idle:
-                runner = self._idle.pop()
-            else:
+            runner = None
+            if not (warming and self._started < self.size):  # warm() starts a process of its own
+                while not self._idle and (self._started >= self.size or (self._warming and not warming)):
+                    self._cond.wait()
+                runner = self._idle.pop() if self._idle else None
+            if runner is None:
                 runner = IsolatedRunner(self.timeout_s, initializer=child.start, initargs=(dict(os.environ),))
                 self._started += 1
         try:
@@ -173,7 +177,7 @@ class ExtractionPool:
             with self._cond:
                 self._idle.append(runner)
                 if warming:
-                    self._warming = False
+                    self._warming -= 1
                 self._cond.notify_all()
 
     def close(self) -> None:
@@ -205,11 +209,11 @@ def _acquire_pool(timeout_s: float) -> ExtractionPool:
 
 
 @contextlib.contextmanager
-def extraction_started(timeout_s: float, preload: list[str] | tuple[str, ...] = ()):
-    """Within the block, this process's extraction pool exists and starts its first process in
-    the background, which loads the ``preload`` formats' libraries: a local run overlaps that
-    start with building and translating the pipeline."""
-    _acquire_pool(timeout_s).warm(preload)
+def extraction_started(timeout_s: float, preload: list[str] | tuple[str, ...] = (), workers: int = 1):
+    """Within the block, this process's extraction pool exists and starts a process per worker
+    thread (at most one per core) in the background, each loading the ``preload`` formats'
+    libraries: a local run overlaps those starts with building and translating the pipeline."""
+    _acquire_pool(timeout_s).warm(preload, workers)
     try:
         yield
     finally:
