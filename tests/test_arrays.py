@@ -108,6 +108,7 @@ def test_hdf5(tmp_path):
         f.create_dataset("scalar", data=np.uint8(7))
         f.create_dataset("flags", data=rng.random(50) > 0.3)
         f.create_dataset("empty", shape=(0, 5), dtype="f8")
+        f.create_dataset("null", data=h5py.Empty("f4"))  # a null dataspace: no element either
         f.create_dataset("text", data=np.array([b"a", b"b"]))
         f.create_dataset("pairs", data=np.zeros(3, [("a", "i4"), ("b", "f4")]))
         f.create_dataset("cplx", data=np.ones(3, np.complex64))
@@ -120,9 +121,10 @@ def test_hdf5(tmp_path):
         expected = {(("object_path", p),): ref_stats(f[p][()])
                     for p in ("/big", "/contig", "/scalar", "/flags", "/empty", "/g/wide",
                               "/g/alias")}
+        expected[(("object_path", "/null"),)] = ref_stats(np.empty(0, "f4"))
     refs, source = check(arrays.open_hdf5_arrays, path, expected, scale=2**62)
     assert [r.key[0][1] for r in refs] == ["/big", "/contig", "/empty", "/flags", "/g/alias",
-                                           "/g/wide", "/scalar"]
+                                           "/g/wide", "/null", "/scalar"]
     assert source.counter.bytes_read < 2 * path.stat().st_size
 
 

@@ -288,6 +288,7 @@ class _HDF5Reader:
         self._datasets: dict[str, Any] = {}
         self._stored: dict[str, _H5Stored | None] = {}
         self._unreadable: dict[str, str] = {}
+        self._null: set[str] = set()  # datasets with a null dataspace
 
     def arrays(self) -> list[ArrayRef]:
         refs = []
@@ -296,7 +297,15 @@ class _HDF5Reader:
                 dtype = ds.dtype
             except (TypeError, ValueError):  # a type h5py cannot map (e.g. H5T_TIME)
                 continue
-            if ds.shape is None or not _h5_numeric(dtype) or ds.is_virtual:
+            if not _h5_numeric(dtype) or ds.is_virtual:
+                continue
+            # the row's object_path: invalid UTF-8 backslash-escaped (h5py gives surrogates)
+            name = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            key = (("object_path", name),)
+            if ds.shape is None:  # a null dataspace: no element, as a dataset of shape (0,)
+                self._null.add(path)
+                refs.append(ArrayRef(table="hdf5", key=key, shape=(0,), itemsize=dtype.itemsize,
+                                     locator=path))
                 continue
             if ds.id.get_create_plist().get_external_count():
                 continue
@@ -305,15 +314,15 @@ class _HDF5Reader:
                 self._unreadable[path] = reason
             self._datasets[path] = ds
             self._stored[path] = _H5Stored.of(ds, self._fileobj) if self._fileobj is not None else None
-            # the row's object_path: invalid UTF-8 backslash-escaped (h5py gives surrogates)
-            name = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-            refs.append(ArrayRef(table="hdf5", key=(("object_path", name),), shape=ds.shape,
+            refs.append(ArrayRef(table="hdf5", key=key, shape=ds.shape,
                                  itemsize=dtype.itemsize, chunks=ds.chunks, locator=path))
         return refs
 
     def read(self, ref: ArrayRef, slab: Slab) -> np.ndarray:
         if ref.locator in self._unreadable:
             raise ArrayUnreadable(self._unreadable[ref.locator])
+        if ref.locator in self._null:
+            return np.empty(0, np.uint8)
         return np.asarray(self._datasets[ref.locator][_slices(slab)])
 
     def offset(self, ref: ArrayRef, slab: Slab) -> int | None:
