@@ -820,3 +820,30 @@ def test_a_tile_compressed_fits_image_has_null_stats_and_a_reason(tmp_path):
     assert stats == {0: 400, 1: None}
     (entry,) = json.loads(files["metadata"])["stats_unreadable"]
     assert entry["key"] == {"hdu_index": 1} and "tile-compressed" in entry["reason"]
+
+
+@pytest.mark.parametrize("card", ["BSCALE  = '2.0'", "BZERO   = '32768'", "BZERO   = 1E400",
+                                  "BSCALE  = (2.0, 0.0)", "BZERO   ="])
+def test_fits_scaling_that_is_not_a_number_leaves_that_image_unreadable_and_the_file_ok(tmp_path, card):
+    """A BSCALE or BZERO that is not a number (fitsverify flags it; astropy cannot scale the
+    data): that HDU's stats are null with the reason, the other image's are computed, the file
+    stays ok (it was an error row with numpy's UFuncTypeError)."""
+    from transforms.detect import detect
+    from transforms.extract import catalog_rows
+    from transforms.formats.base import FileInfo
+    from transforms.work import Settings
+
+    path = tmp_path / "a.fits"
+    hdul = fits.HDUList([fits.PrimaryHDU(np.arange(6, dtype=np.int16).reshape(2, 3)),
+                         fits.ImageHDU(np.arange(4, dtype=np.float32))])
+    hdul.writeto(path)
+    raw = bytearray(path.read_bytes())
+    at = raw.index(b"EXTEND  =")  # the primary header's last card: replaced by the bad one
+    raw[at:at + 80] = card.ljust(80).encode()
+    path.write_bytes(bytes(raw))
+    rows = catalog_rows(detect(FileInfo(str(path), path.stat().st_size)), settings=Settings(stats=True))
+    files = rows["files"][0]
+    assert files["status"] == "ok", files["error"]
+    assert [r.get("stat_count") for r in rows["fits"]] == [None, 4]
+    (entry,) = json.loads(files["metadata"])["stats_unreadable"]
+    assert entry["key"] == {"hdu_index": 0} and "not a number" in entry["reason"]

@@ -691,3 +691,22 @@ def test_continue_and_hierarch_need_the_blank_after_the_keyword(tmp_path):
     assert ("CONTNS", "ab&") in cards and ("LONG", "abcd") in cards
     # a keyword longer than 8 characters: commentary, as other non-standard keywords
     assert ("HIERARCH", "ESO = 3") in cards and ("ESO A", 4) in cards and "ESO" not in dict(cards)
+
+
+def test_extname_that_is_not_a_string_is_the_value_as_written(tmp_path):
+    """EXTNAME = 007 / T / 1E3 (fitsverify flags them): the extname column is the value text as
+    written, as cfitsio reads EXTNAME (was Python's str of the parsed value: 7, True, 1000.0);
+    the header keeps the typed value."""
+    names = ["007", "T", "1E3", "2.50", "(1, 2)"]
+    hdus = [fits.PrimaryHDU()] + [fits.ImageHDU(np.zeros(2, np.int16), name=f"X{i}") for i in range(len(names))]
+    path = tmp_path / "a.fits"
+    fits.HDUList(hdus).writeto(path)
+    raw = bytearray(path.read_bytes())
+    for i, text in enumerate(names):
+        at = raw.index(f"EXTNAME = 'X{i} ".encode())
+        raw[at:at + 80] = f"EXTNAME = {text:>20} / name".ljust(80).encode()
+    path.write_bytes(bytes(raw))
+    rows = run(path).rows["fits"]
+    assert [r["extname"] for r in rows] == [None, *names]
+    header = json.loads(rows[1]["header"])
+    assert next(c for c in header if c["keyword"] == "EXTNAME") == {"keyword": "EXTNAME", "value": 7, "comment": "name"}

@@ -770,6 +770,12 @@ class _FITSImage:
         return data
 
 
+def _fits_number(value: Any) -> bool:
+    """A BSCALE or BZERO value that scales data: an integer, a finite real (``T`` is 1, as in
+    astropy and cfitsio)."""
+    return isinstance(value, int) or isinstance(value, float) and math.isfinite(value)
+
+
 def _pseudo_unsigned(raw: np.ndarray, dtype: np.dtype, bzero: int) -> np.ndarray:
     if dtype.kind == "u":  # flip the sign bit: raw + 2**(bits-1) as unsigned
         signed = raw.astype(raw.dtype.newbyteorder("="))
@@ -798,6 +804,13 @@ class _FITSReader:
                 refs.append(ArrayRef(table="fits", key=key, shape=(), itemsize=0, locator=index))
             elif info["type"] in ("PRIMARY", "IMAGE") and info["naxis"] and info["bitpix"] in _FITS_DTYPES:
                 shape = tuple(info["shape"][::-1])  # NAXISn..NAXIS1: C order
+                scaling = [k for k in ("BSCALE", "BZERO") if not _fits_number(hdu.values.get(k, 0))]
+                if scaling:  # astropy cannot scale the data either (cfitsio ignores the keyword)
+                    self._unreadable[index] = " and ".join(
+                        f"{k} is not a number ({'no value' if hdu.values[k] is None else repr(hdu.values[k])})"
+                        for k in scaling)
+                    refs.append(ArrayRef(table="fits", key=key, shape=(), itemsize=0, locator=index))
+                    continue
                 image = _FITSImage(hdu.values)
                 self._hdus[index] = (hdu.data_offset, shape, image)
                 refs.append(ArrayRef(table="fits", key=key, shape=shape,

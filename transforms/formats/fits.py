@@ -236,6 +236,10 @@ def _parse_cards(cards: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]
                 value = None
         header.append({"keyword": keyword, "value": value, "comment": comment})
         if keyword not in values:
+            if keyword == "EXTNAME" and value is not None and not isinstance(value, str):
+                # the extname column: a value that is not a string as written (007, T, 1E3), as
+                # cfitsio reads EXTNAME; the header keeps the typed value
+                value = card[start:].split("/", 1)[0].strip()
             values[keyword] = value
     return header, values
 
