@@ -52,7 +52,11 @@ setup(
             "s3fs>=2024.2",
             "playwright>=1.40",  # drives Debian's chromium in the report's browser test
             "dask[distributed]>=2024.2",  # the runner tests run Beam's DaskRunner
+            "pyjpegls>=1.3",  # the JPEG-LS pixel statistics test
         ],
+        # pydicom's decoders for --stats on compressed DICOM pixel data (JPEG 8-bit and RLE
+        # need nothing more: pillow and pydicom's own RLE decoder)
+        "codecs": ["pyjpegls>=1.3", "pylibjpeg>=2.0", "pylibjpeg-openjpeg>=2.3"],
         "gcp": ["gcsfs>=2024.2", "apache-beam[gcp]>=2.60,<3"],
         "aws": ["s3fs>=2024.2"],
         "dask": ["dask[distributed]>=2024.2", "apache-beam[dask]>=2.60,<3"],

@@ -847,3 +847,28 @@ def test_fits_scaling_that_is_not_a_number_leaves_that_image_unreadable_and_the_
     assert [r.get("stat_count") for r in rows["fits"]] == [None, 4]
     (entry,) = json.loads(files["metadata"])["stats_unreadable"]
     assert entry["key"] == {"hdu_index": 0} and "not a number" in entry["reason"]
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_dicom_jpeg_ls_pixels_are_cut_to_bits_stored(tmp_path, signed):
+    """A 12-bit image whose JPEG-LS stream has precision 16 (DCMTK's dcmcjpls writes that; here
+    one pixel's bits above Bits Stored force it): the values are bits 0-11, sign-extended from
+    bit 11 when signed, as DCMTK reads them (PS3.5 8.1.1); pydicom's JPEG-LS decoder kept the
+    high bits (0..4095 for -2048..2047)."""
+    jpeg_ls = pytest.importorskip("jpeg_ls")
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGLSLossless
+
+    rng = np.random.default_rng(3)
+    low = rng.integers(0, 4096, (32, 32)).astype(np.uint16)  # the 12 stored bits
+    cells = low.copy()
+    cells[0, 0] |= 0xF000  # junk above Bits Stored: precision 16
+    path = tmp_path / "jls.dcm"
+    write_dicom(path, np.zeros((1, 32, 32), np.int16 if signed else np.uint16), JPEGLSLossless,
+                signed=signed, encapsulated=encapsulate([bytes(jpeg_ls.encode(cells))]))
+    ds = pydicom.dcmread(path)
+    ds.BitsStored, ds.HighBit = 12, 11
+    ds.save_as(path)
+    values = ((low.astype(np.int32) ^ 0x800) - 0x800) if signed else low  # sign bit 11
+    got, _, _, _ = file_stats(arrays.open_dicom_arrays, path, 1 << 20)
+    assert_close(got[()], ref_stats(values[None]), 4096)

@@ -1068,3 +1068,14 @@ def test_typed_columns_read_known_elements_written_as_un(tmp_path):
     assert (row["modality"], row["patient_id"], row["study_instance_uid"], row["study_date"],
             row["rows"], row["columns"], row["number_of_frames"]) == (
         "MR", "PID1", "1.2.3", dt.date(2024, 1, 1), 4, 5, 2)
+
+
+@pytest.mark.parametrize("syntax", [uids.ExplicitVRLittleEndian, uids.ExplicitVRBigEndian])
+def test_fl_values_are_the_shortest_decimal_of_their_float32(tmp_path, syntax):
+    """FL values as NetCDF and HDF5 float32 attributes are written: -0.1, not the double
+    -0.10000000149011612 (dcm2json prints 9 digits, -0.100000001: the same float32);
+    subnormals exactly."""
+    ds = ct_dataset(size=4)
+    ds.add_new(0x00431008, "FL", [-0.1, 0.3, 3.4028234663852886e38, 1e-45, 1.0])
+    _, _, tags = extract(save(ds, tmp_path / "fl.dcm", syntax))
+    assert tags["00431008"] == {"vr": "FL", "Value": [-0.1, 0.3, 3.4028235e38, 1.401298464324817e-45, 1.0]}

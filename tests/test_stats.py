@@ -172,6 +172,18 @@ def test_infinity_is_a_value():
     assert math.isnan(both["stat_mean"])
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("values", [[np.inf, 1, 2, -0.5], [-np.inf, np.nan, 3], [np.inf]])
+def test_an_infinite_first_value_gives_an_infinite_mean(values, dtype):
+    """The C kernel shifted by the first value: an infinite one made every x - c NaN (mean NaN
+    where numpy's is ±inf)."""
+    x = np.array(values, dtype)
+    columns = Moments.of(x).columns()
+    with np.errstate(invalid="ignore"):
+        assert columns["stat_mean"] == np.nanmean(x) and math.isinf(columns["stat_mean"])
+    assert columns["stat_count"] == np.count_nonzero(~np.isnan(x)) and math.isnan(columns["stat_std"])
+
+
 def test_empty_all_missing_and_scalars():
     assert Moments.of(np.array([], np.float32)).columns()["stat_mean"] is None
     missing = Moments.of(np.ma.masked_array([1, 2], mask=[True, True])).columns()

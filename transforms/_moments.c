@@ -100,7 +100,8 @@ PLAIN static int any_set(const unsigned char *m, Py_ssize_t n) {
             break;                                                                         \
         }                                                                                  \
         if (i == n) return; /* nothing present */                                          \
-        if (c != c) c = (double)lo; /* no shift given: the first value */                  \
+        if (c != c) /* no shift given: the first value (0 if infinite: inf - inf is NaN) */ \
+            c = isfinite((double)lo) ? (double)lo : 0.0;                                    \
         r->c = c;                                                                          \
         double s1 = 0.0, s2 = 0.0;                                                         \
         int64_t count = 0;                                                                 \

@@ -864,6 +864,7 @@ class _DICOMReader:
         self._pixel_array = False  # frames cut from the data set's whole pixel_array (1-bit)
         self._pixels: np.ndarray | None = None  # that array, once decoded
         self._inferred: Any = None  # the transfer syntax of a data set without file meta
+        self._bits_stored = 0  # Bits Stored: the bits of each pixel cell that hold its value
 
     def arrays(self) -> list[ArrayRef]:
         import pydicom
@@ -885,6 +886,7 @@ class _DICOMReader:
             shape = (frames, int(ds.Rows), int(ds.Columns)) + ((samples,) if samples > 1 else ())
             bits = int(ds.get("BitsAllocated", 8) or 8)
             itemsize = max(1, bits // 8)
+            self._bits_stored = int(ds.get("BitsStored", bits) or bits)
         except (TypeError, ValueError) as exc:  # e.g. NumberOfFrames '1A': pydicom cannot decode either
             self._unreadable = f"the pixel data's description cannot be read: {type(exc).__name__}: {exc}"
             return [ArrayRef(table="dicom", key=(), shape=(), itemsize=0, locator=None)]
@@ -957,7 +959,23 @@ class _DICOMReader:
                 raise
             raise ArrayUnreadable(f"pixel data cannot be decoded: {type(exc).__name__}: {exc}") from exc
         self._f.seek(0)
-        return np.stack(frames)
+        return _stored_bits(np.stack(frames), self._bits_stored)
+
+
+def _stored_bits(pixels: np.ndarray, bits_stored: int) -> np.ndarray:
+    """Integer pixels cut to their Bits Stored (PS3.5 8.1.1): the bits above masked off, or,
+    for signed pixels, the sign extended from the highest stored bit. pydicom does this for
+    native and JPEG data, not for JPEG-LS and JPEG 2000 (a 12-bit JPEG-LS image of precision 16
+    kept its high bits: 0..4095 for -2048..2047); where it did, this changes nothing."""
+    width = pixels.dtype.itemsize * 8
+    if pixels.dtype.kind not in "iu" or not 0 < bits_stored < width:
+        return pixels
+    if pixels.dtype.kind == "u":
+        np.bitwise_and(pixels, pixels.dtype.type((1 << bits_stored) - 1), out=pixels)
+    else:
+        np.left_shift(pixels, width - bits_stored, out=pixels)
+        np.right_shift(pixels, width - bits_stored, out=pixels)
+    return pixels
 
 
 @contextlib.contextmanager

@@ -42,6 +42,7 @@ import base64
 import contextlib
 import datetime as dt
 import io
+import math
 import os
 import re
 import struct
@@ -424,6 +425,27 @@ def _numbers(code: str) -> Any:
 
 _unsigned_16 = _numbers("H")
 
+_FLOAT32_TINY = 2.0**-126  # the smallest normal float32
+
+
+def _float32(value: float) -> float:
+    """The shortest decimal that reads back as the same float32 (-0.1, not the double
+    -0.10000000149011612), as NetCDF and HDF5 attribute values are; subnormals exactly."""
+    if not math.isfinite(value) or abs(value) < _FLOAT32_TINY:
+        return value
+    for digits in range(6, 10):  # 9 significant digits always read back
+        short = float(f"{value:.{digits}g}")
+        if struct.unpack("f", struct.pack("f", short))[0] == value:
+            return short
+    return value
+
+
+def _fl(value: bytes, little: bool, encodings: Any) -> list[Any] | None:
+    return [_float32(v) for v in _single(value, little, encodings)]
+
+
+_single = _numbers("f")
+
 #: The largest integer a JSON reader that parses numbers as doubles keeps exactly.
 _SAFE_INTEGER = 2**53 - 1
 
@@ -456,7 +478,7 @@ _CONVERTERS = {
     "DS": _ds,
     "DT": _strings,
     "FD": _numbers("d"),
-    "FL": _numbers("f"),
+    "FL": _fl,
     "IS": _is,
     "LO": _charset_strings,
     "LT": _charset_text,
