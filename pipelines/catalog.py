@@ -202,10 +202,20 @@ class CatalogFiles(beam.PTransform):
         return {**written, **(rollup_input | "RollUps" >> RollUps())} | "WriteCatalog" >> writer
 
 
+#: Object stores whose first path component is a bucket (container), which is never created.
+_BUCKET_STORES = frozenset({"s3", "s3a", "gs", "gcs", "abfs", "az", "adl", "oss"})
+
+
 def check_output(output: str, storage_options: dict[str, Any]) -> None:
     """Fail early, with a clear message, when the output cannot be written."""
     try:
         fs, path = url_to_fs(output, **storage_options)
+        protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+        bucket = path.strip("/").split("/", 1)[0]
+        if protocols & _BUCKET_STORES and bucket and not fs.exists(bucket):
+            # s3fs's makedirs would create the bucket: a typo must not make one in the account
+            raise UsageError(redact_text(f"cannot write --output {output!r}: bucket {bucket!r} does not exist "
+                                         "(metaextract does not create buckets)"))
         fs.makedirs(path, exist_ok=True)
         if "file" in fs.protocol or "local" in fs.protocol:
             # the folder, and each table folder an earlier run left (publishing replaces files there)

@@ -361,3 +361,60 @@ def test_shards_written_upstream_make_the_same_catalog(tmp_path):
         assert manifests["written"].get(key) == manifests["file_rows"].get(key), key
     assert manifests["written"]["files_total"] == 3
     assert manifests["written"]["memory_governor"], "the governor figures among the rows count"
+
+
+def test_s3_object_names_folder_markers_glob_characters_and_buckets(s3_server, tmp_path):
+    """Object stores as a scheduled cloud job meets them: object names that look like
+    credentials in free text are kept as they are ("Basic Research/", ASIA...: two such names
+    collided and a file was dropped); a folder marker (an empty dir/ object, as the S3
+    console's "Create folder" makes) is skipped, not an error row; an existing key with glob
+    characters is listed as it is; a file under 16 MiB with a digest and --stats is one request;
+    an --output in a bucket that does not exist is a usage error (s3fs created the bucket)."""
+    import numpy as np
+    from netCDF4 import Dataset
+
+    from pipelines.options import UsageError
+    from transforms.listing import InputError, list_inputs
+
+    _, storage_options = s3_server
+    fs = fsspec.filesystem("s3", **storage_options)
+    fs.mkdir("names")
+    sample = os.path.join(os.path.dirname(schemas.__file__), "..", "pipelines", "sample_data")
+    fits_bytes = next(open(os.path.join(r, f), "rb").read() for r, _, fs_ in os.walk(sample)
+                      for f in fs_ if f.endswith(".fits"))
+    names = ["lab/Basic Research/2024/obs1.fits", "lab/Basic Research/2024/obs2.fits",
+             "lab/scans/ASIAPACIFIC2024RUN01.fits", "run[2024]/data[1].fits", "run[2024]/data1.fits"]
+    for name in names:
+        fs.pipe(f"names/{name}", fits_bytes)
+    fs.pipe("names/lab/empty_folder/", b"")  # folder markers
+    fs.pipe("names/lab/scans/", b"")
+    nc = tmp_path / "small.nc"
+    with Dataset(nc, "w") as ds:
+        ds.createDimension("x", 300_000)
+        ds.createVariable("v", "f4", ("x",))[:] = np.arange(300_000, dtype="f4")
+    fs.put(str(nc), "names/nc/small.nc")
+
+    opts = json.dumps(storage_options)
+    skipped = []
+    listed = list_inputs(["s3://names/lab"], storage_options, skipped=skipped)
+    assert sorted(listed) == [f"s3://names/{n}" for n in names[:3]]
+    assert all(info.open_path is None for info in listed.values())
+    assert sorted((s.path, s.reason) for s in skipped) == [
+        ("s3://names/lab/empty_folder/", "not a regular file (folder marker)"),
+        ("s3://names/lab/scans/", "not a regular file (folder marker)"),
+    ]
+    with pytest.raises(InputError):  # nothing but a marker: matches no file
+        list_inputs(["s3://names/lab/empty_folder/"], storage_options)
+    assert list(list_inputs(["s3://names/run[2024]/data[1].fits"], storage_options)) == ["s3://names/run[2024]/data[1].fits"]
+    assert len(list_inputs(["s3://names/run[2024]"], storage_options)) == 2  # an existing prefix
+    assert len(list_inputs(["s3://names/lab/*/2024/obs?.fits"], storage_options)) == 2  # a glob
+
+    out = tmp_path / "out"
+    run_catalog(["s3://names/nc"], out, "--storage_options", opts, "--stats")
+    (row,) = read_table(out, "files").to_pylist()
+    assert row["status"] == "ok", row["error"]
+    assert row["read_requests"] <= 3  # the whole file in one request (its header read before)
+
+    with pytest.raises(UsageError, match="bucket 'no-such-bucket' does not exist"):
+        run_catalog(["s3://names/nc"], "s3://no-such-bucket/catalog", "--storage_options", opts)
+    assert not fs.exists("no-such-bucket")

@@ -32,7 +32,7 @@ from fsspec.core import url_to_fs
 from fsspec.utils import glob_translate
 
 from transforms.formats.base import FileInfo, format_error
-from transforms.redact import printable, redact_text, secret_values
+from transforms.redact import printable, redact_text, redact_url, secret_values
 
 GLOB_CHARS = frozenset("*?[")
 #: How many skipped entries :func:`list_inputs` logs one by one (the rest are counted).
@@ -222,28 +222,35 @@ def _list_local(path: str, follow_symlinks: bool, skipped: list[Skipped]) -> Ite
 
 
 def _remote_entries(fs: fsspec.AbstractFileSystem, path: str, skipped: list[Skipped]) -> Iterator[tuple[str, dict]]:
-    """(name, info) for every regular file at ``path``: a file, a folder (recursive) or a glob."""
-    if GLOB_CHARS & set(path):
-        matches = fs.glob(path, detail=True)
-    elif fs.isdir(path):
+    """(name, info) for every regular file at ``path``: a file, a folder (recursive) or a glob.
+    A path that exists as it is written is taken as it is, glob characters or not (``run[1]/``),
+    as local paths are."""
+    if fs.isdir(path):
         matches = {path: {"type": "directory"}}
     else:
         try:
             matches = {path: fs.info(path)}
         except FileNotFoundError:
-            return
+            if not GLOB_CHARS & set(path):
+                return
+            matches = fs.glob(path, detail=True)
     for name, info in sorted(matches.items()):
         found = fs.find(name, detail=True, withdirs=False) if info.get("type") == "directory" else {name: info}
         for n, i in sorted(found.items()):
-            if i.get("type") == "file":
+            if i.get("type") == "file" and not (n.endswith("/") and not i.get("size")):
                 yield n, i
             else:
-                skipped.append(Skipped(redact_text(fs.unstrip_protocol(n)), f"not a regular file ({i.get('type')})"))
+                # a "folder marker" (an empty object named dir/, as the S3 console's "Create
+                # folder" makes) is a folder, not a file
+                kind = "folder marker" if i.get("type") == "file" else i.get("type")
+                skipped.append(Skipped(redact_url(fs.unstrip_protocol(n)), f"not a regular file ({kind})"))
 
 
 def _remote_info(fs: fsspec.AbstractFileSystem, name: str, entry: Mapping[str, Any]) -> FileInfo:
     url = fs.unstrip_protocol(name)
-    shown = redact_text(url)
+    # URL credentials only (user:password@, signed-URL query parameters): redact_text's masks
+    # for free text (AKIA..., "Basic <word>") would rewrite object names ("Basic Research/")
+    shown = printable(redact_url(url))
     return FileInfo(
         path=shown,
         size=int(entry.get("size") or 0),

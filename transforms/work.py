@@ -582,7 +582,7 @@ def run_unit(
                     arrays.close()  # its state after a failure is unknown
                     raise
         elif unit.kind == "digest" and (unit.pieces or unit.all_arrays) and unit.size < IN_MEMORY_BYTES:
-            with source.open() as f:
+            with source.open(block_size=max(unit.size, 2 * MiB)) as f:  # one request to an object store
                 data = f.read(unit.size)
             if len(data) < unit.size:
                 raise EOFError(f"file ends before byte {unit.size} (it shrank after it was listed)")
