@@ -58,6 +58,7 @@ from transforms.incremental import (
     check_catalog,
     files_to_read,
     has_catalog,
+    keep_unlisted_folders,
     previous_files,
     publish_if_unchanged,
     read_previous_manifest,
@@ -296,6 +297,12 @@ def run(
     start = time.monotonic()
     # the previous catalog's files, read once: whether anything changed, and what progress counts
     cache = previous_files(previous, storage_options) if previous and not policy.full else None
+    if cache:
+        kept = keep_unlisted_folders(listed, cache, skipped)
+        if kept:
+            manifest["carried_unlisted"] = kept
+            logger.warning("%d files of the previous catalog are in folders this run could not list: "
+                           "kept as they were, not counted as deleted", kept)
     result = publish_if_unchanged(
         listed, output, previous, policy, {**catalog_tables(), **schemas.ROLLUP_TABLES},
         schemas.ROLLUP_TABLES, manifest, run_id, storage_options, cache,
@@ -601,6 +608,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     install_log_redaction()
     logging.getLogger("apache_beam").setLevel(logging.ERROR)
+    # Ctrl-C inside a DoFn: Beam logs the KeyboardInterrupt's traceback before re-raising it
+    logging.getLogger("apache_beam.runners.common").addFilter(
+        lambda record: not (record.exc_info and _interrupted_by_user(record.exc_info[1])))
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["report"]:  # metaextract report OUT [--html PATH]
         from pipelines import report
@@ -614,9 +624,28 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, InputError) as exc:
         die(str(exc))
     except KeyboardInterrupt:
-        print("metaextract: interrupted", file=sys.stderr)
-        return 130
+        return interrupted()
+    except Exception as exc:
+        if _interrupted_by_user(exc):  # Beam re-raises a KeyboardInterrupt in a DoFn as RuntimeError
+            return interrupted()
+        raise
     return 3 if result.get("alert") else 0
+
+
+def interrupted() -> int:
+    print("metaextract: interrupted", file=sys.stderr)
+    return 130
+
+
+def _interrupted_by_user(exc: BaseException) -> bool:
+    """True when a KeyboardInterrupt is in ``exc``'s chain of causes and contexts."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def cli() -> NoReturn:

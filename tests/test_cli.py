@@ -129,3 +129,45 @@ def test_a_read_only_table_folder_in_the_output_is_exit_2(tmp_path):
     assert result.returncode == 2, result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("metaextract: error: cannot write --output") and "files" in last, result.stderr
+
+
+SLOW_PLUGIN = """
+import time
+from transforms.formats.base import Extractor
+
+def extract(source, out):
+    time.sleep(120)
+
+EXTRACTOR = Extractor(format="slow", extract=extract, tables={}, sniff=lambda head: head.startswith(b"SLOW"))
+"""
+
+
+def test_ctrl_c_while_files_are_read_is_one_line_and_exit_130(tmp_path):
+    """Beam re-raises a KeyboardInterrupt raised in a DoFn as a RuntimeError and logs its
+    traceback: the command still says "interrupted" in one line and exits 130 (it was exit 1
+    with about 170 lines). A plug-in format whose extraction takes minutes holds the run in
+    its extraction stage."""
+    import signal
+    import time
+
+    site = tmp_path / "site"
+    (site / "slow_format").mkdir(parents=True)
+    (site / "slow_format" / "__init__.py").write_text(SLOW_PLUGIN)
+    dist = site / "slow_format-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: slow-format\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[metaextract.extractors]\nslow = slow_format:EXTRACTOR\n")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.slow").write_bytes(b"SLOW file")
+    argv = [sys.executable, "-m", "pipelines.catalog", "--input", str(corpus), "--output",
+            str(tmp_path / "out"), "--progress", "off"]
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join([REPO, str(site)])},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(6)  # Beam imported, the file in extraction
+    proc.send_signal(signal.SIGINT)
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 130, err
+    assert err.strip() == "metaextract: interrupted"
+    assert not (tmp_path / "out" / "manifest.json").exists()

@@ -325,6 +325,21 @@ def test_a_damaged_previous_catalog_is_a_clear_error_or_ignored(corpus, tmp_path
             run_catalog([corpus], tmp_path / f"out-{damage}", "--previous", str(broken))
 
 
+def test_a_cut_short_part_of_a_format_table_is_not_used_as_the_cache(corpus, tmp_path, caplog):
+    """A dicom/ part cut short at --output: a warning and a full run that replaces the catalog
+    (every later run, --full included, failed with pyarrow's ArrowInvalid traceback)."""
+    out = tmp_path / "out"
+    first = run_catalog([corpus], out)
+    (part,) = (out / "dicom").glob("*.parquet")
+    part.write_bytes(part.read_bytes()[:-100])
+    manifest = run_catalog([corpus], out)
+    assert "dicom/" in caplog.text and "cannot serve as the cache" in caplog.text
+    assert manifest["changes"]["new"] == manifest["files_total"] == first["files_total"]
+    assert read_table(out, "dicom").num_rows == read_table(tmp_path / "out", "dicom").num_rows > 0
+    manifest = run_catalog([corpus], out)  # and the run after it is incremental again
+    assert manifest["changes"]["unchanged"] == manifest["files_total"]
+
+
 def test_an_output_inside_an_input_does_not_catalog_itself(corpus, tmp_path):
     """--output inside --input: the catalog's own files are not listed (a manifest-recorded
     skip), so a quiet re-run finds nothing new (it saw its own renamed Parquet parts as new,
@@ -336,3 +351,51 @@ def test_an_output_inside_an_input_does_not_catalog_itself(corpus, tmp_path):
     assert second["changes"] == {"new": 0, "changed": 0, "unchanged": first["files_total"], "deleted": 0}
     assert not any(str(out) in p for p in read_table(out, "files").column("path").to_pylist())
     assert "--output" in json.dumps(second["listing_skipped"])
+
+
+def test_an_output_reached_through_a_symlinked_input_does_not_catalog_itself(corpus, tmp_path):
+    """--input a symlink to the folder that holds --output: the output's files are listed under
+    the link's name, and were catalogued (new, changed and deleted on every run)."""
+    link = tmp_path / "link"
+    link.symlink_to(corpus, target_is_directory=True)
+    out = corpus / "catalog"
+    first = run_catalog([link], out)
+    second = run_catalog([link], out)
+    assert second["changes"] == {"new": 0, "changed": 0, "unchanged": first["files_total"], "deleted": 0}
+    assert not any("/catalog/" in p for p in read_table(out, "files").column("path").to_pylist())
+    assert "--output" in json.dumps(second["listing_skipped"])
+
+
+def test_a_folder_that_cannot_be_listed_one_night_keeps_its_files(corpus, tmp_path, monkeypatch):
+    """A sub-folder that cannot be listed (a permission denied for one night) is no evidence
+    that its files were deleted: their rows are kept as they were (counted unchanged, the
+    manifest's carried_unlisted says how many), and the next night is a normal run (they were
+    dropped as deleted, then came back as new with a new first_seen)."""
+    import os as os_module
+
+    out = tmp_path / "out"
+    first = run_catalog([corpus], out)
+    before = {r["path"]: r for r in read_table(out, "files").to_pylist()}
+    dicom_rows = read_table(out, "dicom").num_rows
+    hidden = str(corpus / "dicom")
+    real_scandir = os_module.scandir
+
+    def scandir(path="."):
+        if isinstance(path, (str, os_module.PathLike)) and os_module.fspath(path) == hidden:
+            raise PermissionError(13, "Permission denied", hidden)
+        return real_scandir(path)
+
+    changed = next((corpus / "netcdf").iterdir())
+    os_module.utime(changed, (1e9, 1e9))  # one changed file elsewhere: the pipeline runs
+    monkeypatch.setattr(os_module, "scandir", scandir)
+    second = run_catalog([corpus], out)
+    monkeypatch.setattr(os_module, "scandir", real_scandir)
+    assert second["carried_unlisted"] == len([p for p in before if p.startswith(hidden + "/")]) > 0
+    assert second["changes"] == {"new": 0, "changed": 1, "unchanged": first["files_total"] - 1, "deleted": 0}
+    assert "folder not listed" in json.dumps(second["listing_skipped"])
+    after = {r["path"]: r for r in read_table(out, "files").to_pylist()}
+    assert after.keys() == before.keys()
+    assert all(after[p]["first_seen"] == before[p]["first_seen"] for p in before)
+    assert read_table(out, "dicom").num_rows == dicom_rows > 0
+    third = run_catalog([corpus], out)
+    assert "carried_unlisted" not in third and third["changes"]["unchanged"] == first["files_total"]

@@ -25,7 +25,7 @@ from fsspec.core import url_to_fs
 
 from transforms import partials
 from transforms.formats.base import FileInfo
-from transforms.listing import FileBatch
+from transforms.listing import FOLDER_NOT_LISTED, FileBatch
 from transforms.sink import MANIFEST, join, stage_table
 
 #: files-table columns the cache needs (the whole row is never held in memory).
@@ -142,8 +142,8 @@ def has_catalog(path: str, storage_options: Mapping[str, Any] | None = None) -> 
 
 def check_catalog(path: str, tables: Iterable[str], storage_options: Mapping[str, Any] | None = None) -> None:
     """Raise ValueError saying what is wrong when the catalog at ``path`` cannot serve as the
-    cache: its manifest does not parse, a Parquet file it lists is missing, or a ``files`` part
-    is not Parquet (the other tables' parts are read whole later, only checked to exist)."""
+    cache: its manifest does not parse, or a Parquet file it lists is missing or has no
+    readable footer (a part cut short: every later run failed on it, --full included)."""
     fs, root = url_to_fs(path, **dict(storage_options or {}))
     try:
         with fs.open(posixpath.join(root, MANIFEST), "r") as f:
@@ -158,13 +158,12 @@ def check_catalog(path: str, tables: Iterable[str], storage_options: Mapping[str
         missing = [name for name in names if name not in present]
         if missing:
             raise ValueError(f"{table}/{missing[0]} is listed in its {MANIFEST} but missing")
-        if table == "files":
-            for name in names:
-                try:
-                    with fs.open(posixpath.join(root, table, name), "rb") as f:
-                        pq.read_metadata(f)
-                except (OSError, pa.ArrowInvalid) as exc:
-                    raise ValueError(f"files/{name} is not readable Parquet ({exc})") from None
+        for name in names:
+            try:
+                with fs.open(posixpath.join(root, table, name), "rb") as f:
+                    pq.read_metadata(f)
+            except (OSError, pa.ArrowInvalid) as exc:
+                raise ValueError(f"{table}/{name} is not readable Parquet ({exc})") from None
 
 
 def read_previous_manifest(path: str, storage_options: Mapping[str, Any] | None = None) -> dict | None:
@@ -612,6 +611,24 @@ def previous_files(previous: str, storage_options: Mapping[str, Any] | None = No
     for _, part in previous_parts(previous, ["files"], storage_options):
         cache.update(cache_part(part, storage_options))
     return cache
+
+
+def keep_unlisted_folders(listed: dict[str, FileInfo], cache: Mapping[str, CacheEntry], skipped: Iterable[Any]) -> int:
+    """Add to ``listed`` the cached files under folders this run could not list (a permission
+    denied for one night is no evidence that their files were deleted, as rsync refuses to
+    delete after an I/O error): listed as the cache knew them, they are carried forward
+    unchanged when nothing else calls for re-reading them. Returns how many were added."""
+    folders = tuple(s.path.rstrip("/") + "/" for s in skipped if s.reason.startswith(FOLDER_NOT_LISTED))
+    if not folders:
+        return 0
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    added = 0
+    for path, entry in cache.items():
+        if path not in listed and path.startswith(folders):
+            modified = None if entry.modified_us is None else epoch + dt.timedelta(microseconds=entry.modified_us)
+            listed[path] = FileInfo(path, entry.size, modified, entry.etag)
+            added += 1
+    return added
 
 
 def files_to_read(listed: Mapping[str, FileInfo], cache: Mapping[str, CacheEntry], policy: CachePolicy) -> list[FileInfo]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import os
 import pickle
@@ -54,6 +55,10 @@ logger = logging.getLogger(__name__)
 
 class InputError(ValueError):
     """An ``--input`` that does not exist or matches nothing."""
+
+
+#: The reason given for a folder the listing could not read (followed by the error).
+FOLDER_NOT_LISTED = "folder not listed: "
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,7 +162,7 @@ class _Walk:
             except OSError as exc:
                 if folder == root:  # the input itself: a clear error for the whole run
                     raise
-                self.skipped.append(Skipped(printable(folder), f"folder not listed: {format_error(exc)}"))
+                self.skipped.append(Skipped(printable(folder), f"{FOLDER_NOT_LISTED}{format_error(exc)}"))
                 continue
             for name in names:
                 path = os.path.join(folder, name)
@@ -328,7 +333,14 @@ def excluded(folder: str | None):
     if not folder:
         return lambda path: False
     prefix = folder.rstrip("/") + "/"
-    return lambda path: path.startswith(prefix)
+    if not os.path.isabs(folder):  # an object store: names as written
+        return lambda path: path.startswith(prefix)
+    # a local folder is also found through symlinks (an --input that links to the output's
+    # parent): each listed folder is resolved once
+    real = os.path.realpath(folder).rstrip("/") + "/"
+    resolve = functools.lru_cache(maxsize=4096)(lambda d: os.path.realpath(d).rstrip("/") + "/")
+    return lambda path: path.startswith(prefix) or (
+        os.path.isabs(path) and resolve(os.path.dirname(path)).startswith(real))
 
 
 class FileBatch(list):
