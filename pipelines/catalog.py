@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any, NoReturn
 
 import apache_beam as beam
@@ -230,6 +231,36 @@ def check_output(output: str, storage_options: dict[str, Any]) -> None:
         raise UsageError(redact_text(f"cannot write --output {output!r}: {exc}")) from None
 
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock
+    fcntl = None
+
+#: In a local --output: held (flock) by the run writing the catalog there.
+LOCK_FILE = ".metaextract-lock"
+
+
+@contextlib.contextmanager
+def output_locked(output: str, storage_options: dict[str, Any]) -> Iterator[None]:
+    """Hold the local ``output``'s lock for the block; a usage error when another run holds it
+    (two runs on one output: one would publish over the other, and remove its staging folder).
+    Object stores have no such lock."""
+    fs, path = url_to_fs(output, **storage_options)
+    if fcntl is None or not ("file" in fs.protocol or "local" in fs.protocol):
+        yield
+        return
+    fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"another metaextract run is writing the catalog at {redact_text(output)} "
+                             f"(it holds {LOCK_FILE}); run one job per --output at a time") from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def run(
     argv: list[str] | None = None, *, stdout=sys.stdout, stderr=sys.stderr, wait: bool = True
 ) -> dict[str, Any]:
@@ -239,6 +270,12 @@ def run(
     runner accepted the job: the run's starting manifest plus ``state``; the job publishes the
     catalog and its manifest when it finishes.
     """
+    with contextlib.ExitStack() as held:
+        return _run(argv, held, stdout=stdout, stderr=stderr, wait=wait)
+
+
+def _run(argv: list[str] | None, held: contextlib.ExitStack, *, stdout, stderr, wait: bool) -> dict[str, Any]:
+    """:func:`run`; ``held`` keeps the output's lock until the run is over."""
     argv = list(sys.argv[1:] if argv is None else argv)
     opts, pipeline_options = parse_flags(argv)
     try:
@@ -255,6 +292,7 @@ def run(
     listed = list_inputs(inputs, storage_options, opts.follow_symlinks, skipped, exclude=output)  # a clear error now for an input that matches nothing
     total_files, total_bytes = len(listed), sum(info.size for info in listed.values())
     check_output(output, storage_options)
+    held.enter_context(output_locked(output, storage_options))
     try:
         rolled = roll_forward(output, storage_options)
     except OSError as exc:

@@ -399,3 +399,22 @@ def test_a_folder_that_cannot_be_listed_one_night_keeps_its_files(corpus, tmp_pa
     assert read_table(out, "dicom").num_rows == dicom_rows > 0
     third = run_catalog([corpus], out)
     assert "carried_unlisted" not in third and third["changes"]["unchanged"] == first["files_total"]
+
+
+def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(corpus, tmp_path):
+    """Two runs on one local --output: the second stops with one line and exit code 2 (one
+    used to publish over the other and remove its staging folder); after the first, runs go on."""
+    import fcntl
+
+    from pipelines.catalog import LOCK_FILE
+    from pipelines.options import UsageError
+
+    out = tmp_path / "out"
+    run_catalog([corpus], out)
+    with open(out / LOCK_FILE, "a") as held:  # a run in progress holds the lock
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(UsageError, match="another metaextract run is writing the catalog"):
+            run_catalog([corpus], out)
+    manifest = run_catalog([corpus], out)
+    assert manifest["changes"]["unchanged"] == manifest["files_total"]
+    assert not any(LOCK_FILE in p for p in read_table(out, "files").column("path").to_pylist())
