@@ -559,7 +559,9 @@ class _NetCDF4Reader:
                     continue
                 name = netcdf.NON_COORD_PREFIX + var.name
                 ds = h5group[name] if name in h5group else h5group[var.name]
-                no_fill = ds.id.get_create_plist().get_fill_time() == h5d.FILL_TIME_NEVER
+                # netCDF-C's fill mode (hdf5open.c get_fill_info): off unless the dataset has a
+                # user-defined HDF5 fill value, whatever its fill time
+                no_fill = ds.id.get_create_plist().fill_value_defined() != h5d.FILL_VALUE_USER_DEFINED
                 attrs = {k: _attr(ds.attrs[k]) for k in CF_ATTRIBUTES if k in ds.attrs}
                 cf = _CFValues(np.dtype(code), attrs, no_fill)
                 shape = tuple(d.size for d in var.dims)
