@@ -834,3 +834,48 @@ data:
     assert out.metadata["attributes"]["good"] == "café"
     if kind == "nc4":
         assert attrs["info"] == {"id": 7, "name": "ab"}
+
+
+@pytest.mark.parametrize("libver", ["earliest", "latest"])
+def test_no_fill_as_ncdump_s_shows_it(tmp_path, libver):
+    """files.metadata.variables: ``no_fill`` is netCDF-C's fill mode (get_fill_info): true
+    unless the dataset has a user-defined HDF5 fill value, whatever its fill time, where
+    ``ncdump -hs`` prints ``_NoFill = "true"``; the same from the raw reader (fill value
+    messages of versions 2 and 3) and from h5py."""
+    from h5py import h5d, h5p, h5s, h5t
+
+    path = tmp_path / f"fill_{libver}.nc"
+    with netCDF4.Dataset(path, "w", format="NETCDF4") as nc:
+        nc.createDimension("x", 3)
+        nc.createVariable("default", "f4", ("x",))
+        nc.createVariable("fill", "i2", ("x",), fill_value=-1)
+        nc.createVariable("off", "f8", ("x",), fill_value=False)
+        nc.createVariable("text", str, ("x",))
+        nc.set_fill_off()
+        nc.createVariable("file_off", "i1", ("x",))
+    with h5py.File(path, "r+", libver=libver) as f:
+        f.create_dataset("h5_default", data=np.zeros(3, "u1"))
+        f.create_dataset("h5_user", data=np.zeros(3, "u1"), fillvalue=9)
+        for name, user in (("never", False), ("never_user", True)):
+            dcpl = h5p.create(h5p.DATASET_CREATE)
+            dcpl.set_fill_time(h5d.FILL_TIME_NEVER)
+            if user:
+                dcpl.set_fill_value(np.array(7, "i4"))
+            h5d.create(f.id, name.encode(), h5t.NATIVE_INT32, h5s.create_simple((3,)), dcpl=dcpl)
+    expected = {"default": False, "fill": False, "off": True, "text": False, "file_off": True,
+                "h5_default": True, "h5_user": False, "never": True, "never_user": False}
+    raw = _with_backend(str(path), "raw")
+    assert dumps(raw.metadata) == dumps(_with_backend(str(path), "h5py").metadata)
+    variables = raw.metadata["variables"]["/"]
+    assert {name: info["no_fill"] for name, info in variables.items()} == expected
+    assert list(variables["fill"])[-2:] == ["endianness", "no_fill"]  # ncdump -hs's order
+    if libver == "earliest":
+        listed = subprocess.run([NCDUMP or "ncdump", "-hs", str(path)], capture_output=True, text=True).stdout
+        if listed:
+            assert sorted(re.findall(r"^\s*(\w+):_NoFill = \"true\" ;$", listed, re.M)) == \
+                sorted(name for name, off in expected.items() if off)
+    classic = tmp_path / "classic.nc"
+    with netCDF4.Dataset(classic, "w", format="NETCDF3_CLASSIC") as nc:
+        nc.set_fill_off()
+        nc.createVariable("v", "i4")
+    assert "no_fill" not in _extract(_source(str(classic))).metadata["variables"]["/"]["v"]

@@ -545,8 +545,6 @@ class _NetCDF4Reader:
         self._unreadable: dict[tuple[str, str], str] = {}
 
     def arrays(self) -> list[ArrayRef]:
-        from h5py import h5d
-
         from transforms.formats import netcdf
 
         root = netcdf.read_netcdf4_model(netcdf._H5pyBackend(self._f.id, self._size), attributes=False)
@@ -559,11 +557,10 @@ class _NetCDF4Reader:
                     continue
                 name = netcdf.NON_COORD_PREFIX + var.name
                 ds = h5group[name] if name in h5group else h5group[var.name]
+                attrs = {k: _attr(ds.attrs[k]) for k in CF_ATTRIBUTES if k in ds.attrs}
                 # netCDF-C's fill mode (hdf5open.c get_fill_info): off unless the dataset has a
                 # user-defined HDF5 fill value, whatever its fill time
-                no_fill = ds.id.get_create_plist().fill_value_defined() != h5d.FILL_VALUE_USER_DEFINED
-                attrs = {k: _attr(ds.attrs[k]) for k in CF_ATTRIBUTES if k in ds.attrs}
-                cf = _CFValues(np.dtype(code), attrs, no_fill)
+                cf = _CFValues(np.dtype(code), attrs, var.storage["no_fill"])
                 shape = tuple(d.size for d in var.dims)
                 key = (group.path, var.name)
                 reason = _h5_unreadable(ds)  # a filter libhdf5 does not have (zstd, bzip2...)

@@ -16,7 +16,8 @@ One row per variable in every group of the ``netcdf`` table. ``files.metadata`` 
                             vsize, record
     NetCDF-4 only:          nc_properties (the hidden _NCProperties), superblock_version; per
                             variable storage (contiguous/chunked/compact), chunk_sizes, filters
-                            ([{"id", "name", "params"}]), endianness (as ``ncdump -s``)
+                            ([{"id", "name", "params"}]), endianness, no_fill (fill mode off:
+                            no user-defined HDF5 fill value), as ``ncdump -s``
 
 * Classic files: a small pure-Python parser of the header (magic, numrecs, dim_list,
   gatt_list, var_list) with bounded reads, first from ``source.head``: local and remote files
@@ -658,6 +659,7 @@ class _Model:
         # no byte order for 1-byte integers (ncdump -hs prints no _Endianness for them)
         big = (desc[3] if desc[1] > 1 else None) if kind == "int" else desc[2] if kind == "float" else None
         var.storage["endianness"] = None if big is None else "big" if big else "little"
+        var.storage["no_fill"] = var.storage.pop("no_fill")  # after endianness, as ncdump -hs
         group.vars.append(var)
 
     # dimensions ------------------------------------------------------------------------
@@ -952,7 +954,8 @@ class _H5pyBackend:
             filters.append(_filter(code, list(values)))
         return {"storage": _LAYOUTS.get(layout, str(layout)),
                 "chunk_sizes": list(dcpl.get_chunk()) if layout == h5d.CHUNKED else None,
-                "filters": filters}
+                "filters": filters,
+                "no_fill": dcpl.fill_value_defined() != h5d.FILL_VALUE_USER_DEFINED}
 
     def identity(self, obj: Any) -> Any:
         stat = h5g.get_objinfo(obj)
@@ -1707,7 +1710,25 @@ class _RawHDF5:
                                               for i in range(nvalues)]))
                 pos += 4 * nvalues + (4 if version == 1 and nvalues % 2 else 0)
         return {"storage": _LAYOUTS.get(layout) if layout is not None else None,
-                "chunk_sizes": chunks, "filters": filters}
+                "chunk_sizes": chunks, "filters": filters, "no_fill": not self._user_fill(hdr)}
+
+    @staticmethod
+    def _user_fill(hdr: _Header) -> bool:
+        """Whether the dataset has a user-defined fill value (H5Pfill_value_defined() ==
+        H5D_FILL_VALUE_USER_DEFINED): a fill value message (0x05) that carries a value, or
+        else an old one (0x04) that does."""
+        found = hdr.first(0x05)
+        if found is not None:
+            flags, body = found
+            if flags & 0x02:
+                raise _Unsupported("shared fill value message")
+            if body[0] < 3:  # alloc time, fill time, "defined", then the size if defined
+                return len(body) >= 8 and bool(body[3]) and _le(body, 4, 4) > 0
+            # version 3: bit 4 undefined, bit 5 a value (size, value) follows
+            return len(body) >= 6 and not body[1] & 0x10 and bool(body[1] & 0x20) and \
+                _le(body, 2, 4) > 0
+        found = hdr.first(0x04)
+        return found is not None and len(found[1]) >= 4 and _le(found[1], 0, 4) > 0
 
     def identity(self, hdr: _Header) -> Any:
         return hdr.addr
