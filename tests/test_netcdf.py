@@ -879,3 +879,29 @@ def test_no_fill_as_ncdump_s_shows_it(tmp_path, libver):
         nc.set_fill_off()
         nc.createVariable("v", "i4")
     assert "no_fill" not in _extract(_source(str(classic))).metadata["variables"]["/"]["v"]
+
+
+@needs_ncdump
+def test_filters_as_ncdump_s_shows_them(tmp_path):
+    """Filters other than deflate, shuffle and fletcher32 are ``ncdump -hs``'s ``_Filter``: szip
+    with the two parameters set (options masked as netCDF-C does, pixels per block), not the
+    four HDF5 stores ([169, 8, 32, 100] for "4,32,8")."""
+    path = tmp_path / "filters.nc"
+    with netCDF4.Dataset(path, "w", format="NETCDF4") as nc:
+        nc.createDimension("x", 100)
+        for coding in ("nn", "ec"):
+            for name, kind, block in ((f"{coding}_f", "f4", 16), (f"{coding}_s", "i2", 8)):
+                var = nc.createVariable(name, kind, ("x",), compression="szip", szip_coding=coding,
+                                        szip_pixels_per_block=block)
+                var[:] = np.arange(100)
+        nc.createVariable("z", "f8", ("x",), zlib=True, shuffle=True)
+    listed = subprocess.run([NCDUMP, "-hs", str(path)], capture_output=True, text=True, check=True).stdout
+    shown = dict(re.findall(r'^\s*(\w+):_Filter = "(.*)" ;$', listed, re.M))
+    assert shown["nn_s"] == "4,32,8" and shown["ec_f"] == "4,4,16"
+    raw = _with_backend(str(path), "raw")
+    assert dumps(raw.metadata) == dumps(_with_backend(str(path), "h5py").metadata)
+    ours = {name: "|".join(",".join(map(str, [f["id"], *f["params"]])) for f in info["filters"]
+                           if f["id"] not in (1, 2, 3))
+            for name, info in raw.metadata["variables"]["/"].items()}
+    assert {name: text for name, text in ours.items() if text} == shown
+    assert raw.metadata["variables"]["/"]["nn_s"]["filters"] == [{"id": 4, "name": "szip", "params": [32, 8]}]

@@ -865,7 +865,17 @@ _FILTER_NAMES = {1: "deflate", 2: "shuffle", 3: "fletcher32", 4: "szip", 5: "nbi
                  32015: "zstd"}
 
 
+#: H5_SZIP_CHIP_OPTION_MASK | H5_SZIP_EC_OPTION_MASK | H5_SZIP_NN_OPTION_MASK
+_SZIP_ALL_MASKS = 0x26
+
+
 def _filter(code: int, params: list[int]) -> dict[str, Any]:
+    """A filter as ``ncdump -hs`` shows it (``_Filter = "id,params"``). HDF5 stores szip's two
+    parameters expanded to four (the options mask with its own flags added, pixels per
+    block, bits per pixel, pixels per scanline); netCDF-C (get_filter_info) gives back the
+    two set: the options masked by H5_SZIP_ALL_MASKS, and pixels per block."""
+    if code == 4 and len(params) == 4:
+        params = [params[0] & _SZIP_ALL_MASKS, params[1]]
     return {"id": code, "name": _FILTER_NAMES.get(code), "params": params}
 
 
