@@ -905,3 +905,72 @@ def test_filters_as_ncdump_s_shows_them(tmp_path):
             for name, info in raw.metadata["variables"]["/"].items()}
     assert {name: text for name, text in ours.items() if text} == shown
     assert raw.metadata["variables"]["/"]["nn_s"]["filters"] == [{"id": 4, "name": "szip", "params": [32, 8]}]
+
+
+NCGEN = shutil.which("ncgen")
+needs_ncgen = pytest.mark.skipif(NCGEN is None or NCDUMP is None, reason="ncgen/ncdump (netcdf-bin) not installed")
+
+
+def _ncgen(tmp_path, cdl, name="x"):
+    (tmp_path / f"{name}.cdl").write_text(cdl, encoding="utf-8")
+    path = tmp_path / f"{name}.nc"
+    subprocess.run([NCGEN, "-k", "nc4", "-o", str(path), str(tmp_path / f"{name}.cdl")], check=True)
+    return path
+
+
+@needs_ncgen
+def test_dimensions_of_groups_that_are_not_ancestors(tmp_path):
+    """netCDF-C finds a variable's dimension ids in the whole file (nc4_find_dim), so a
+    variable may use a dimension of a sibling group (ncgen writes /g1/y in /g2); an unlimited
+    dimension is as long as the longest variable of its own group and below (nc4_find_dim_len):
+    a longer user elsewhere reads as long as the dimension, as ncdump shows."""
+    path = _ncgen(tmp_path, """netcdf scope {
+dimensions:
+  x = 2 ;
+variables:
+  int t(x) ;
+group: g1 {
+  dimensions:
+    y = 3 ;
+    t1 = UNLIMITED ;
+  variables:
+    int a(t1) ;
+  data:
+    a = 1, 2, 3 ;
+  group: inner {
+    dimensions:
+      x = 7 ;
+  }
+}
+group: g2 {
+  variables:
+    int d(/g1/y) ;
+    int e(/g1/inner/x, x) ;
+    int f(/g1/t1) ;
+  data:
+    f = 1, 2, 3 ;
+}
+}
+""")
+    with h5py.File(path, "r+") as f:
+        f["g2/f"].resize((6,))  # longer than the dimension's own group's variables
+        f["g2/f"][3:] = [4, 5, 6]
+    listed = subprocess.run([NCDUMP, str(path)], capture_output=True, text=True, check=True).stdout
+    assert "t1 = UNLIMITED ; // (3 currently)" in listed and "f = 1, 2, 3 ;" in listed
+    out = _extract(_source(str(path)))
+    assert _with_backend(str(path), "h5py").rows == out.rows
+    rows = {(r["group"], r["variable"]): (r["dimensions"], r["shape"]) for r in out.rows["netcdf"]}
+    assert rows[("/g2", "d")] == (["y"], [3])
+    assert rows[("/g2", "e")] == (["x", "x"], [7, 2])
+    assert rows[("/g2", "f")] == (["t1"], [3])
+    assert out.metadata["dimensions"]["/g1"]["t1"] == {"size": 3, "unlimited": True}
+
+    from transforms.formats import arrays
+    from transforms.stats import array_stats
+
+    source = _source(str(path))
+    with source.open() as fileobj, arrays.open_netcdf_arrays(source, fileobj) as reader:
+        stats = {dict(ref.key)["variable"]: array_stats(reader, ref, 1 << 20).columns()
+                 for ref in reader.arrays()}
+    assert (stats["f"]["stat_count"], stats["f"]["stat_max"]) == (3, 3.0)
+    assert stats["d"]["stat_nan_count"] == 3  # never written: the fill value

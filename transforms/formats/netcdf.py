@@ -682,7 +682,11 @@ class _Model:
 
     @staticmethod
     def _dim_by_id(group: _Group, var: _Var, dimid: int) -> _Dim:
-        for g in group.lineage():
+        """nc4_find_dim(): the dimension with this id anywhere in the file (netCDF-C looks ids
+        up in one list of all dimensions: a variable may use a dimension of a group that is
+        not its ancestor, ncgen writes such files); the group's and its ancestors' first."""
+        lineage = list(group.lineage())
+        for g in (*lineage, *lineage[-1].walk()):
             for dim in g.dims:
                 if dim.id == dimid:
                     return dim
@@ -716,7 +720,9 @@ class _Model:
 
 
 def _unlimited_length(dim: _Dim) -> int:
-    """nc4_find_dim_len(): the longest extent of any variable using the dimension."""
+    """nc4_find_dim_len(): the longest extent of any variable using the dimension in its group
+    or below (netCDF-C looks no further: a variable of another group that uses it does not
+    lengthen it, and reads as long as the dimension)."""
     length = 0
     for g in dim.group.walk():
         for var in g.vars:
