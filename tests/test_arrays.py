@@ -287,6 +287,21 @@ def test_netcdf4_fill_mode_is_netcdf_c_s_a_user_defined_hdf5_fill_value(tmp_path
     check(arrays.open_netcdf_arrays, path, expected)
 
 
+
+def test_netcdf4_odd_sized_integers_are_read_as_their_netcdf_types(tmp_path):
+    """24- and 40-bit integers (no numpy dtype: h5py cannot read them itself) and integers of
+    fewer bits than their bytes are read converted by HDF5 to the native type netCDF-C types
+    them as, as netCDF4-python reads them."""
+    from tests.test_netcdf import _odd_ints
+
+    path = tmp_path / "odd.nc"
+    _odd_ints(str(path))
+    expected = netcdf_reference(path)
+    assert expected[(("group", "/"), ("variable", "int24"))]["stat_min"] == -5
+    assert expected[(("group", "/"), ("variable", "uint24be"))]["stat_max"] == 100
+    check(arrays.open_netcdf_arrays, path, expected)
+
+
 # --- FITS ------------------------------------------------------------------------------------
 
 

@@ -200,6 +200,46 @@ def _latest_h5(path):
             g.create_dataset(f"d{i}", data=np.zeros(2, "i4"))
 
 
+def _int_type(base, precision, size=None, offset=0):
+    tid = base.copy()
+    tid.set_precision(precision)
+    if offset:
+        tid.set_offset(offset)
+    if size:
+        tid.set_size(size)
+    return tid
+
+
+#: HDF5 integer types of sizes or precisions numpy has no dtype for, and what netCDF-C makes
+#: of them (H5Tget_native_type: the smallest native integer that holds the precision).
+ODD_INTS = {"int24": (lambda: _int_type(h5py.h5t.STD_I32LE, 24, 3), "int", "little"),
+            "uint24be": (lambda: _int_type(h5py.h5t.STD_U32BE, 24, 3), "uint", "big"),
+            "int40": (lambda: _int_type(h5py.h5t.STD_I64LE, 40, 5), "int64", "little"),
+            "int12in16": (lambda: _int_type(h5py.h5t.STD_I16LE, 12), "short", "little"),
+            "offset4": (lambda: _int_type(h5py.h5t.STD_I16LE, 12, offset=4), "short", "little"),
+            "byte_in16": (lambda: _int_type(h5py.h5t.STD_I16BE, 8), "byte", None)}
+
+
+def _odd_ints(path):
+    """netCDF4 file plus h5py datasets and attributes of odd integer types."""
+    from h5py import h5a, h5d, h5s
+
+    with netCDF4.Dataset(path, "w", format="NETCDF4") as nc:
+        nc.createDimension("n", 3)
+        nc.createVariable("v", "i4", ("n",))
+    with h5py.File(path, "r+") as f:
+        for name, (make, _, _) in ODD_INTS.items():
+            tid = make()
+            signed = tid.get_sign() != h5py.h5t.SGN_NONE
+            dsid = h5d.create(f.id, name.encode(), tid, h5s.create_simple((3,)))
+            dsid.write(h5s.ALL, h5s.ALL, np.array([-5, 7, 100] if signed else [5, 7, 100], "i8"))
+            f[name].dims[0].attach_scale(f["n"])
+            aid = h5a.create(f["v"].id, f"a_{name}".encode(), tid, h5s.create_simple((2,)))
+            aid.write(np.array([1, -2] if signed else [1, 2], "i8"))
+        aid = h5a.create(f.id, b"root_int24", ODD_INTS["int24"][0](), h5s.create_simple((1,)))
+        aid.write(np.array([-8], "i8"))
+
+
 BUILDERS = {
     "NETCDF3_CLASSIC": lambda p: _classic(p, "NETCDF3_CLASSIC"),
     "NETCDF3_64BIT_OFFSET": lambda p: _classic(p, "NETCDF3_64BIT_OFFSET"),
@@ -209,6 +249,7 @@ BUILDERS = {
     "plain_h5": _plain_h5,
     "scales_h5": _scales_h5,
     "latest_h5": _latest_h5,
+    "odd_ints_h5": _odd_ints,
 }
 
 
@@ -974,3 +1015,55 @@ group: g2 {
                  for ref in reader.arrays()}
     assert (stats["f"]["stat_count"], stats["f"]["stat_max"]) == (3, 3.0)
     assert stats["d"]["stat_nan_count"] == 3  # never written: the fill value
+
+
+
+def test_odd_sized_integers_as_netcdf_c_types_them(files):
+    """Integers of 3, 5 bytes, or of fewer bits than their bytes: typed as netCDF-C types them
+    (H5Tget_native_type: int for 24 bits, int64 for 40, byte for 8 bits in 2 bytes), values as
+    HDF5 converts them; the variables' dtypes are those types', not str."""
+    out = _extract(_source(files["odd_ints_h5"]))
+    assert "reader" not in out.metadata and "read_errors" not in out.metadata
+    variables = out.metadata["variables"]["/"]
+    rows = {r["variable"]: r for r in out.rows["netcdf"]}
+    attrs = json.loads(rows["v"]["attributes"])
+    for name, (_, nctype, order) in ODD_INTS.items():
+        assert (variables[name]["type"], variables[name]["endianness"]) == (nctype, order), name
+        assert rows[name]["dtype"] == netcdf._DTYPE_OF[nctype]
+        assert variables["v"]["attribute_types"][f"a_{name}"] == nctype
+        assert attrs[f"a_{name}"] == ([1, 2] if nctype.startswith("u") else [1, -2])
+    assert out.metadata["attributes"] == {"root_int24": -8}
+
+
+def test_an_attribute_that_cannot_be_read_is_an_error_value_and_the_file_stays_ok(tmp_path):
+    """One attribute h5py cannot read (no numpy dtype for a compound of a 24-bit integer: the
+    h5py backend, used where the raw reader gives up) costs that attribute only: its value is
+    {"error": ...}, listed in files.metadata.read_errors, as the HDF5 extractor does. The raw
+    reader converts it, as netCDF-C does (ncdump: {-3, 4})."""
+    from h5py import h5a, h5s, h5t
+
+    path = tmp_path / "odd_compound.nc"
+    with netCDF4.Dataset(path, "w", format="NETCDF4") as nc:
+        nc.createDimension("n", 3)
+        nc.createVariable("v", "i4", ("n",)).units = "m"
+    with h5py.File(path, "r+") as f:
+        stored = h5t.create(h5t.COMPOUND, 8)
+        stored.insert(b"a", 0, _int_type(h5t.STD_I32LE, 24, 3))
+        stored.insert(b"b", 4, h5t.STD_I32LE)
+        stored.commit(f.id, b"odd_t")  # after v: netCDF-C reads attributes once all types are
+        memory = h5t.create(h5t.COMPOUND, 8)
+        memory.insert(b"a", 0, h5t.NATIVE_INT32)
+        memory.insert(b"b", 4, h5t.NATIVE_INT32)
+        h5a.create(f["v"].id, b"c", stored, h5s.create_simple((1,))).write(
+            np.array([(-3, 4)], [("a", "<i4"), ("b", "<i4")]), mtype=memory)
+    raw = _with_backend(str(path), "raw")
+    assert json.loads(raw.rows["netcdf"][0]["attributes"]) == {"units": "m", "c": {"a": -3, "b": 4}}
+    assert raw.metadata["variables"]["/"]["v"]["attribute_types"]["c"] == "odd_t"
+    fallback = _with_backend(str(path), "h5py")
+    error = "TypeError: data type '<i3' not understood"
+    assert json.loads(fallback.rows["netcdf"][0]["attributes"]) == {"units": "m", "c": {"error": error}}
+    assert fallback.metadata["read_errors"] == [{"group": "/", "variable": "v", "attribute": "c", "error": error}]
+    assert "c" not in fallback.metadata["variables"]["/"]["v"]["attribute_types"]
+    if NCDUMP:
+        listed = subprocess.run([NCDUMP, "-h", str(path)], capture_output=True, text=True, check=True).stdout
+        assert "odd_t v:c = {-3, 4} ;" in listed

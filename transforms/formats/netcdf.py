@@ -12,6 +12,8 @@ One row per variable in every group of the ``netcdf`` table. ``files.metadata`` 
                               "attribute_types": {...}, + storage details}}}
     types                   {group: {name: definition}}: user-defined (compound, vlen, enum,
                             opaque) types of NetCDF-4 files
+    read_errors             [{"group", "variable", "attribute", "error"}]: attributes that could
+                            not be read (their value is {"error": ...}); only when there are
     classic only:           numrecs, numrecs_streaming, header_size; per variable begin,
                             vsize, record
     NetCDF-4 only:          nc_properties (the hidden _NCProperties), superblock_version; per
@@ -43,7 +45,8 @@ One row per variable in every group of the ``netcdf`` table. ``files.metadata`` 
 
 Encodings: ``shape`` is null when a length does not fit in int64 (a CDF-5 dimension or record
 count can claim up to 2^64 - 2; ``metadata.dimensions`` keeps the number). ``dtype`` is the numpy dtype of the values as netCDF delivers them (native byte
-order): int8 ... uint64, float32, float64; ``|S1`` for ``char``; ``str`` for ``string``;
+order): int8 ... uint64, float32, float64 (an integer of another size or precision: the
+native integer netCDF-C reads it as, int32 for 24 bits); ``|S1`` for ``char``; ``str`` for ``string``;
 ``compound:NAME``, ``vlen:NAME``, ``enum:NAME``, ``opaque:NAME`` for user-defined types.
 Attribute values of length one are scalars, longer ones lists (as ncdump prints them); empty
 numeric attributes are ``[]``; ``char`` attributes are one string (UTF-8, trailing NULs
@@ -69,7 +72,8 @@ from h5py import h5, h5a, h5d, h5g, h5l, h5o, h5p, h5r, h5s, h5t
 
 from transforms.formats.arrays import open_netcdf_arrays
 from transforms.formats.base import (
-    REMOTE_BLOCK_SIZE, Extraction, Extractor, SchemaTables, Source, cf_text, dumps, jsonable,
+    REMOTE_BLOCK_SIZE, Extraction, Extractor, SchemaTables, Source, cf_text, dumps,
+    format_error, jsonable,
 )
 
 TABLE = "netcdf"
@@ -110,11 +114,21 @@ _NETCDF4_MARKERS = frozenset({"_Netcdf4Dimid", "_Netcdf4Coordinates", "_nc3_stri
 #: How many HDF5 objects looks_like_netcdf4() inspects before calling a file plain HDF5.
 SNIFF_OBJECTS = 64
 
-__all__ = ["EXTRACTOR", "HIDDEN_ATTRIBUTES", "extract", "looks_like_netcdf4", "read_netcdf4_model"]
+__all__ = ["EXTRACTOR", "HIDDEN_ATTRIBUTES", "extract", "looks_like_netcdf4", "read_netcdf4_attributes",
+           "read_netcdf4_model"]
 
 
 class NetCDFError(ValueError):
     """A NetCDF file whose header is malformed, truncated or claims impossible sizes."""
+
+
+class NetCDFAttributeError(NetCDFError):
+    """One attribute that cannot be read (its type or its shape): its value is
+    ``{"error": ...}``, listed in ``files.metadata.read_errors``; the file stays ok."""
+
+    def __init__(self, message: str, desc: tuple | None = None) -> None:
+        super().__init__(message)
+        self.desc = desc  # the attribute's type, when known
 
 
 # --- values ------------------------------------------------------------------------------
@@ -378,7 +392,7 @@ def _streaming_numrecs(size: int, variables: list[dict[str, Any]],
 # the rare structures the raw reader does not implement (it raises _Unsupported for them).
 #
 # Type descriptions ("desc") are tuples, compared structurally (as H5Tequal does):
-#   ("int", size, signed, big_endian)   ("float", size, big_endian)
+#   ("int", size, signed, big_endian, precision, bit_offset)   ("float", size, big_endian)
 #   ("string", is_vlen, size)           ("compound", size, ((name, offset, desc), ...))
 #   ("enum", base, ((name, value), ...))  ("vlen", base)   ("opaque", size)
 #   ("array", dims, base)               ("reference", size)   ("other", class)
@@ -389,6 +403,14 @@ _INT_NAMES = {(1, True): "byte", (2, True): "short", (4, True): "int", (8, True)
               (1, False): "ubyte", (2, False): "ushort", (4, False): "uint",
               (8, False): "uint64"}
 _FLOAT_NAMES = {4: "float", 8: "double"}
+
+
+def _native_int_size(precision: int) -> int:
+    """The size of the native integer H5Tget_native_type() maps an integer of this precision
+    to: the smallest of char, short, int, long long that holds its bits (long long beyond).
+    netCDF-C types integers by it: a 24-bit integer is an ``int``, a 40-bit one an
+    ``int64``, 12 bits in 2 bytes a ``short``."""
+    return next((n for n in (1, 2, 4) if precision <= 8 * n), 8)
 
 
 class _Skip(Exception):
@@ -416,6 +438,7 @@ class _Var:
         "dims",
         "dtype",
         "extent",
+        "handle",
         "is_scale",
         "maxdims",
         "name",
@@ -430,21 +453,26 @@ class _Var:
         self.dimids: list[int] | None = None
         self.scales: list[Any] | None = None
         self.is_scale = False
+        self.attrs: dict[str, Any] = {}
+        self.atypes: dict[str, str] = {}
+        self.handle: Any = None
 
 
 class _Group:
     __slots__ = ("attrs", "atypes", "children", "dims",
-        "identity", "parent", "path", "types", "vars")
+        "handle", "identity", "parent", "path", "read_errors", "types", "vars")
 
     def __init__(self, path: str, parent: _Group | None) -> None:
         self.path, self.parent = path, parent
         self.identity: Any = None
+        self.handle: Any = None
         self.dims: list[_Dim] = []
         self.vars: list[_Var] = []
         self.attrs: dict[str, Any] = {}
         self.atypes: dict[str, str] = {}
         self.types: dict[str, dict[str, Any]] = {}
         self.children: list[_Group] = []
+        self.read_errors: list[dict[str, Any]] = []  # the root's: the file's unreadable attributes
 
     def lineage(self) -> Iterable[_Group]:
         group: _Group | None = self
@@ -466,12 +494,13 @@ class _Model:
         self.attributes = attributes
         self.next_dimid = 0
         self.types: list[tuple[str, tuple, dict[str, Any]]] = []  # committed, in read order
+        self.errors: list[dict[str, Any]] = []  # attributes that could not be read
 
     # types -----------------------------------------------------------------------------
     def type_name(self, desc: tuple, for_variable: bool) -> str:
         kind = desc[0]
         if kind == "int" or kind == "float":
-            name = (_INT_NAMES.get((desc[1], desc[2])) if kind == "int"
+            name = (_INT_NAMES.get((_native_int_size(desc[4]), desc[2])) if kind == "int"
                     else _FLOAT_NAMES.get(desc[1]))
             if name is not None:
                 return name
@@ -537,15 +566,32 @@ class _Model:
         return value
 
     # attributes ------------------------------------------------------------------------
-    def read_attrs(self, obj: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    def read_attrs(self, obj: Any, owner: tuple[str, str | None],
+                   names: Iterable[str] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+        """The netCDF attributes of a group or variable (``owner``: group path, variable name
+        or None), only ``names`` when given. One that cannot be read
+        (:class:`NetCDFAttributeError`) is ``{"error": ...}``, listed in ``self.errors``."""
         values: dict[str, Any] = {}
         types: dict[str, str] = {}
-        if not self.attributes:
+        if not self.attributes and names is None:
             return values, types
+        wanted = None if names is None else frozenset(names)
         for name in self.b.attribute_names(obj):
-            if name in HIDDEN_ATTRIBUTES:
+            if name in HIDDEN_ATTRIBUTES or (wanted is not None and name not in wanted):
                 continue
-            desc, space, raw = self.b.attribute(obj, name)
+            try:
+                desc, space, raw = self.b.attribute(obj, name)
+            except NetCDFAttributeError as exc:
+                try:
+                    if exc.desc is not None:
+                        self.type_name(exc.desc, False)
+                except _Skip:
+                    continue  # a type netCDF-C cannot map: not an attribute (NC_EBADTYPID)
+                message = format_error(exc.__cause__ or exc)
+                values[name] = {"error": message}
+                self.errors.append({"group": owner[0], "variable": owner[1], "attribute": name,
+                                    "error": message})
+                continue
             kind = desc[0]
             try:
                 if kind == "string" and not desc[1]:  # read_hdf5_att(): NC_CHAR unless 1-D
@@ -599,7 +645,7 @@ class _Model:
                     definition = {"class": "unknown"}
                 self.types[-1] = (name, desc, definition)
                 group.types[name] = definition
-        group.attrs, group.atypes = self.read_attrs(handle)
+        group.handle = handle
         for name, obj in children:
             identity = self.b.identity(obj)
             if any(g.identity == identity for g in group.lineage()):
@@ -653,14 +699,26 @@ class _Model:
         if var.dtype is None:
             definition = next((d for n, _, d in self.types if n == var.nctype), {})
             var.dtype = f"{definition.get('class', 'user')}:{var.nctype}"
-        var.attrs, var.atypes = self.read_attrs(ds)
+        var.handle = ds
         var.storage = self.b.storage(ds)
         kind = desc[0]
-        # no byte order for 1-byte integers (ncdump -hs prints no _Endianness for them)
-        big = (desc[3] if desc[1] > 1 else None) if kind == "int" else desc[2] if kind == "float" else None
+        # no byte order for 1-byte netCDF types (ncdump -hs prints no _Endianness for them)
+        if kind == "int":
+            big = desc[3] if _native_int_size(desc[4]) > 1 else None
+        else:
+            big = desc[2] if kind == "float" else None
         var.storage["endianness"] = None if big is None else "big" if big else "little"
         var.storage["no_fill"] = var.storage.pop("no_fill")  # after endianness, as ncdump -hs
         group.vars.append(var)
+
+    def read_all_attrs(self, root: _Group) -> None:
+        """Every group's and variable's attributes, once every type is known: netCDF-C reads
+        attributes when asked, after all the file's types (an attribute may use a type that
+        is committed after its object, or in another group)."""
+        for group in root.walk():
+            group.attrs, group.atypes = self.read_attrs(group.handle, (group.path, None))
+            for var in group.vars:
+                var.attrs, var.atypes = self.read_attrs(var.handle, (group.path, var.name))
 
     # dimensions ------------------------------------------------------------------------
     def match_dimensions(self, group: _Group) -> None:
@@ -765,12 +823,23 @@ def read_netcdf4_model(backend: Any, root_handle: Any = None, attributes: bool =
     root = _Group("/", None)
     root.identity = backend.identity(root_handle)
     model.read_group(root_handle, root)
+    if attributes:
+        model.read_all_attrs(root)
     model.match_dimensions(root)
     for group in root.walk():
         for dim in group.dims:
             if dim.unlimited:
                 dim.size = _unlimited_length(dim)
+    root.read_errors = model.errors
     return root
+
+
+def read_netcdf4_attributes(backend: Any, obj: Any, names: Iterable[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The attributes ``names`` (those present) of one HDF5 object as netCDF-C reads them:
+    values as in the ``netcdf`` rows, and their netCDF type names (``float`` for a float16,
+    ``int`` for a 24-bit integer; types netCDF-C cannot map left out). For the ``--stats``
+    reader, which needs a few by name."""
+    return _Model(backend).read_attrs(obj, ("", None), names)
 
 
 def _read_netcdf4(backend: Any, out: Extraction) -> None:
@@ -800,6 +869,8 @@ def _read_netcdf4(backend: Any, out: Extraction) -> None:
             for var in group.vars} for group in root.walk()},
         "types": {group.path: group.types for group in root.walk() if group.types},
     })
+    if root.read_errors:
+        out.metadata["read_errors"] = root.read_errors
     for group in root.walk():
         _add_rows(out, group.path, (
             {"name": var.name, "dimensions": [d.name for d in var.dims],
@@ -823,7 +894,7 @@ def _desc_of(tid: Any) -> tuple:
     cls = tid.get_class()
     if cls == h5t.INTEGER:
         return ("int", tid.get_size(), tid.get_sign() != h5t.SGN_NONE,
-                tid.get_order() == h5t.ORDER_BE)
+                tid.get_order() == h5t.ORDER_BE, tid.get_precision(), tid.get_offset())
     if cls == h5t.FLOAT:
         return ("float", tid.get_size(), tid.get_order() == h5t.ORDER_BE)
     if cls == h5t.STRING:
@@ -933,23 +1004,32 @@ class _H5pyBackend:
             raise NetCDFError(f"attribute {name} has more than one dimension")
         if not n:
             return desc, scalar, []
-        key = desc[:3] if desc[0] == "int" else desc[:2]
+        try:
+            return desc, scalar, self._values(attr, tid, desc, n)
+        except (TypeError, ValueError) as exc:  # no numpy type for it (a compound of int24s)
+            raise NetCDFAttributeError(f"attribute {name!r}: {exc}", desc) from exc
+
+    @staticmethod
+    def _values(attr: Any, tid: Any, desc: tuple, n: int) -> list[Any]:
+        # as netCDF-C reads it, in the native type H5Tget_native_type() gives (a 24-bit integer
+        # as a 32-bit one)
+        key = ("int", _native_int_size(desc[4]), desc[2]) if desc[0] == "int" else desc[:2]
         if key in _MTYPES:
             mtype, dtype = _MTYPES[key]
             arr = np.empty(n, dtype)
             attr.read(arr, mtype=mtype)
-            return desc, scalar, arr.tolist()
+            return arr.tolist()
         if desc[0] == "string":
             if desc[1]:
                 arr = np.empty(n, object)
                 attr.read(arr, mtype=_VLEN_STR)
-                return desc, scalar, [v or b"" for v in arr.tolist()]
+                return [v or b"" for v in arr.tolist()]
             arr = np.empty(n, f"V{desc[2]}")
             attr.read(arr, mtype=tid)
-            return desc, scalar, [v.tobytes() for v in arr]
+            return [v.tobytes() for v in arr]
         arr = np.empty(n, attr.dtype)
         attr.read(arr)
-        return desc, scalar, [_py_value(desc, v) for v in arr]
+        return [_py_value(desc, v) for v in arr]
 
     def dataset(self, ds: Any) -> tuple[list[int], list[int | None], tuple]:
         space = ds.get_space()
@@ -1001,6 +1081,22 @@ _UNPACK = {n: struct.Struct(f"<{c}").unpack_from for n, c in ((1, "B"), (2, "H")
 _MSG_V2 = struct.Struct("<BHB").unpack_from
 _MSG_V2_CRT = struct.Struct("<BHBH").unpack_from
 _ATTR_HEAD = struct.Struct("<BBHHH").unpack_from
+
+
+def _odd_ints(desc: tuple, data: bytes, n: int) -> list[int]:
+    """Integers of a size numpy has no type for (3, 5, 6, 7 bytes) or with fewer bits than
+    their bytes: the ``precision`` bits at ``bit_offset``, sign-extended, as HDF5 converts
+    them to the native integer netCDF-C reads them as."""
+    _, size, signed, big, precision, offset = desc
+    if size > 8 or not 0 < precision <= 8 * size:
+        raise _Unsupported(f"{size}-byte integer of precision {precision}")
+    mask, top = (1 << precision) - 1, 1 << (precision - 1)
+    values = []
+    for i in range(n):
+        value = int.from_bytes(data[i * size:(i + 1) * size], "big" if big else "little")
+        value = (value >> offset) & mask
+        values.append(value - (1 << precision) if signed and value & top else value)
+    return values
 
 
 def _le(data: bytes, pos: int, size: int) -> int:
@@ -1226,8 +1322,9 @@ class _RawHDF5:
         bits = _le(body, pos + 1, 3)
         size = _le(body, pos + 4, 4)
         p = pos + 8
-        if cls == 0:  # fixed point
-            return ("int", size, bool(bits & 0x08), bool(bits & 0x01)), p + 4 - pos
+        if cls == 0:  # fixed point: bit offset, bit precision
+            return ("int", size, bool(bits & 0x08), bool(bits & 0x01), _le(body, p + 2, 2),
+                    _le(body, p, 2)), p + 4 - pos
         if cls == 1:  # floating point
             return ("float", size, bool(bits & 0x01)), p + 12 - pos
         if cls == 3:
@@ -1341,6 +1438,8 @@ class _RawHDF5:
         if kind == "int" or kind == "float":
             size = desc[1]
             if kind == "int":
+                if size not in (1, 2, 4, 8) or desc[4] != 8 * size or desc[5]:
+                    return _odd_ints(desc, data, n)
                 code = ("i" if desc[2] else "u") + str(size)
                 order = ">" if desc[3] else "<"
             else:
