@@ -302,6 +302,21 @@ def test_netcdf4_odd_sized_integers_are_read_as_their_netcdf_types(tmp_path):
     check(arrays.open_netcdf_arrays, path, expected)
 
 
+
+def test_netcdf4_float16_values_are_floats(tmp_path):
+    """float16 and bfloat16 variables are netCDF floats (netCDF-C before HDF5 1.14.4): read
+    converted by HDF5 to float32, as Debian's ncdump prints them (h = 1, 2, 3, 0.5).
+    netCDF4-python's netCDF-C (on HDF5 2) types them string instead."""
+    from tests.test_netcdf import _float16s
+
+    path = tmp_path / "f16.nc"
+    _float16s(str(path))
+    values = ref_stats(np.array([1, 2, 3, 0.5], "f4"))
+    expected = {(("group", "/"), ("variable", "v")): ref_stats(np.ma.masked_all(4, "i4")),
+                **{(("group", "/"), ("variable", name)): values for name in ("h", "hbe", "bf")}}
+    check(arrays.open_netcdf_arrays, path, expected)
+
+
 # --- FITS ------------------------------------------------------------------------------------
 
 

@@ -240,6 +240,36 @@ def _odd_ints(path):
         aid.write(np.array([-8], "i8"))
 
 
+def _bfloat16():
+    tid = h5py.h5t.IEEE_F32LE.copy()
+    tid.set_fields(15, 7, 8, 0, 7)
+    tid.set_offset(0)
+    tid.set_precision(16)
+    tid.set_size(2)
+    tid.set_ebias(127)
+    return tid
+
+
+def _float16s(path, bfloat16_attribute=True):
+    """float16 (both byte orders) and bfloat16 variables and attributes, as h5py or h5netcdf
+    write them; values 1, 2, 3, 0.5."""
+    from h5py import h5a, h5d, h5s, h5t
+
+    with netCDF4.Dataset(path, "w", format="NETCDF4") as nc:
+        nc.createDimension("x", 4)
+        nc.createVariable("v", "i4", ("x",))
+    with h5py.File(path, "r+") as f:
+        for name, tid in (("h", h5t.IEEE_F16LE), ("hbe", h5t.IEEE_F16BE), ("bf", _bfloat16())):
+            dsid = h5d.create(f.id, name.encode(), tid, h5s.create_simple((4,)))
+            dsid.write(h5s.ALL, h5s.ALL, np.array([1, 2, 3, 0.5]), mtype=h5t.NATIVE_DOUBLE)
+            f[name].dims[0].attach_scale(f["x"])
+            if name != "bf" or bfloat16_attribute:
+                h5a.create(f["v"].id, f"a_{name}".encode(), tid, h5s.create_simple((2,))).write(
+                    np.array([0.5, 1.5]), mtype=h5t.NATIVE_DOUBLE)
+        h5a.create(f.id, b"g", h5t.IEEE_F16LE, h5s.create_simple((1,))).write(
+            np.array([0.1]), mtype=h5t.NATIVE_DOUBLE)
+
+
 BUILDERS = {
     "NETCDF3_CLASSIC": lambda p: _classic(p, "NETCDF3_CLASSIC"),
     "NETCDF3_64BIT_OFFSET": lambda p: _classic(p, "NETCDF3_64BIT_OFFSET"),
@@ -1067,3 +1097,37 @@ def test_an_attribute_that_cannot_be_read_is_an_error_value_and_the_file_stays_o
     if NCDUMP:
         listed = subprocess.run([NCDUMP, "-h", str(path)], capture_output=True, text=True, check=True).stdout
         assert "odd_t v:c = {-3, 4} ;" in listed
+
+
+
+@pytest.mark.parametrize("bfloat16_attribute", [False, True])
+def test_float16_is_a_float_as_debian_ncdump_shows_it(tmp_path, bfloat16_attribute):
+    """float16 and bfloat16 variables and attributes are netCDF floats, as netCDF-C built on
+    HDF5 before 1.14.4 (Debian's ncdump 4.9.0 with HDF5 1.10.8) types them through
+    H5Tget_native_type: ``float h(x)``, ``v:a_h = 0.5f, 1.5f`` (not dtype str, type string and
+    the attribute dropped). A bfloat16 attribute's values the raw reader leaves to HDF5 (h5py)
+    to convert."""
+    path = tmp_path / "f16.nc"
+    _float16s(str(path), bfloat16_attribute)
+    out = _extract(_source(str(path)))
+    assert ("reader" in out.metadata) == bfloat16_attribute
+    if not bfloat16_attribute:
+        assert dumps(_with_backend(str(path), "raw").metadata) == dumps(_with_backend(str(path), "h5py").metadata)
+    variables = out.metadata["variables"]["/"]
+    rows = {r["variable"]: r for r in out.rows["netcdf"]}
+    for name, order in (("h", "little"), ("hbe", "big"), ("bf", "little")):
+        assert (variables[name]["type"], rows[name]["dtype"], variables[name]["endianness"]) == \
+            ("float", "float32", order)
+    attrs = json.loads(rows["v"]["attributes"])
+    assert attrs == {"a_h": [0.5, 1.5], "a_hbe": [0.5, 1.5], **({"a_bf": [0.5, 1.5]} if bfloat16_attribute else {})}
+    assert set(variables["v"]["attribute_types"].values()) == {"float"}
+    assert out.metadata["attributes"] == {"g": 0.099975586}  # float16 0.1, shortest as a float32
+    if NCDUMP:
+        groups, _ = _ncdump(str(path))
+        root = groups["/"]
+        assert {name: decl["type"] for name, decl in root["vars"].items()} == \
+            {"v": "int", "h": "float", "hbe": "float", "bf": "float"}
+        for att, prefix, text in root["vars"]["v"]["attrs"]:
+            _check_ncdump_value(attrs[att], variables["v"]["attribute_types"][att], prefix, text)
+        (_, prefix, text), = root["gattrs"]
+        _check_ncdump_value(out.metadata["attributes"]["g"], "float", prefix, text)

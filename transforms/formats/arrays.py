@@ -547,8 +547,9 @@ def _numpy_can_hold(ds: Any) -> bool:
 
 
 def _h5_read_as(ds: Any, slab: Slab, dtype: np.dtype) -> np.ndarray:
-    """The values of ``slab`` converted by HDF5 to ``dtype`` (the native type netCDF-C reads
-    an integer of an odd size as), for types numpy has no dtype for."""
+    """The values of ``slab`` converted by HDF5 to ``dtype``, the native type netCDF-C reads
+    them as (a float16 or bfloat16 as float32, a 24-bit integer as int32), where numpy has no
+    dtype for the stored type or h5py's is not the netCDF type."""
     out = np.empty(tuple(hi - lo for lo, hi in slab), dtype)
     if out.size:
         ds.read_direct(out, _slices(slab) if slab else None)
@@ -591,7 +592,8 @@ class _NetCDF4Reader:
                     self._unreadable[key] = reason
                 self._vars[key] = (ds, cf, tuple(ds.shape))
                 self._stored[key] = _H5Stored.of(ds, self._fileobj) if self._fileobj is not None else None
-                self._convert[key] = not _numpy_can_hold(ds)
+                # h5py's dtype is not the netCDF type (float16, 24-bit integers): HDF5 converts
+                self._convert[key] = not _numpy_can_hold(ds) or ds.dtype.newbyteorder("=") != cf.dtype
                 refs.append(ArrayRef(table="netcdf", key=(("group", group.path),
                                                           ("variable", var.name)),
                                      shape=shape, itemsize=cf.dtype.itemsize, chunks=ds.chunks,

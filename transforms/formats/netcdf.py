@@ -392,7 +392,9 @@ def _streaming_numrecs(size: int, variables: list[dict[str, Any]],
 # the rare structures the raw reader does not implement (it raises _Unsupported for them).
 #
 # Type descriptions ("desc") are tuples, compared structurally (as H5Tequal does):
-#   ("int", size, signed, big_endian, precision, bit_offset)   ("float", size, big_endian)
+#   ("int", size, signed, big_endian, precision, bit_offset)
+#   ("float", size, big_endian, layout)  layout: (precision, bit offset, sign, exponent and
+#       mantissa positions and sizes, exponent bias, mantissa normalization as stored)
 #   ("string", is_vlen, size)           ("compound", size, ((name, offset, desc), ...))
 #   ("enum", base, ((name, value), ...))  ("vlen", base)   ("opaque", size)
 #   ("array", dims, base)               ("reference", size)   ("other", class)
@@ -402,7 +404,17 @@ _UNLIMITED_H5 = h5s.UNLIMITED
 _INT_NAMES = {(1, True): "byte", (2, True): "short", (4, True): "int", (8, True): "int64",
               (1, False): "ubyte", (2, False): "ushort", (4, False): "uint",
               (8, False): "uint64"}
-_FLOAT_NAMES = {4: "float", 8: "double"}
+#: IEEE 754 binary16/32/64 layouts (see the float desc), which numpy reads as they are stored.
+_IEEE_LAYOUTS = {2: (16, 0, 15, 10, 5, 0, 10, 15, 2), 4: (32, 0, 31, 23, 8, 0, 23, 127, 2),
+                 8: (64, 0, 63, 52, 11, 0, 52, 1023, 2)}
+
+
+def _float_name(size: int) -> str | None:
+    """netCDF's type of a float of ``size`` bytes, as netCDF-C types it through
+    H5Tget_native_type() with HDF5 before 1.14.4: the smallest of float and double that
+    holds it (a float16 or bfloat16 is a ``float``); long double (``None``) is no netCDF type.
+    HDF5 1.14.4 added a native float16, which netCDF-C built on it does not map to ``float``."""
+    return "float" if size <= 4 else "double" if size <= 8 else None
 
 
 def _native_int_size(precision: int) -> int:
@@ -501,7 +513,7 @@ class _Model:
         kind = desc[0]
         if kind == "int" or kind == "float":
             name = (_INT_NAMES.get((_native_int_size(desc[4]), desc[2])) if kind == "int"
-                    else _FLOAT_NAMES.get(desc[1]))
+                    else _float_name(desc[1]))
             if name is not None:
                 return name
             if for_variable:  # get_type_info2() falls through to NC_STRING for odd sizes
@@ -542,7 +554,7 @@ class _Model:
     def json_value(self, desc: tuple, value: Any) -> Any:
         kind = desc[0]
         if kind == "float":
-            return shortest_float32(value) if desc[1] == 4 else value
+            return shortest_float32(value) if desc[1] <= 4 else value
         if kind == "int":
             return value
         if kind == "string":
@@ -602,7 +614,7 @@ class _Model:
                 continue
             if tname == "char":
                 value: Any = _value_text(raw[0]) if raw else ""
-            elif kind == "float" and desc[1] == 4:
+            elif tname == "float":
                 value = [shortest_float32(v) for v in raw]
             elif kind == "int" or kind == "float":
                 value = raw
@@ -896,7 +908,9 @@ def _desc_of(tid: Any) -> tuple:
         return ("int", tid.get_size(), tid.get_sign() != h5t.SGN_NONE,
                 tid.get_order() == h5t.ORDER_BE, tid.get_precision(), tid.get_offset())
     if cls == h5t.FLOAT:
-        return ("float", tid.get_size(), tid.get_order() == h5t.ORDER_BE)
+        norm = {h5t.NORM_NONE: 0, h5t.NORM_MSBSET: 1, h5t.NORM_IMPLIED: 2}[tid.get_norm()]
+        return ("float", tid.get_size(), tid.get_order() == h5t.ORDER_BE,
+                (tid.get_precision(), tid.get_offset(), *tid.get_fields(), tid.get_ebias(), norm))
     if cls == h5t.STRING:
         vlen = bool(tid.is_variable_str())
         return ("string", vlen, 0 if vlen else tid.get_size())
@@ -1012,8 +1026,13 @@ class _H5pyBackend:
     @staticmethod
     def _values(attr: Any, tid: Any, desc: tuple, n: int) -> list[Any]:
         # as netCDF-C reads it, in the native type H5Tget_native_type() gives (a 24-bit integer
-        # as a 32-bit one)
-        key = ("int", _native_int_size(desc[4]), desc[2]) if desc[0] == "int" else desc[:2]
+        # as a 32-bit one, a float16 as a float)
+        if desc[0] == "int":
+            key: tuple = ("int", _native_int_size(desc[4]), desc[2])
+        elif desc[0] == "float" and desc[1] <= 8:  # a float16 as a float
+            key = ("float", 4 if desc[1] <= 4 else 8)
+        else:
+            key = desc[:2]
         if key in _MTYPES:
             mtype, dtype = _MTYPES[key]
             arr = np.empty(n, dtype)
@@ -1325,8 +1344,10 @@ class _RawHDF5:
         if cls == 0:  # fixed point: bit offset, bit precision
             return ("int", size, bool(bits & 0x08), bool(bits & 0x01), _le(body, p + 2, 2),
                     _le(body, p, 2)), p + 4 - pos
-        if cls == 1:  # floating point
-            return ("float", size, bool(bits & 0x01)), p + 12 - pos
+        if cls == 1:  # floating point: offset, precision, exponent and mantissa fields, bias
+            layout = (_le(body, p + 2, 2), _le(body, p, 2), (bits >> 8) & 0xFF, body[p + 4],
+                      body[p + 5], body[p + 6], body[p + 7], _le(body, p + 8, 4), (bits >> 4) & 3)
+            return ("float", size, bool(bits & 0x01), layout), p + 12 - pos
         if cls == 3:
             return ("string", False, size), p - pos
         if cls == 6:  # compound
@@ -1443,10 +1464,10 @@ class _RawHDF5:
                 code = ("i" if desc[2] else "u") + str(size)
                 order = ">" if desc[3] else "<"
             else:
+                if _IEEE_LAYOUTS.get(size) != desc[3]:  # bfloat16, long double...: HDF5 converts
+                    raise _Unsupported(f"{size}-byte float of layout {desc[3]}")
                 code = "f" + str(size)
                 order = ">" if desc[2] else "<"
-            if size not in (1, 2, 4, 8):
-                raise _Unsupported(f"{size}-byte {kind}")
             return np.frombuffer(data, order + code, n).tolist()
         if kind == "string":
             if desc[1]:
