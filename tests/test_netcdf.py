@@ -1131,3 +1131,80 @@ def test_float16_is_a_float_as_debian_ncdump_shows_it(tmp_path, bfloat16_attribu
             _check_ncdump_value(attrs[att], variables["v"]["attribute_types"][att], prefix, text)
         (_, prefix, text), = root["gattrs"]
         _check_ncdump_value(out.metadata["attributes"]["g"], "float", prefix, text)
+
+
+GROUP_TYPES_CDL = """netcdf grptypes {
+types:
+  int enum color_t {red = 1, green = 2} ;
+dimensions:
+  x = 2 ;
+variables:
+  color_t c(x) ;
+group: g1 {
+  types:
+    compound pair_t { int a ; int b ; } ;
+    byte enum color_t {blue = 0, cyan = 5} ;
+  dimensions:
+    y = 3 ;
+  variables:
+    pair_t p(x, y) ;
+      pair_t p:att = {1, 2} ;
+    color_t c2(y) ;
+      color_t c2:_FillValue = cyan ;
+    /color_t c3(x) ;
+      /color_t c3:att = green ;
+  group: sub {
+    types:
+      short(*) vs_t ;
+      compound wrap_t { vs_t v ; /color_t c ; } ;
+    variables:
+      /g1/pair_t q(y) ;
+      vs_t v(x) ;
+  }
+}
+group: g2 {
+  types:
+    compound pair_t { double a ; } ;
+  dimensions:
+    x = 4 ;
+  variables:
+    /g1/pair_t p(x) ;
+    pair_t p2(x) ;
+      /g1/pair_t p2:att = {3, 4} ;
+    /g1/sub/vs_t w ;
+  // group attributes:
+    /g1/color_t :gc = blue ;
+}
+}
+"""
+
+
+@needs_ncgen
+def test_user_defined_types_of_other_groups_are_named_by_their_path(tmp_path):
+    """A user-defined type is named as the CDL that made the file names it: bare where the name
+    resolves to it from the variable's (or attribute's, or type's) group, else by its absolute
+    path, as ncdump prints /g1/sub/vs_t. ncdump 4.9 prints the bare name whenever a type of
+    that name exists in the group or an ancestor, even another one (pair_t for /g1/pair_t in
+    /g2, which has its own pair_t); we give the path there, so that no name is ambiguous."""
+    path = _ncgen(tmp_path, GROUP_TYPES_CDL)
+    out = _extract(_source(str(path)))
+    assert dumps(out.metadata) == dumps(_with_backend(str(path), "h5py").metadata)
+    variables = out.metadata["variables"]
+    assert {(g, v): info["type"] for g, vs in variables.items() for v, info in vs.items()} == {
+        ("/", "c"): "color_t", ("/g1", "p"): "pair_t", ("/g1", "c2"): "color_t",
+        ("/g1", "c3"): "/color_t", ("/g1/sub", "q"): "pair_t", ("/g1/sub", "v"): "vs_t",
+        ("/g2", "p"): "/g1/pair_t", ("/g2", "p2"): "pair_t", ("/g2", "w"): "/g1/sub/vs_t"}
+    dtypes = {(r["group"], r["variable"]): r["dtype"] for r in out.rows["netcdf"]}
+    assert (dtypes[("/g2", "w")], dtypes[("/g2", "p")], dtypes[("/g1", "c3")]) == \
+        ("vlen:/g1/sub/vs_t", "compound:/g1/pair_t", "enum:/color_t")
+    assert dtypes[("/g1", "p")] == "compound:pair_t"  # the common case: unchanged
+    assert variables["/g2"]["p2"]["attribute_types"] == {"att": "/g1/pair_t"}
+    assert variables["/g1"]["c3"]["attribute_types"] == {"att": "/color_t"}
+    assert out.metadata["group_attribute_types"]["/g2"] == {"gc": "/g1/color_t"}
+    assert out.metadata["group_attributes"]["/g2"] == {"gc": "blue"}
+    types = out.metadata["types"]  # keyed by group: each name once per group
+    assert types["/g1"]["pair_t"]["fields"][0]["type"] == "int"
+    assert types["/g2"]["pair_t"]["fields"][0]["type"] == "double"
+    assert [f["type"] for f in types["/g1/sub"]["wrap_t"]["fields"]] == ["vs_t", "/color_t"]
+    listed = subprocess.run([NCDUMP, "-h", str(path)], capture_output=True, text=True, check=True).stdout
+    assert "/g1/sub/vs_t w ;" in listed and "pair_t q(y) ;" in listed  # where ncdump is unambiguous

@@ -47,7 +47,8 @@ Encodings: ``shape`` is null when a length does not fit in int64 (a CDF-5 dimens
 count can claim up to 2^64 - 2; ``metadata.dimensions`` keeps the number). ``dtype`` is the numpy dtype of the values as netCDF delivers them (native byte
 order): int8 ... uint64, float32, float64 (an integer of another size or precision: the
 native integer netCDF-C reads it as, int32 for 24 bits); ``|S1`` for ``char``; ``str`` for ``string``;
-``compound:NAME``, ``vlen:NAME``, ``enum:NAME``, ``opaque:NAME`` for user-defined types.
+``compound:NAME``, ``vlen:NAME``, ``enum:NAME``, ``opaque:NAME`` for user-defined types (NAME
+the type's path, ``/g1/pair_t``, where its bare name would not resolve to it from the group).
 Attribute values of length one are scalars, longer ones lists (as ncdump prints them); empty
 numeric attributes are ``[]``; ``char`` attributes are one string (UTF-8, trailing NULs
 dropped; ``{"base64": ...}`` when not UTF-8); ``float`` values are the shortest decimal that round-trips
@@ -457,6 +458,7 @@ class _Var:
         "nctype",
         "scales",
         "storage",
+        "user_type",
     )
 
     def __init__(self, name: str, extent: list[int], maxdims: list[int | None]) -> None:
@@ -465,6 +467,7 @@ class _Var:
         self.dimids: list[int] | None = None
         self.scales: list[Any] | None = None
         self.is_scale = False
+        self.user_type: int | None = None  # index in _Model.types
         self.attrs: dict[str, Any] = {}
         self.atypes: dict[str, str] = {}
         self.handle: Any = None
@@ -505,11 +508,14 @@ class _Model:
         self.b = backend
         self.attributes = attributes
         self.next_dimid = 0
-        self.types: list[tuple[str, tuple, dict[str, Any]]] = []  # committed, in read order
+        self.types: list[tuple[_Group, str, tuple]] = []  # committed: (group, name, desc), read order
         self.errors: list[dict[str, Any]] = []  # attributes that could not be read
 
     # types -----------------------------------------------------------------------------
-    def type_name(self, desc: tuple, for_variable: bool) -> str:
+    def type_name(self, desc: tuple, for_variable: bool, where: _Group | None = None) -> str:
+        """netCDF's name of a type used in group ``where``: an atomic type's, or a
+        user-defined type's as :meth:`type_ref` gives it. Raises _Skip for a type netCDF-C
+        cannot map (NC_EBADTYPID)."""
         kind = desc[0]
         if kind == "int" or kind == "float":
             name = (_INT_NAMES.get((_native_int_size(desc[4]), desc[2])) if kind == "int"
@@ -523,12 +529,33 @@ class _Model:
             if desc[1] or (for_variable and desc[2] > 1):
                 return "string"
             return "char"
-        for name, committed, _ in self.types:  # nc4_rec_find_hdf_type(): first H5Tequal
+        return self.type_ref(self.user_type(desc), where)
+
+    def user_type(self, desc: tuple) -> int:
+        """nc4_rec_find_hdf_type(): the first committed type (in read order, file-wide) equal
+        to ``desc`` (H5Tequal), as its index in ``self.types``; _Skip when there is none."""
+        for index, (_, _, committed) in enumerate(self.types):
             if committed == desc:
-                return name
+                return index
         raise _Skip
 
-    def definition(self, desc: tuple) -> dict[str, Any]:
+    def type_ref(self, index: int, where: _Group | None) -> str:
+        """How a user-defined type is named where group ``where`` uses it: its bare name when
+        a reader of the CDL resolves that name from ``where`` to it (the nearest group, ``where``
+        or an ancestor, that defines a type of that name defines this one), else its absolute
+        path (``/g1/sub/vs_t``), as ncdump prints a type of a group that is not an ancestor."""
+        group, name, _ = self.types[index]
+        for g in where.lineage() if where is not None else ():
+            if name in g.types:
+                if g is group:
+                    return name
+                break
+        else:
+            if where is None:
+                return name
+        return f"{group.path.rstrip('/')}/{name}"
+
+    def definition(self, desc: tuple, where: _Group) -> dict[str, Any]:
         kind = desc[0]
         if kind == "compound":
             fields = []
@@ -537,13 +564,13 @@ class _Model:
                 if member[0] == "array":
                     field["dims"] = list(member[1])
                     member = member[2]
-                field["type"] = self.type_name(member, False)
+                field["type"] = self.type_name(member, False, where)
                 fields.append(field)
             return {"class": "compound", "size": desc[1], "fields": fields}
         if kind == "vlen":
-            return {"class": "vlen", "base": self.type_name(desc[1], False)}
+            return {"class": "vlen", "base": self.type_name(desc[1], False, where)}
         if kind == "enum":
-            return {"class": "enum", "base": self.type_name(desc[1], False),
+            return {"class": "enum", "base": self.type_name(desc[1], False, where),
                     "members": dict(desc[2])}
         if kind == "opaque":
             return {"class": "opaque", "size": desc[1]}
@@ -578,11 +605,11 @@ class _Model:
         return value
 
     # attributes ------------------------------------------------------------------------
-    def read_attrs(self, obj: Any, owner: tuple[str, str | None],
+    def read_attrs(self, obj: Any, where: _Group | None, variable: str | None,
                    names: Iterable[str] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
-        """The netCDF attributes of a group or variable (``owner``: group path, variable name
-        or None), only ``names`` when given. One that cannot be read
-        (:class:`NetCDFAttributeError`) is ``{"error": ...}``, listed in ``self.errors``."""
+        """The netCDF attributes of group ``where`` or of its ``variable``, only ``names``
+        when given. One that cannot be read (:class:`NetCDFAttributeError`) is
+        ``{"error": ...}``, listed in ``self.errors``."""
         values: dict[str, Any] = {}
         types: dict[str, str] = {}
         if not self.attributes and names is None:
@@ -596,20 +623,20 @@ class _Model:
             except NetCDFAttributeError as exc:
                 try:
                     if exc.desc is not None:
-                        self.type_name(exc.desc, False)
+                        self.type_name(exc.desc, False, where)
                 except _Skip:
                     continue  # a type netCDF-C cannot map: not an attribute (NC_EBADTYPID)
                 message = format_error(exc.__cause__ or exc)
                 values[name] = {"error": message}
-                self.errors.append({"group": owner[0], "variable": owner[1], "attribute": name,
-                                    "error": message})
+                self.errors.append({"group": where.path if where else None, "variable": variable,
+                                    "attribute": name, "error": message})
                 continue
             kind = desc[0]
             try:
                 if kind == "string" and not desc[1]:  # read_hdf5_att(): NC_CHAR unless 1-D
                     tname = "string" if space == "simple" else "char"
                 else:
-                    tname = self.type_name(desc, False)
+                    tname = self.type_name(desc, False, where)
             except _Skip:
                 continue
             if tname == "char":
@@ -649,14 +676,8 @@ class _Model:
             elif kind == "group":
                 children.append((name, obj))
             elif kind == "type":
-                desc = self.b.committed_type(obj)
-                self.types.append((name, desc, {}))
-                try:
-                    definition = self.definition(desc)
-                except _Skip:
-                    definition = {"class": "unknown"}
-                self.types[-1] = (name, desc, definition)
-                group.types[name] = definition
+                self.types.append((group, name, self.b.committed_type(obj)))
+                group.types[name] = {}  # defined by finish_types(), once all are read
         group.handle = handle
         for name, obj in children:
             identity = self.b.identity(obj)
@@ -704,13 +725,12 @@ class _Model:
         elif var.dimids is None and extent and "DIMENSION_LIST" in names:
             var.scales = self.b.dimension_list(ds, len(extent))
         try:
-            var.nctype = self.type_name(desc, True)
+            var.nctype = self.type_name(desc, True, group)  # a user type's renamed by finish_types()
         except _Skip:
-            return  # netCDF-C skips datasets of types it cannot map
+            return  # netCDF-C skips datasets of types it cannot map (a type not read before)
         var.dtype = _DTYPE_OF.get(var.nctype)
         if var.dtype is None:
-            definition = next((d for n, _, d in self.types if n == var.nctype), {})
-            var.dtype = f"{definition.get('class', 'user')}:{var.nctype}"
+            var.user_type = self.user_type(desc)
         var.handle = ds
         var.storage = self.b.storage(ds)
         kind = desc[0]
@@ -723,14 +743,30 @@ class _Model:
         var.storage["no_fill"] = var.storage.pop("no_fill")  # after endianness, as ncdump -hs
         group.vars.append(var)
 
+    def finish_types(self, root: _Group) -> None:
+        """Once every group is read: the user-defined types' definitions, and the names of
+        the variables' user-defined types (``dtype`` ``class:name``), named as seen from
+        their groups (see :meth:`type_ref`)."""
+        for group, name, desc in self.types:
+            try:
+                group.types[name] = self.definition(desc, group)
+            except _Skip:
+                group.types[name] = {"class": "unknown"}
+        for group in root.walk():
+            for var in group.vars:
+                if var.user_type is not None:
+                    owner, name, _ = self.types[var.user_type]
+                    var.nctype = self.type_ref(var.user_type, group)
+                    var.dtype = f"{owner.types[name].get('class', 'user')}:{var.nctype}"
+
     def read_all_attrs(self, root: _Group) -> None:
         """Every group's and variable's attributes, once every type is known: netCDF-C reads
         attributes when asked, after all the file's types (an attribute may use a type that
         is committed after its object, or in another group)."""
         for group in root.walk():
-            group.attrs, group.atypes = self.read_attrs(group.handle, (group.path, None))
+            group.attrs, group.atypes = self.read_attrs(group.handle, group, None)
             for var in group.vars:
-                var.attrs, var.atypes = self.read_attrs(var.handle, (group.path, var.name))
+                var.attrs, var.atypes = self.read_attrs(var.handle, group, var.name)
 
     # dimensions ------------------------------------------------------------------------
     def match_dimensions(self, group: _Group) -> None:
@@ -835,6 +871,7 @@ def read_netcdf4_model(backend: Any, root_handle: Any = None, attributes: bool =
     root = _Group("/", None)
     root.identity = backend.identity(root_handle)
     model.read_group(root_handle, root)
+    model.finish_types(root)
     if attributes:
         model.read_all_attrs(root)
     model.match_dimensions(root)
@@ -851,7 +888,7 @@ def read_netcdf4_attributes(backend: Any, obj: Any, names: Iterable[str]) -> tup
     values as in the ``netcdf`` rows, and their netCDF type names (``float`` for a float16,
     ``int`` for a 24-bit integer; types netCDF-C cannot map left out). For the ``--stats``
     reader, which needs a few by name."""
-    return _Model(backend).read_attrs(obj, ("", None), names)
+    return _Model(backend).read_attrs(obj, None, None, names)
 
 
 def _read_netcdf4(backend: Any, out: Extraction) -> None:
