@@ -1208,3 +1208,25 @@ def test_user_defined_types_of_other_groups_are_named_by_their_path(tmp_path):
     assert [f["type"] for f in types["/g1/sub"]["wrap_t"]["fields"]] == ["vs_t", "/color_t"]
     listed = subprocess.run([NCDUMP, "-h", str(path)], capture_output=True, text=True, check=True).stdout
     assert "/g1/sub/vs_t w ;" in listed and "pair_t q(y) ;" in listed  # where ncdump is unambiguous
+
+
+@needs_ncgen
+def test_char_array_members_of_several_dimensions_are_strings_per_row(tmp_path):
+    """A char array member of a compound of several dimensions is one string per run of its
+    last dimension, in order, as ncdump shows it ({"abc", "de"} for char c2(2, 3); flat for
+    more dimensions, as ncdump prints them, and as numeric array members are); of one
+    dimension one string ({"xy"}), as before."""
+    path = _ncgen(tmp_path, """netcdf c3 {
+types:
+  compound t { char c2(2, 3) ; char c3(2, 2, 3) ; char c1(4) ; int i(2, 2) ; } ;
+variables:
+  int v ;
+    t v:att = {{"abc", "de"}, {"ab", "c", "def", "g"}, {"xy"}, {1, 2, 3, 4}} ;
+}
+""")
+    listed = subprocess.run([NCDUMP, "-h", str(path)], capture_output=True, text=True, check=True).stdout
+    assert 't v:att = {{"abc", "de"}, {"ab", "c", "def", "g"}, {"xy"}, {1, 2, 3, 4}} ;' in listed
+    out = _extract(_source(str(path)))
+    assert out.rows == _with_backend(str(path), "h5py").rows
+    assert json.loads(out.rows["netcdf"][0]["attributes"]) == {
+        "att": {"c2": ["abc", "de"], "c3": ["ab", "c", "def", "g"], "c1": "xy", "i": [1, 2, 3, 4]}}

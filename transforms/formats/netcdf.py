@@ -598,7 +598,13 @@ class _Model:
             base = desc[1] if kind == "vlen" else desc[2]
             if kind == "array" and base[0] == "string" and not base[1] and \
                     all(isinstance(item, bytes) for item in value):
-                return _value_text(b"".join(value))  # a char array member: one string, as ncdump
+                # a char array member: one string, as ncdump's {"ab"}; of several dimensions,
+                # one string per run of the last, in order, as ncdump's {"abc", "de"}
+                joined = b"".join(value)
+                if len(desc[1]) <= 1:
+                    return _value_text(joined)
+                width = max(1, desc[1][-1] * base[2])
+                return [_value_text(joined[i:i + width]) for i in range(0, len(joined), width)]
             return [self.json_value(base, item) for item in value]
         if kind == "opaque":
             return "0x" + bytes(value).hex().upper()
@@ -977,7 +983,11 @@ def _py_value(desc: tuple, value: Any) -> Any:
         return tuple(_py_value(member, value[i]) for i, (_, _, member) in enumerate(desc[2]))
     if kind == "vlen" or kind == "array":
         base = desc[1] if kind == "vlen" else desc[2]
-        return [_py_value(base, v) for v in np.asarray(value).reshape(-1)]
+        arr = np.asarray(value)
+        if base[0] == "string" and not base[1] and arr.dtype.kind == "S" and base[2]:
+            data = arr.tobytes()  # each element as stored: numpy's drop their trailing NULs
+            return [data[i:i + base[2]] for i in range(0, len(data), base[2])]
+        return [_py_value(base, v) for v in arr.reshape(-1)]
     if kind == "opaque":
         return bytes(np.asarray(value).tobytes())
     if kind == "string":
