@@ -1230,3 +1230,41 @@ variables:
     assert out.rows == _with_backend(str(path), "h5py").rows
     assert json.loads(out.rows["netcdf"][0]["attributes"]) == {
         "att": {"c2": ["abc", "de"], "c3": ["ab", "c", "def", "g"], "c1": "xy", "i": [1, 2, 3, 4]}}
+
+
+@pytest.mark.parametrize("holder", ["root", "variable"])
+def test_an_attribute_of_two_dimensions_decides_nothing_and_costs_only_itself(tmp_path, holder):
+    """h5netcdf's invalid_netcdf=True writes attributes of two dimensions, which netCDF-C
+    cannot read (ncdump: "Can't open HDF5 attribute"). Such a file is classified by its
+    markers (only attribute names are sniffed), whichever object holds the attribute: netcdf,
+    ok, the attribute {"error": ...} in its place (its name decoded) and in read_errors. It
+    was hdf5 with the attribute on the root group, an error row (b'arr2d\\x00') on a variable
+    read after a dimension scale."""
+    from transforms.detect import detect
+    from transforms.listing import list_input
+
+    path = tmp_path / f"inv_{holder}.nc"
+    with h5py.File(path, "w") as f:
+        x = f.create_dataset("a_x", data=np.arange(3.0))  # sniffed before the variable
+        x.make_scale("a_x")
+        ok = f.create_dataset("ok", data=np.array([1, 2, 3], "i4"))
+        ok.dims[0].attach_scale(x)
+        ok.attrs["units"] = "m"
+        (f if holder == "root" else ok).attrs["arr2d"] = np.arange(6).reshape(2, 3)
+    (info,) = list(list_input(str(path)))
+    assert detect(info).format == "netcdf"
+    assert netcdf.looks_like_netcdf4(_source(str(path)))
+    error = ("NetCDFAttributeError: attribute 'arr2d' has more than one dimension: not a netCDF "
+             "attribute (netCDF-C cannot read it: NC_EATTMETA)")
+    for backend in ("raw", "h5py"):
+        out = _with_backend(str(path), backend)
+        row = next(r for r in out.rows["netcdf"] if r["variable"] == "ok")
+        attrs = json.loads(row["attributes"])
+        group_attrs = out.metadata["group_attributes"]["/"]
+        assert (group_attrs if holder == "root" else attrs)["arr2d"] == {"error": error}, backend
+        assert attrs["units"] == "m"
+        assert out.metadata["read_errors"] == [
+            {"group": "/", "variable": None if holder == "root" else "ok", "attribute": "arr2d", "error": error}]
+    if NCDUMP:
+        done = subprocess.run([NCDUMP, "-h", str(path)], capture_output=True, text=True)
+        assert "Can't open HDF5 attribute" in done.stderr + done.stdout

@@ -1062,7 +1062,7 @@ class _H5pyBackend:
         if n > self.file_size:
             raise NetCDFError(f"attribute {name} claims {n} values, more than the file holds")
         if kind == h5s.SIMPLE and space.get_simple_extent_ndims() > 1 and desc[0] != "string":
-            raise NetCDFError(f"attribute {name} has more than one dimension")
+            raise NetCDFAttributeError(_several_dimensions(name), desc)
         if not n:
             return desc, scalar, []
         try:
@@ -1147,6 +1147,11 @@ _UNPACK = {n: struct.Struct(f"<{c}").unpack_from for n, c in ((1, "B"), (2, "H")
 _MSG_V2 = struct.Struct("<BHB").unpack_from
 _MSG_V2_CRT = struct.Struct("<BHBH").unpack_from
 _ATTR_HEAD = struct.Struct("<BBHHH").unpack_from
+
+
+def _several_dimensions(name: str) -> str:
+    return (f"attribute {name!r} has more than one dimension: not a netCDF attribute "
+            "(netCDF-C cannot read it: NC_EATTMETA)")
 
 
 def _odd_ints(desc: tuple, data: bytes, n: int) -> list[int]:
@@ -1641,18 +1646,19 @@ class _RawHDF5:
         n = 0
         if kind == "simple":
             if len(dims) > 1 and desc[0] != "string":
-                raise NetCDFError(f"attribute {name!r} has more than one dimension")
+                kind = "several"  # not a netCDF attribute: attribute() raises for it
             n = 1
             for d in dims:
                 n *= d
         elif kind == "scalar":
             n = 1
         data = body[pos:]
+        text = name.rstrip(b"\x00").decode("utf-8", "replace")
         need = n * self.size_of(desc)
         if need > len(data):
-            raise NetCDFError(f"attribute {name!r} claims {need} bytes of values, its message "
+            raise NetCDFError(f"attribute {text!r} claims {need} bytes of values, its message "
                               f"holds {len(data)}")
-        return name.rstrip(b"\x00").decode("utf-8", "replace"), desc, kind, data, n
+        return text, desc, kind, data, n
 
     def attributes(self, hdr: _Header) -> dict[str, tuple[tuple, str, bytes, int]]:
         if hdr._attrs is not None:
@@ -1837,6 +1843,8 @@ class _RawHDF5:
 
     def attribute(self, hdr: _Header, name: str) -> tuple[tuple, str, list[Any]]:
         desc, space, data, n = self.attributes(hdr)[name]
+        if space == "several":
+            raise NetCDFAttributeError(_several_dimensions(name), desc)
         return desc, space, self.decode(desc, data, n) if n else []
 
     def dataset(self, hdr: _Header) -> tuple[list[int], list[int | None], tuple]:
@@ -2192,7 +2200,19 @@ def looks_like_netcdf4(source: Source) -> bool:
         return False
 
 
+def _is_dimension_scale(backend: Any, obj: Any) -> bool:
+    try:
+        desc, _, raw = backend.attribute(obj, "CLASS")
+    except NetCDFAttributeError:
+        return False
+    return desc[0] == "string" and bool(raw) and raw[0].rstrip(b"\x00") == b"DIMENSION_SCALE"
+
+
 def _has_netcdf4_markers(backend: Any) -> bool:
+    """Whether the root group's attribute names, or those of the first SNIFF_OBJECTS objects,
+    hold netCDF's markers (or a dataset is a dimension scale). Only names are read (and CLASS
+    values): an attribute netCDF cannot read (of several dimensions) decides nothing, so
+    the answer does not depend on which object holds it."""
     root = backend.root()
     if set(backend.attribute_names(root)) & _NETCDF4_MARKERS:
         return True
@@ -2210,11 +2230,8 @@ def _has_netcdf4_markers(backend: Any) -> bool:
                 names = backend.attribute_names(obj)
                 if set(names) & _NETCDF4_MARKERS:
                     return True
-                if "CLASS" in names:
-                    desc, _, raw = backend.attribute(obj, "CLASS")
-                    if desc[0] == "string" and raw and raw[0].rstrip(b"\x00") == \
-                            b"DIMENSION_SCALE":
-                        return True
+                if "CLASS" in names and _is_dimension_scale(backend, obj):
+                    return True
     return False
 
 
