@@ -940,11 +940,10 @@ def test_no_fill_as_ncdump_s_shows_it(tmp_path, libver):
     variables = raw.metadata["variables"]["/"]
     assert {name: info["no_fill"] for name, info in variables.items()} == expected
     assert list(variables["fill"])[-2:] == ["endianness", "no_fill"]  # ncdump -hs's order
-    if libver == "earliest":
-        listed = subprocess.run([NCDUMP or "ncdump", "-hs", str(path)], capture_output=True, text=True).stdout
-        if listed:
-            assert sorted(re.findall(r"^\s*(\w+):_NoFill = \"true\" ;$", listed, re.M)) == \
-                sorted(name for name, off in expected.items() if off)
+    if libver == "earliest" and NCDUMP:  # this ncdump's HDF5 cannot read HDF5 2.x's latest format
+        listed = subprocess.run([NCDUMP, "-hs", str(path)], capture_output=True, text=True, check=True).stdout
+        assert sorted(re.findall(r"^\s*(\w+):_NoFill = \"true\" ;$", listed, re.MULTILINE)) == \
+            sorted(name for name, off in expected.items() if off)
     classic = tmp_path / "classic.nc"
     with netCDF4.Dataset(classic, "w", format="NETCDF3_CLASSIC") as nc:
         nc.set_fill_off()
@@ -967,7 +966,7 @@ def test_filters_as_ncdump_s_shows_them(tmp_path):
                 var[:] = np.arange(100)
         nc.createVariable("z", "f8", ("x",), zlib=True, shuffle=True)
     listed = subprocess.run([NCDUMP, "-hs", str(path)], capture_output=True, text=True, check=True).stdout
-    shown = dict(re.findall(r'^\s*(\w+):_Filter = "(.*)" ;$', listed, re.M))
+    shown = dict(re.findall(r'^\s*(\w+):_Filter = "(.*)" ;$', listed, re.MULTILINE))
     assert shown["nn_s"] == "4,32,8" and shown["ec_f"] == "4,4,16"
     raw = _with_backend(str(path), "raw")
     assert dumps(raw.metadata) == dumps(_with_backend(str(path), "h5py").metadata)
@@ -1266,5 +1265,5 @@ def test_an_attribute_of_two_dimensions_decides_nothing_and_costs_only_itself(tm
         assert out.metadata["read_errors"] == [
             {"group": "/", "variable": None if holder == "root" else "ok", "attribute": "arr2d", "error": error}]
     if NCDUMP:
-        done = subprocess.run([NCDUMP, "-h", str(path)], capture_output=True, text=True)
+        done = subprocess.run([NCDUMP, "-h", str(path)], capture_output=True, text=True, check=False)
         assert "Can't open HDF5 attribute" in done.stderr + done.stdout
