@@ -1397,8 +1397,9 @@ class _RawHDF5:
             return ("int", size, bool(bits & 0x08), bool(bits & 0x01), _le(body, p + 2, 2),
                     _le(body, p, 2)), p + 4 - pos
         if cls == 1:  # floating point: offset, precision, exponent and mantissa fields, bias
-            layout = (_le(body, p + 2, 2), _le(body, p, 2), (bits >> 8) & 0xFF, body[p + 4],
-                      body[p + 5], body[p + 6], body[p + 7], _le(body, p + 8, 4), (bits >> 4) & 3)
+            layout = (_le(body, p + 2, 2), _le(body, p, 2), (bits >> 8) & 0xFF, _le(body, p + 4, 1),
+                      _le(body, p + 5, 1), _le(body, p + 6, 1), _le(body, p + 7, 1),
+                      _le(body, p + 8, 4), (bits >> 4) & 3)
             return ("float", size, bool(bits & 0x01), layout), p + 12 - pos
         if cls == 3:
             return ("string", False, size), p - pos
@@ -1913,6 +1914,8 @@ class _RawHDF5:
             flags, body = found
             if flags & 0x02:
                 raise _Unsupported("shared fill value message")
+            if len(body) < 2:
+                raise NetCDFError("fill value message truncated")
             if body[0] < 3:  # alloc time, fill time, "defined", then the size if defined
                 return len(body) >= 8 and bool(body[3]) and _le(body, 4, 4) > 0
             # version 3: bit 4 undefined, bit 5 a value (size, value) follows
