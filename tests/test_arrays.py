@@ -259,6 +259,64 @@ def test_netcdf4_fill_off_keeps_byte_fill_values(tmp_path):
     check(arrays.open_netcdf_arrays, path, expected)
 
 
+
+def test_netcdf4_fill_mode_is_netcdf_c_s_a_user_defined_hdf5_fill_value(tmp_path):
+    """netCDF-C (get_fill_info) turns a variable's fill mode off unless its HDF5 dataset has a
+    user-defined fill value, whatever the fill time: byte variables that h5py or h5netcdf wrote
+    without _FillValue keep -127 and 255 as values; other types still mask their default fill."""
+    from h5py import h5d, h5p, h5s, h5t
+
+    path = tmp_path / "h5.nc"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("i1", data=np.array([-127, 1, 2], "i1"))  # default fill value
+        f.create_dataset("u1", data=np.array([255, 1, 2], "u1"))
+        f.create_dataset("i2", data=np.array([-32767, 1, 2], "i2"))
+        f.create_dataset("user", data=np.array([-127, 1, 2], "i1"), fillvalue=3)
+        dcpl = h5p.create(h5p.DATASET_CREATE)
+        dcpl.set_fill_time(h5d.FILL_TIME_NEVER)
+        dcpl.set_fill_value(np.array(7, "u1"))  # user-defined: fill mode on despite "never"
+        h5d.create(f.id, b"never_user", h5t.NATIVE_UINT8, h5s.create_simple((3,)), dcpl=dcpl)
+        f["never_user"][:] = [255, 1, 2]
+        dcpl = h5p.create(h5p.DATASET_CREATE)
+        dcpl.set_fill_time(h5d.FILL_TIME_NEVER)
+        h5d.create(f.id, b"never", h5t.NATIVE_INT8, h5s.create_simple((3,)), dcpl=dcpl)
+        f["never"][:] = [-127, 1, 2]
+    expected = netcdf_reference(path)
+    counts = {key[1][1]: value["stat_count"] for key, value in expected.items()}
+    assert counts == {"i1": 3, "u1": 3, "i2": 2, "user": 2, "never_user": 2, "never": 3}
+    check(arrays.open_netcdf_arrays, path, expected)
+
+
+
+def test_netcdf4_odd_sized_integers_are_read_as_their_netcdf_types(tmp_path):
+    """24- and 40-bit integers (no numpy dtype: h5py cannot read them itself) and integers of
+    fewer bits than their bytes are read converted by HDF5 to the native type netCDF-C types
+    them as, as netCDF4-python reads them."""
+    from tests.test_netcdf import _odd_ints
+
+    path = tmp_path / "odd.nc"
+    _odd_ints(str(path))
+    expected = netcdf_reference(path)
+    assert expected[(("group", "/"), ("variable", "int24"))]["stat_min"] == -5
+    assert expected[(("group", "/"), ("variable", "uint24be"))]["stat_max"] == 100
+    check(arrays.open_netcdf_arrays, path, expected)
+
+
+
+def test_netcdf4_float16_values_are_floats(tmp_path):
+    """float16 and bfloat16 variables are netCDF floats (netCDF-C before HDF5 1.14.4): read
+    converted by HDF5 to float32, as Debian's ncdump prints them (h = 1, 2, 3, 0.5).
+    netCDF4-python's netCDF-C (on HDF5 2) types them string instead."""
+    from tests.test_netcdf import _float16s
+
+    path = tmp_path / "f16.nc"
+    _float16s(str(path))
+    values = ref_stats(np.array([1, 2, 3, 0.5], "f4"))
+    expected = {(("group", "/"), ("variable", "v")): ref_stats(np.ma.masked_all(4, "i4")),
+                **{(("group", "/"), ("variable", name)): values for name in ("h", "hbe", "bf")}}
+    check(arrays.open_netcdf_arrays, path, expected)
+
+
 # --- FITS ------------------------------------------------------------------------------------
 
 

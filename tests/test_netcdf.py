@@ -200,6 +200,76 @@ def _latest_h5(path):
             g.create_dataset(f"d{i}", data=np.zeros(2, "i4"))
 
 
+def _int_type(base, precision, size=None, offset=0):
+    tid = base.copy()
+    tid.set_precision(precision)
+    if offset:
+        tid.set_offset(offset)
+    if size:
+        tid.set_size(size)
+    return tid
+
+
+#: HDF5 integer types of sizes or precisions numpy has no dtype for, and what netCDF-C makes
+#: of them (H5Tget_native_type: the smallest native integer that holds the precision).
+ODD_INTS = {"int24": (lambda: _int_type(h5py.h5t.STD_I32LE, 24, 3), "int", "little"),
+            "uint24be": (lambda: _int_type(h5py.h5t.STD_U32BE, 24, 3), "uint", "big"),
+            "int40": (lambda: _int_type(h5py.h5t.STD_I64LE, 40, 5), "int64", "little"),
+            "int12in16": (lambda: _int_type(h5py.h5t.STD_I16LE, 12), "short", "little"),
+            "offset4": (lambda: _int_type(h5py.h5t.STD_I16LE, 12, offset=4), "short", "little"),
+            "byte_in16": (lambda: _int_type(h5py.h5t.STD_I16BE, 8), "byte", None)}
+
+
+def _odd_ints(path):
+    """netCDF4 file plus h5py datasets and attributes of odd integer types."""
+    from h5py import h5a, h5d, h5s
+
+    with netCDF4.Dataset(path, "w", format="NETCDF4") as nc:
+        nc.createDimension("n", 3)
+        nc.createVariable("v", "i4", ("n",))
+    with h5py.File(path, "r+") as f:
+        for name, (make, _, _) in ODD_INTS.items():
+            tid = make()
+            signed = tid.get_sign() != h5py.h5t.SGN_NONE
+            dsid = h5d.create(f.id, name.encode(), tid, h5s.create_simple((3,)))
+            dsid.write(h5s.ALL, h5s.ALL, np.array([-5, 7, 100] if signed else [5, 7, 100], "i8"))
+            f[name].dims[0].attach_scale(f["n"])
+            aid = h5a.create(f["v"].id, f"a_{name}".encode(), tid, h5s.create_simple((2,)))
+            aid.write(np.array([1, -2] if signed else [1, 2], "i8"))
+        aid = h5a.create(f.id, b"root_int24", ODD_INTS["int24"][0](), h5s.create_simple((1,)))
+        aid.write(np.array([-8], "i8"))
+
+
+def _bfloat16():
+    tid = h5py.h5t.IEEE_F32LE.copy()
+    tid.set_fields(15, 7, 8, 0, 7)
+    tid.set_offset(0)
+    tid.set_precision(16)
+    tid.set_size(2)
+    tid.set_ebias(127)
+    return tid
+
+
+def _float16s(path, bfloat16_attribute=True):
+    """float16 (both byte orders) and bfloat16 variables and attributes, as h5py or h5netcdf
+    write them; values 1, 2, 3, 0.5."""
+    from h5py import h5a, h5d, h5s, h5t
+
+    with netCDF4.Dataset(path, "w", format="NETCDF4") as nc:
+        nc.createDimension("x", 4)
+        nc.createVariable("v", "i4", ("x",))
+    with h5py.File(path, "r+") as f:
+        for name, tid in (("h", h5t.IEEE_F16LE), ("hbe", h5t.IEEE_F16BE), ("bf", _bfloat16())):
+            dsid = h5d.create(f.id, name.encode(), tid, h5s.create_simple((4,)))
+            dsid.write(h5s.ALL, h5s.ALL, np.array([1, 2, 3, 0.5]), mtype=h5t.NATIVE_DOUBLE)
+            f[name].dims[0].attach_scale(f["x"])
+            if name != "bf" or bfloat16_attribute:
+                h5a.create(f["v"].id, f"a_{name}".encode(), tid, h5s.create_simple((2,))).write(
+                    np.array([0.5, 1.5]), mtype=h5t.NATIVE_DOUBLE)
+        h5a.create(f.id, b"g", h5t.IEEE_F16LE, h5s.create_simple((1,))).write(
+            np.array([0.1]), mtype=h5t.NATIVE_DOUBLE)
+
+
 BUILDERS = {
     "NETCDF3_CLASSIC": lambda p: _classic(p, "NETCDF3_CLASSIC"),
     "NETCDF3_64BIT_OFFSET": lambda p: _classic(p, "NETCDF3_64BIT_OFFSET"),
@@ -209,6 +279,7 @@ BUILDERS = {
     "plain_h5": _plain_h5,
     "scales_h5": _scales_h5,
     "latest_h5": _latest_h5,
+    "odd_ints_h5": _odd_ints,
 }
 
 
@@ -834,3 +905,365 @@ data:
     assert out.metadata["attributes"]["good"] == "café"
     if kind == "nc4":
         assert attrs["info"] == {"id": 7, "name": "ab"}
+
+
+@pytest.mark.parametrize("libver", ["earliest", "latest"])
+def test_no_fill_as_ncdump_s_shows_it(tmp_path, libver):
+    """files.metadata.variables: ``no_fill`` is netCDF-C's fill mode (get_fill_info): true
+    unless the dataset has a user-defined HDF5 fill value, whatever its fill time, where
+    ``ncdump -hs`` prints ``_NoFill = "true"``; the same from the raw reader (fill value
+    messages of versions 2 and 3) and from h5py."""
+    from h5py import h5d, h5p, h5s, h5t
+
+    path = tmp_path / f"fill_{libver}.nc"
+    with netCDF4.Dataset(path, "w", format="NETCDF4") as nc:
+        nc.createDimension("x", 3)
+        nc.createVariable("default", "f4", ("x",))
+        nc.createVariable("fill", "i2", ("x",), fill_value=-1)
+        nc.createVariable("off", "f8", ("x",), fill_value=False)
+        nc.createVariable("text", str, ("x",))
+        nc.set_fill_off()
+        nc.createVariable("file_off", "i1", ("x",))
+    with h5py.File(path, "r+", libver=libver) as f:
+        f.create_dataset("h5_default", data=np.zeros(3, "u1"))
+        f.create_dataset("h5_user", data=np.zeros(3, "u1"), fillvalue=9)
+        for name, user in (("never", False), ("never_user", True)):
+            dcpl = h5p.create(h5p.DATASET_CREATE)
+            dcpl.set_fill_time(h5d.FILL_TIME_NEVER)
+            if user:
+                dcpl.set_fill_value(np.array(7, "i4"))
+            h5d.create(f.id, name.encode(), h5t.NATIVE_INT32, h5s.create_simple((3,)), dcpl=dcpl)
+    expected = {"default": False, "fill": False, "off": True, "text": False, "file_off": True,
+                "h5_default": True, "h5_user": False, "never": True, "never_user": False}
+    raw = _with_backend(str(path), "raw")
+    assert dumps(raw.metadata) == dumps(_with_backend(str(path), "h5py").metadata)
+    variables = raw.metadata["variables"]["/"]
+    assert {name: info["no_fill"] for name, info in variables.items()} == expected
+    assert list(variables["fill"])[-2:] == ["endianness", "no_fill"]  # ncdump -hs's order
+    if libver == "earliest" and NCDUMP:  # this ncdump's HDF5 cannot read HDF5 2.x's latest format
+        listed = subprocess.run([NCDUMP, "-hs", str(path)], capture_output=True, text=True, check=True).stdout
+        assert sorted(re.findall(r"^\s*(\w+):_NoFill = \"true\" ;$", listed, re.MULTILINE)) == \
+            sorted(name for name, off in expected.items() if off)
+    classic = tmp_path / "classic.nc"
+    with netCDF4.Dataset(classic, "w", format="NETCDF3_CLASSIC") as nc:
+        nc.set_fill_off()
+        nc.createVariable("v", "i4")
+    assert "no_fill" not in _extract(_source(str(classic))).metadata["variables"]["/"]["v"]
+
+
+@needs_ncdump
+def test_filters_as_ncdump_s_shows_them(tmp_path):
+    """Filters other than deflate, shuffle and fletcher32 are ``ncdump -hs``'s ``_Filter``: szip
+    with the two parameters set (options masked as netCDF-C does, pixels per block), not the
+    four HDF5 stores ([169, 8, 32, 100] for "4,32,8")."""
+    path = tmp_path / "filters.nc"
+    with netCDF4.Dataset(path, "w", format="NETCDF4") as nc:
+        nc.createDimension("x", 100)
+        for coding in ("nn", "ec"):
+            for name, kind, block in ((f"{coding}_f", "f4", 16), (f"{coding}_s", "i2", 8)):
+                var = nc.createVariable(name, kind, ("x",), compression="szip", szip_coding=coding,
+                                        szip_pixels_per_block=block)
+                var[:] = np.arange(100)
+        nc.createVariable("z", "f8", ("x",), zlib=True, shuffle=True)
+    listed = subprocess.run([NCDUMP, "-hs", str(path)], capture_output=True, text=True, check=True).stdout
+    shown = dict(re.findall(r'^\s*(\w+):_Filter = "(.*)" ;$', listed, re.MULTILINE))
+    assert shown["nn_s"] == "4,32,8" and shown["ec_f"] == "4,4,16"
+    raw = _with_backend(str(path), "raw")
+    assert dumps(raw.metadata) == dumps(_with_backend(str(path), "h5py").metadata)
+    ours = {name: "|".join(",".join(map(str, [f["id"], *f["params"]])) for f in info["filters"]
+                           if f["id"] not in (1, 2, 3))
+            for name, info in raw.metadata["variables"]["/"].items()}
+    assert {name: text for name, text in ours.items() if text} == shown
+    assert raw.metadata["variables"]["/"]["nn_s"]["filters"] == [{"id": 4, "name": "szip", "params": [32, 8]}]
+
+
+NCGEN = shutil.which("ncgen")
+needs_ncgen = pytest.mark.skipif(NCGEN is None or NCDUMP is None, reason="ncgen/ncdump (netcdf-bin) not installed")
+
+
+def _ncgen(tmp_path, cdl, name="x"):
+    (tmp_path / f"{name}.cdl").write_text(cdl, encoding="utf-8")
+    path = tmp_path / f"{name}.nc"
+    subprocess.run([NCGEN, "-k", "nc4", "-o", str(path), str(tmp_path / f"{name}.cdl")], check=True)
+    return path
+
+
+@needs_ncgen
+def test_dimensions_of_groups_that_are_not_ancestors(tmp_path):
+    """netCDF-C finds a variable's dimension ids in the whole file (nc4_find_dim), so a
+    variable may use a dimension of a sibling group (ncgen writes /g1/y in /g2); an unlimited
+    dimension is as long as the longest variable of its own group and below (nc4_find_dim_len):
+    a longer user elsewhere reads as long as the dimension, as ncdump shows."""
+    path = _ncgen(tmp_path, """netcdf scope {
+dimensions:
+  x = 2 ;
+variables:
+  int t(x) ;
+group: g1 {
+  dimensions:
+    y = 3 ;
+    t1 = UNLIMITED ;
+  variables:
+    int a(t1) ;
+  data:
+    a = 1, 2, 3 ;
+  group: inner {
+    dimensions:
+      x = 7 ;
+  }
+}
+group: g2 {
+  variables:
+    int d(/g1/y) ;
+    int e(/g1/inner/x, x) ;
+    int f(/g1/t1) ;
+  data:
+    f = 1, 2, 3 ;
+}
+}
+""")
+    with h5py.File(path, "r+") as f:
+        f["g2/f"].resize((6,))  # longer than the dimension's own group's variables
+        f["g2/f"][3:] = [4, 5, 6]
+    listed = subprocess.run([NCDUMP, str(path)], capture_output=True, text=True, check=True).stdout
+    assert "t1 = UNLIMITED ; // (3 currently)" in listed and "f = 1, 2, 3 ;" in listed
+    out = _extract(_source(str(path)))
+    assert _with_backend(str(path), "h5py").rows == out.rows
+    rows = {(r["group"], r["variable"]): (r["dimensions"], r["shape"]) for r in out.rows["netcdf"]}
+    assert rows[("/g2", "d")] == (["y"], [3])
+    assert rows[("/g2", "e")] == (["x", "x"], [7, 2])
+    assert rows[("/g2", "f")] == (["t1"], [3])
+    assert out.metadata["dimensions"]["/g1"]["t1"] == {"size": 3, "unlimited": True}
+
+    from transforms.formats import arrays
+    from transforms.stats import array_stats
+
+    source = _source(str(path))
+    with source.open() as fileobj, arrays.open_netcdf_arrays(source, fileobj) as reader:
+        stats = {dict(ref.key)["variable"]: array_stats(reader, ref, 1 << 20).columns()
+                 for ref in reader.arrays()}
+    assert (stats["f"]["stat_count"], stats["f"]["stat_max"]) == (3, 3.0)
+    assert stats["d"]["stat_nan_count"] == 3  # never written: the fill value
+
+
+
+def test_odd_sized_integers_as_netcdf_c_types_them(files):
+    """Integers of 3, 5 bytes, or of fewer bits than their bytes: typed as netCDF-C types them
+    (H5Tget_native_type: int for 24 bits, int64 for 40, byte for 8 bits in 2 bytes), values as
+    HDF5 converts them; the variables' dtypes are those types', not str."""
+    out = _extract(_source(files["odd_ints_h5"]))
+    assert "reader" not in out.metadata and "read_errors" not in out.metadata
+    variables = out.metadata["variables"]["/"]
+    rows = {r["variable"]: r for r in out.rows["netcdf"]}
+    attrs = json.loads(rows["v"]["attributes"])
+    for name, (_, nctype, order) in ODD_INTS.items():
+        assert (variables[name]["type"], variables[name]["endianness"]) == (nctype, order), name
+        assert rows[name]["dtype"] == netcdf._DTYPE_OF[nctype]
+        assert variables["v"]["attribute_types"][f"a_{name}"] == nctype
+        assert attrs[f"a_{name}"] == ([1, 2] if nctype.startswith("u") else [1, -2])
+    assert out.metadata["attributes"] == {"root_int24": -8}
+
+
+def test_an_attribute_that_cannot_be_read_is_an_error_value_and_the_file_stays_ok(tmp_path):
+    """One attribute h5py cannot read (no numpy dtype for a compound of a 24-bit integer: the
+    h5py backend, used where the raw reader gives up) costs that attribute only: its value is
+    {"error": ...}, listed in files.metadata.read_errors, as the HDF5 extractor does. The raw
+    reader converts it, as netCDF-C does (ncdump: {-3, 4})."""
+    from h5py import h5a, h5s, h5t
+
+    path = tmp_path / "odd_compound.nc"
+    with netCDF4.Dataset(path, "w", format="NETCDF4") as nc:
+        nc.createDimension("n", 3)
+        nc.createVariable("v", "i4", ("n",)).units = "m"
+    with h5py.File(path, "r+") as f:
+        stored = h5t.create(h5t.COMPOUND, 8)
+        stored.insert(b"a", 0, _int_type(h5t.STD_I32LE, 24, 3))
+        stored.insert(b"b", 4, h5t.STD_I32LE)
+        stored.commit(f.id, b"odd_t")  # after v: netCDF-C reads attributes once all types are
+        memory = h5t.create(h5t.COMPOUND, 8)
+        memory.insert(b"a", 0, h5t.NATIVE_INT32)
+        memory.insert(b"b", 4, h5t.NATIVE_INT32)
+        h5a.create(f["v"].id, b"c", stored, h5s.create_simple((1,))).write(
+            np.array([(-3, 4)], [("a", "<i4"), ("b", "<i4")]), mtype=memory)
+    raw = _with_backend(str(path), "raw")
+    assert json.loads(raw.rows["netcdf"][0]["attributes"]) == {"units": "m", "c": {"a": -3, "b": 4}}
+    assert raw.metadata["variables"]["/"]["v"]["attribute_types"]["c"] == "odd_t"
+    fallback = _with_backend(str(path), "h5py")
+    error = "TypeError: data type '<i3' not understood"
+    assert json.loads(fallback.rows["netcdf"][0]["attributes"]) == {"units": "m", "c": {"error": error}}
+    assert fallback.metadata["read_errors"] == [{"group": "/", "variable": "v", "attribute": "c", "error": error}]
+    assert "c" not in fallback.metadata["variables"]["/"]["v"]["attribute_types"]
+    if NCDUMP:
+        listed = subprocess.run([NCDUMP, "-h", str(path)], capture_output=True, text=True, check=True).stdout
+        assert "odd_t v:c = {-3, 4} ;" in listed
+
+
+
+@pytest.mark.parametrize("bfloat16_attribute", [False, True])
+def test_float16_is_a_float_as_debian_ncdump_shows_it(tmp_path, bfloat16_attribute):
+    """float16 and bfloat16 variables and attributes are netCDF floats, as netCDF-C built on
+    HDF5 before 1.14.4 (Debian's ncdump 4.9.0 with HDF5 1.10.8) types them through
+    H5Tget_native_type: ``float h(x)``, ``v:a_h = 0.5f, 1.5f`` (not dtype str, type string and
+    the attribute dropped). A bfloat16 attribute's values the raw reader leaves to HDF5 (h5py)
+    to convert."""
+    path = tmp_path / "f16.nc"
+    _float16s(str(path), bfloat16_attribute)
+    out = _extract(_source(str(path)))
+    assert ("reader" in out.metadata) == bfloat16_attribute
+    if not bfloat16_attribute:
+        assert dumps(_with_backend(str(path), "raw").metadata) == dumps(_with_backend(str(path), "h5py").metadata)
+    variables = out.metadata["variables"]["/"]
+    rows = {r["variable"]: r for r in out.rows["netcdf"]}
+    for name, order in (("h", "little"), ("hbe", "big"), ("bf", "little")):
+        assert (variables[name]["type"], rows[name]["dtype"], variables[name]["endianness"]) == \
+            ("float", "float32", order)
+    attrs = json.loads(rows["v"]["attributes"])
+    assert attrs == {"a_h": [0.5, 1.5], "a_hbe": [0.5, 1.5], **({"a_bf": [0.5, 1.5]} if bfloat16_attribute else {})}
+    assert set(variables["v"]["attribute_types"].values()) == {"float"}
+    assert out.metadata["attributes"] == {"g": 0.099975586}  # float16 0.1, shortest as a float32
+    if NCDUMP:
+        groups, _ = _ncdump(str(path))
+        root = groups["/"]
+        assert {name: decl["type"] for name, decl in root["vars"].items()} == \
+            {"v": "int", "h": "float", "hbe": "float", "bf": "float"}
+        for att, prefix, text in root["vars"]["v"]["attrs"]:
+            _check_ncdump_value(attrs[att], variables["v"]["attribute_types"][att], prefix, text)
+        (_, prefix, text), = root["gattrs"]
+        _check_ncdump_value(out.metadata["attributes"]["g"], "float", prefix, text)
+
+
+GROUP_TYPES_CDL = """netcdf grptypes {
+types:
+  int enum color_t {red = 1, green = 2} ;
+dimensions:
+  x = 2 ;
+variables:
+  color_t c(x) ;
+group: g1 {
+  types:
+    compound pair_t { int a ; int b ; } ;
+    byte enum color_t {blue = 0, cyan = 5} ;
+  dimensions:
+    y = 3 ;
+  variables:
+    pair_t p(x, y) ;
+      pair_t p:att = {1, 2} ;
+    color_t c2(y) ;
+      color_t c2:_FillValue = cyan ;
+    /color_t c3(x) ;
+      /color_t c3:att = green ;
+  group: sub {
+    types:
+      short(*) vs_t ;
+      compound wrap_t { vs_t v ; /color_t c ; } ;
+    variables:
+      /g1/pair_t q(y) ;
+      vs_t v(x) ;
+  }
+}
+group: g2 {
+  types:
+    compound pair_t { double a ; } ;
+  dimensions:
+    x = 4 ;
+  variables:
+    /g1/pair_t p(x) ;
+    pair_t p2(x) ;
+      /g1/pair_t p2:att = {3, 4} ;
+    /g1/sub/vs_t w ;
+  // group attributes:
+    /g1/color_t :gc = blue ;
+}
+}
+"""
+
+
+@needs_ncgen
+def test_user_defined_types_of_other_groups_are_named_by_their_path(tmp_path):
+    """A user-defined type is named as the CDL that made the file names it: bare where the name
+    resolves to it from the variable's (or attribute's, or type's) group, else by its absolute
+    path, as ncdump prints /g1/sub/vs_t. ncdump 4.9 prints the bare name whenever a type of
+    that name exists in the group or an ancestor, even another one (pair_t for /g1/pair_t in
+    /g2, which has its own pair_t); we give the path there, so that no name is ambiguous."""
+    path = _ncgen(tmp_path, GROUP_TYPES_CDL)
+    out = _extract(_source(str(path)))
+    assert dumps(out.metadata) == dumps(_with_backend(str(path), "h5py").metadata)
+    variables = out.metadata["variables"]
+    assert {(g, v): info["type"] for g, vs in variables.items() for v, info in vs.items()} == {
+        ("/", "c"): "color_t", ("/g1", "p"): "pair_t", ("/g1", "c2"): "color_t",
+        ("/g1", "c3"): "/color_t", ("/g1/sub", "q"): "pair_t", ("/g1/sub", "v"): "vs_t",
+        ("/g2", "p"): "/g1/pair_t", ("/g2", "p2"): "pair_t", ("/g2", "w"): "/g1/sub/vs_t"}
+    dtypes = {(r["group"], r["variable"]): r["dtype"] for r in out.rows["netcdf"]}
+    assert (dtypes[("/g2", "w")], dtypes[("/g2", "p")], dtypes[("/g1", "c3")]) == \
+        ("vlen:/g1/sub/vs_t", "compound:/g1/pair_t", "enum:/color_t")
+    assert dtypes[("/g1", "p")] == "compound:pair_t"  # the common case: unchanged
+    assert variables["/g2"]["p2"]["attribute_types"] == {"att": "/g1/pair_t"}
+    assert variables["/g1"]["c3"]["attribute_types"] == {"att": "/color_t"}
+    assert out.metadata["group_attribute_types"]["/g2"] == {"gc": "/g1/color_t"}
+    assert out.metadata["group_attributes"]["/g2"] == {"gc": "blue"}
+    types = out.metadata["types"]  # keyed by group: each name once per group
+    assert types["/g1"]["pair_t"]["fields"][0]["type"] == "int"
+    assert types["/g2"]["pair_t"]["fields"][0]["type"] == "double"
+    assert [f["type"] for f in types["/g1/sub"]["wrap_t"]["fields"]] == ["vs_t", "/color_t"]
+    listed = subprocess.run([NCDUMP, "-h", str(path)], capture_output=True, text=True, check=True).stdout
+    assert "/g1/sub/vs_t w ;" in listed and "pair_t q(y) ;" in listed  # where ncdump is unambiguous
+
+
+@needs_ncgen
+def test_char_array_members_of_several_dimensions_are_strings_per_row(tmp_path):
+    """A char array member of a compound of several dimensions is one string per run of its
+    last dimension, in order, as ncdump shows it ({"abc", "de"} for char c2(2, 3); flat for
+    more dimensions, as ncdump prints them, and as numeric array members are); of one
+    dimension one string ({"xy"}), as before."""
+    path = _ncgen(tmp_path, """netcdf c3 {
+types:
+  compound t { char c2(2, 3) ; char c3(2, 2, 3) ; char c1(4) ; int i(2, 2) ; } ;
+variables:
+  int v ;
+    t v:att = {{"abc", "de"}, {"ab", "c", "def", "g"}, {"xy"}, {1, 2, 3, 4}} ;
+}
+""")
+    listed = subprocess.run([NCDUMP, "-h", str(path)], capture_output=True, text=True, check=True).stdout
+    assert 't v:att = {{"abc", "de"}, {"ab", "c", "def", "g"}, {"xy"}, {1, 2, 3, 4}} ;' in listed
+    out = _extract(_source(str(path)))
+    assert out.rows == _with_backend(str(path), "h5py").rows
+    assert json.loads(out.rows["netcdf"][0]["attributes"]) == {
+        "att": {"c2": ["abc", "de"], "c3": ["ab", "c", "def", "g"], "c1": "xy", "i": [1, 2, 3, 4]}}
+
+
+@pytest.mark.parametrize("holder", ["root", "variable"])
+def test_an_attribute_of_two_dimensions_decides_nothing_and_costs_only_itself(tmp_path, holder):
+    """h5netcdf's invalid_netcdf=True writes attributes of two dimensions, which netCDF-C
+    cannot read (ncdump: "Can't open HDF5 attribute"). Such a file is classified by its
+    markers (only attribute names are sniffed), whichever object holds the attribute: netcdf,
+    ok, the attribute {"error": ...} in its place (its name decoded) and in read_errors. It
+    was hdf5 with the attribute on the root group, an error row (b'arr2d\\x00') on a variable
+    read after a dimension scale."""
+    from transforms.detect import detect
+    from transforms.listing import list_input
+
+    path = tmp_path / f"inv_{holder}.nc"
+    with h5py.File(path, "w") as f:
+        x = f.create_dataset("a_x", data=np.arange(3.0))  # sniffed before the variable
+        x.make_scale("a_x")
+        ok = f.create_dataset("ok", data=np.array([1, 2, 3], "i4"))
+        ok.dims[0].attach_scale(x)
+        ok.attrs["units"] = "m"
+        (f if holder == "root" else ok).attrs["arr2d"] = np.arange(6).reshape(2, 3)
+    (info,) = list(list_input(str(path)))
+    assert detect(info).format == "netcdf"
+    assert netcdf.looks_like_netcdf4(_source(str(path)))
+    error = ("NetCDFAttributeError: attribute 'arr2d' has more than one dimension: not a netCDF "
+             "attribute (netCDF-C cannot read it: NC_EATTMETA)")
+    for backend in ("raw", "h5py"):
+        out = _with_backend(str(path), backend)
+        row = next(r for r in out.rows["netcdf"] if r["variable"] == "ok")
+        attrs = json.loads(row["attributes"])
+        group_attrs = out.metadata["group_attributes"]["/"]
+        assert (group_attrs if holder == "root" else attrs)["arr2d"] == {"error": error}, backend
+        assert attrs["units"] == "m"
+        assert out.metadata["read_errors"] == [
+            {"group": "/", "variable": None if holder == "root" else "ok", "attribute": "arr2d", "error": error}]
+    if NCDUMP:
+        done = subprocess.run([NCDUMP, "-h", str(path)], capture_output=True, text=True, check=False)
+        assert "Can't open HDF5 attribute" in done.stderr + done.stdout

@@ -201,6 +201,8 @@ class _H5Stored:
         virtual layout, types whose stored bytes numpy cannot view as they are)."""
         from h5py import h5d, h5t
 
+        if not _numpy_can_hold(ds):
+            return None
         dtype = ds.dtype
         if dtype.kind not in "iuf" or dtype.itemsize > 8 or dtype.names or dtype.subdtype or not ds.shape:
             return None
@@ -535,6 +537,25 @@ def _pad_unwritten(cf: _CFValues, slab: Slab, extent: tuple[int, ...],
     return out
 
 
+def _numpy_can_hold(ds: Any) -> bool:
+    """Whether h5py has a numpy dtype for the dataset's type (not for 24- or 40-bit integers)."""
+    try:
+        ds.dtype  # noqa: B018 - h5py maps the type on access
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _h5_read_as(ds: Any, slab: Slab, dtype: np.dtype) -> np.ndarray:
+    """The values of ``slab`` converted by HDF5 to ``dtype``, the native type netCDF-C reads
+    them as (a float16 or bfloat16 as float32, a 24-bit integer as int32), where numpy has no
+    dtype for the stored type or h5py's is not the netCDF type."""
+    out = np.empty(tuple(hi - lo for lo, hi in slab), dtype)
+    if out.size:
+        ds.read_direct(out, _slices(slab) if slab else None)
+    return out
+
+
 class _NetCDF4Reader:
     def __init__(self, f: Any, size: int, fileobj: IO[bytes] | None = None) -> None:
         self._f = f
@@ -543,13 +564,13 @@ class _NetCDF4Reader:
         self._vars: dict[tuple[str, str], tuple[Any, _CFValues, tuple[int, ...]]] = {}
         self._stored: dict[tuple[str, str], _H5Stored | None] = {}
         self._unreadable: dict[tuple[str, str], str] = {}
+        self._convert: dict[tuple[str, str], bool] = {}
 
     def arrays(self) -> list[ArrayRef]:
-        from h5py import h5d
-
         from transforms.formats import netcdf
 
-        root = netcdf.read_netcdf4_model(netcdf._H5pyBackend(self._f.id, self._size), attributes=False)
+        backend = netcdf._H5pyBackend(self._f.id, self._size)
+        root = netcdf.read_netcdf4_model(backend, attributes=False)
         refs = []
         for group in root.walk():
             h5group = self._f[group.path]
@@ -559,9 +580,11 @@ class _NetCDF4Reader:
                     continue
                 name = netcdf.NON_COORD_PREFIX + var.name
                 ds = h5group[name] if name in h5group else h5group[var.name]
-                no_fill = ds.id.get_create_plist().get_fill_time() == h5d.FILL_TIME_NEVER
-                attrs = {k: _attr(ds.attrs[k]) for k in CF_ATTRIBUTES if k in ds.attrs}
-                cf = _CFValues(np.dtype(code), attrs, no_fill)
+                # typed as netCDF-C types them (a float16 scale_factor is a float)
+                attrs = _typed_attrs(*netcdf.read_netcdf4_attributes(backend, ds.id, CF_ATTRIBUTES))
+                # netCDF-C's fill mode (hdf5open.c get_fill_info): off unless the dataset has a
+                # user-defined HDF5 fill value, whatever its fill time
+                cf = _CFValues(np.dtype(code), attrs, var.storage["no_fill"])
                 shape = tuple(d.size for d in var.dims)
                 key = (group.path, var.name)
                 reason = _h5_unreadable(ds)  # a filter libhdf5 does not have (zstd, bzip2...)
@@ -569,6 +592,8 @@ class _NetCDF4Reader:
                     self._unreadable[key] = reason
                 self._vars[key] = (ds, cf, tuple(ds.shape))
                 self._stored[key] = _H5Stored.of(ds, self._fileobj) if self._fileobj is not None else None
+                # h5py's dtype is not the netCDF type (float16, 24-bit integers): HDF5 converts
+                self._convert[key] = not _numpy_can_hold(ds) or ds.dtype.newbyteorder("=") != cf.dtype
                 refs.append(ArrayRef(table="netcdf", key=(("group", group.path),
                                                           ("variable", var.name)),
                                      shape=shape, itemsize=cf.dtype.itemsize, chunks=ds.chunks,
@@ -579,6 +604,8 @@ class _NetCDF4Reader:
         if ref.locator in self._unreadable:
             raise ArrayUnreadable(self._unreadable[ref.locator])
         ds, cf, extent = self._vars[ref.locator]
+        if self._convert[ref.locator]:  # read converted by HDF5 to the netCDF type
+            return cf.apply(_pad_unwritten(cf, slab, extent, lambda part: _h5_read_as(ds, part, cf.dtype)))
         if not slab:
             return cf.apply(ds[()])
         return cf.apply(_pad_unwritten(cf, slab, extent, lambda part: ds[_slices(part)]))
@@ -628,7 +655,7 @@ class _ClassicReader:
             if code is None:
                 continue
             dtype = np.dtype(">" + code)
-            attrs = _classic_attrs(json.loads(row["attributes"]), info["attribute_types"])
+            attrs = _typed_attrs(json.loads(row["attributes"]), info["attribute_types"])
             cf = _CFValues(dtype, attrs, no_fill=False)  # classic files: fill mode is on
             shape = tuple(row["shape"])
             stride = recsize if info["record"] else None
@@ -694,9 +721,9 @@ def _magic(fileobj: IO[bytes]) -> bytes:
     return fileobj.read(4)
 
 
-def _classic_attrs(values: dict[str, Any], types: dict[str, str]) -> dict[str, Any]:
-    """Attribute values of the classic header (JSON of the netcdf rows) as numpy values of their
-    netCDF types, as netCDF4-python returns them."""
+def _typed_attrs(values: dict[str, Any], types: dict[str, str]) -> dict[str, Any]:
+    """Attribute values as in the netcdf rows (JSON values, with their netCDF type names) as
+    numpy values of their netCDF types, as netCDF4-python returns them."""
     special = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
     attrs = {}
     for name, value in values.items():

@@ -12,11 +12,14 @@ One row per variable in every group of the ``netcdf`` table. ``files.metadata`` 
                               "attribute_types": {...}, + storage details}}}
     types                   {group: {name: definition}}: user-defined (compound, vlen, enum,
                             opaque) types of NetCDF-4 files
+    read_errors             [{"group", "variable", "attribute", "error"}]: attributes that could
+                            not be read (their value is {"error": ...}); only when there are
     classic only:           numrecs, numrecs_streaming, header_size; per variable begin,
                             vsize, record
     NetCDF-4 only:          nc_properties (the hidden _NCProperties), superblock_version; per
                             variable storage (contiguous/chunked/compact), chunk_sizes, filters
-                            ([{"id", "name", "params"}]), endianness (as ``ncdump -s``)
+                            ([{"id", "name", "params"}]), endianness, no_fill (fill mode off:
+                            no user-defined HDF5 fill value), as ``ncdump -s``
 
 * Classic files: a small pure-Python parser of the header (magic, numrecs, dim_list,
   gatt_list, var_list) with bounded reads, first from ``source.head``: local and remote files
@@ -42,8 +45,10 @@ One row per variable in every group of the ``netcdf`` table. ``files.metadata`` 
 
 Encodings: ``shape`` is null when a length does not fit in int64 (a CDF-5 dimension or record
 count can claim up to 2^64 - 2; ``metadata.dimensions`` keeps the number). ``dtype`` is the numpy dtype of the values as netCDF delivers them (native byte
-order): int8 ... uint64, float32, float64; ``|S1`` for ``char``; ``str`` for ``string``;
-``compound:NAME``, ``vlen:NAME``, ``enum:NAME``, ``opaque:NAME`` for user-defined types.
+order): int8 ... uint64, float32, float64 (an integer of another size or precision: the
+native integer netCDF-C reads it as, int32 for 24 bits); ``|S1`` for ``char``; ``str`` for ``string``;
+``compound:NAME``, ``vlen:NAME``, ``enum:NAME``, ``opaque:NAME`` for user-defined types (NAME
+the type's path, ``/g1/pair_t``, where its bare name would not resolve to it from the group).
 Attribute values of length one are scalars, longer ones lists (as ncdump prints them); empty
 numeric attributes are ``[]``; ``char`` attributes are one string (UTF-8, trailing NULs
 dropped; ``{"base64": ...}`` when not UTF-8); ``float`` values are the shortest decimal that round-trips
@@ -68,7 +73,8 @@ from h5py import h5, h5a, h5d, h5g, h5l, h5o, h5p, h5r, h5s, h5t
 
 from transforms.formats.arrays import open_netcdf_arrays
 from transforms.formats.base import (
-    REMOTE_BLOCK_SIZE, Extraction, Extractor, SchemaTables, Source, cf_text, dumps, jsonable,
+    REMOTE_BLOCK_SIZE, Extraction, Extractor, SchemaTables, Source, cf_text, dumps,
+    format_error, jsonable,
 )
 
 TABLE = "netcdf"
@@ -109,11 +115,21 @@ _NETCDF4_MARKERS = frozenset({"_Netcdf4Dimid", "_Netcdf4Coordinates", "_nc3_stri
 #: How many HDF5 objects looks_like_netcdf4() inspects before calling a file plain HDF5.
 SNIFF_OBJECTS = 64
 
-__all__ = ["EXTRACTOR", "HIDDEN_ATTRIBUTES", "extract", "looks_like_netcdf4", "read_netcdf4_model"]
+__all__ = ["EXTRACTOR", "HIDDEN_ATTRIBUTES", "extract", "looks_like_netcdf4", "read_netcdf4_attributes",
+           "read_netcdf4_model"]
 
 
 class NetCDFError(ValueError):
     """A NetCDF file whose header is malformed, truncated or claims impossible sizes."""
+
+
+class NetCDFAttributeError(NetCDFError):
+    """One attribute that cannot be read (its type or its shape): its value is
+    ``{"error": ...}``, listed in ``files.metadata.read_errors``; the file stays ok."""
+
+    def __init__(self, message: str, desc: tuple | None = None) -> None:
+        super().__init__(message)
+        self.desc = desc  # the attribute's type, when known
 
 
 # --- values ------------------------------------------------------------------------------
@@ -377,7 +393,9 @@ def _streaming_numrecs(size: int, variables: list[dict[str, Any]],
 # the rare structures the raw reader does not implement (it raises _Unsupported for them).
 #
 # Type descriptions ("desc") are tuples, compared structurally (as H5Tequal does):
-#   ("int", size, signed, big_endian)   ("float", size, big_endian)
+#   ("int", size, signed, big_endian, precision, bit_offset)
+#   ("float", size, big_endian, layout)  layout: (precision, bit offset, sign, exponent and
+#       mantissa positions and sizes, exponent bias, mantissa normalization as stored)
 #   ("string", is_vlen, size)           ("compound", size, ((name, offset, desc), ...))
 #   ("enum", base, ((name, value), ...))  ("vlen", base)   ("opaque", size)
 #   ("array", dims, base)               ("reference", size)   ("other", class)
@@ -387,7 +405,25 @@ _UNLIMITED_H5 = h5s.UNLIMITED
 _INT_NAMES = {(1, True): "byte", (2, True): "short", (4, True): "int", (8, True): "int64",
               (1, False): "ubyte", (2, False): "ushort", (4, False): "uint",
               (8, False): "uint64"}
-_FLOAT_NAMES = {4: "float", 8: "double"}
+#: IEEE 754 binary16/32/64 layouts (see the float desc), which numpy reads as they are stored.
+_IEEE_LAYOUTS = {2: (16, 0, 15, 10, 5, 0, 10, 15, 2), 4: (32, 0, 31, 23, 8, 0, 23, 127, 2),
+                 8: (64, 0, 63, 52, 11, 0, 52, 1023, 2)}
+
+
+def _float_name(size: int) -> str | None:
+    """netCDF's type of a float of ``size`` bytes, as netCDF-C types it through
+    H5Tget_native_type() with HDF5 before 1.14.4: the smallest of float and double that
+    holds it (a float16 or bfloat16 is a ``float``); long double (``None``) is no netCDF type.
+    HDF5 1.14.4 added a native float16, which netCDF-C built on it does not map to ``float``."""
+    return "float" if size <= 4 else "double" if size <= 8 else None
+
+
+def _native_int_size(precision: int) -> int:
+    """The size of the native integer H5Tget_native_type() maps an integer of this precision
+    to: the smallest of char, short, int, long long that holds its bits (long long beyond).
+    netCDF-C types integers by it: a 24-bit integer is an ``int``, a 40-bit one an
+    ``int64``, 12 bits in 2 bytes a ``short``."""
+    return next((n for n in (1, 2, 4) if precision <= 8 * n), 8)
 
 
 class _Skip(Exception):
@@ -415,12 +451,14 @@ class _Var:
         "dims",
         "dtype",
         "extent",
+        "handle",
         "is_scale",
         "maxdims",
         "name",
         "nctype",
         "scales",
         "storage",
+        "user_type",
     )
 
     def __init__(self, name: str, extent: list[int], maxdims: list[int | None]) -> None:
@@ -429,21 +467,27 @@ class _Var:
         self.dimids: list[int] | None = None
         self.scales: list[Any] | None = None
         self.is_scale = False
+        self.user_type: int | None = None  # index in _Model.types
+        self.attrs: dict[str, Any] = {}
+        self.atypes: dict[str, str] = {}
+        self.handle: Any = None
 
 
 class _Group:
     __slots__ = ("attrs", "atypes", "children", "dims",
-        "identity", "parent", "path", "types", "vars")
+        "handle", "identity", "parent", "path", "read_errors", "types", "vars")
 
     def __init__(self, path: str, parent: _Group | None) -> None:
         self.path, self.parent = path, parent
         self.identity: Any = None
+        self.handle: Any = None
         self.dims: list[_Dim] = []
         self.vars: list[_Var] = []
         self.attrs: dict[str, Any] = {}
         self.atypes: dict[str, str] = {}
         self.types: dict[str, dict[str, Any]] = {}
         self.children: list[_Group] = []
+        self.read_errors: list[dict[str, Any]] = []  # the root's: the file's unreadable attributes
 
     def lineage(self) -> Iterable[_Group]:
         group: _Group | None = self
@@ -464,14 +508,18 @@ class _Model:
         self.b = backend
         self.attributes = attributes
         self.next_dimid = 0
-        self.types: list[tuple[str, tuple, dict[str, Any]]] = []  # committed, in read order
+        self.types: list[tuple[_Group, str, tuple]] = []  # committed: (group, name, desc), read order
+        self.errors: list[dict[str, Any]] = []  # attributes that could not be read
 
     # types -----------------------------------------------------------------------------
-    def type_name(self, desc: tuple, for_variable: bool) -> str:
+    def type_name(self, desc: tuple, for_variable: bool, where: _Group | None = None) -> str:
+        """netCDF's name of a type used in group ``where``: an atomic type's, or a
+        user-defined type's as :meth:`type_ref` gives it. Raises _Skip for a type netCDF-C
+        cannot map (NC_EBADTYPID)."""
         kind = desc[0]
         if kind == "int" or kind == "float":
-            name = (_INT_NAMES.get((desc[1], desc[2])) if kind == "int"
-                    else _FLOAT_NAMES.get(desc[1]))
+            name = (_INT_NAMES.get((_native_int_size(desc[4]), desc[2])) if kind == "int"
+                    else _float_name(desc[1]))
             if name is not None:
                 return name
             if for_variable:  # get_type_info2() falls through to NC_STRING for odd sizes
@@ -481,12 +529,33 @@ class _Model:
             if desc[1] or (for_variable and desc[2] > 1):
                 return "string"
             return "char"
-        for name, committed, _ in self.types:  # nc4_rec_find_hdf_type(): first H5Tequal
+        return self.type_ref(self.user_type(desc), where)
+
+    def user_type(self, desc: tuple) -> int:
+        """nc4_rec_find_hdf_type(): the first committed type (in read order, file-wide) equal
+        to ``desc`` (H5Tequal), as its index in ``self.types``; _Skip when there is none."""
+        for index, (_, _, committed) in enumerate(self.types):
             if committed == desc:
-                return name
+                return index
         raise _Skip
 
-    def definition(self, desc: tuple) -> dict[str, Any]:
+    def type_ref(self, index: int, where: _Group | None) -> str:
+        """How a user-defined type is named where group ``where`` uses it: its bare name when
+        a reader of the CDL resolves that name from ``where`` to it (the nearest group, ``where``
+        or an ancestor, that defines a type of that name defines this one), else its absolute
+        path (``/g1/sub/vs_t``), as ncdump prints a type of a group that is not an ancestor."""
+        group, name, _ = self.types[index]
+        for g in where.lineage() if where is not None else ():
+            if name in g.types:
+                if g is group:
+                    return name
+                break
+        else:
+            if where is None:
+                return name
+        return f"{group.path.rstrip('/')}/{name}"
+
+    def definition(self, desc: tuple, where: _Group) -> dict[str, Any]:
         kind = desc[0]
         if kind == "compound":
             fields = []
@@ -495,13 +564,13 @@ class _Model:
                 if member[0] == "array":
                     field["dims"] = list(member[1])
                     member = member[2]
-                field["type"] = self.type_name(member, False)
+                field["type"] = self.type_name(member, False, where)
                 fields.append(field)
             return {"class": "compound", "size": desc[1], "fields": fields}
         if kind == "vlen":
-            return {"class": "vlen", "base": self.type_name(desc[1], False)}
+            return {"class": "vlen", "base": self.type_name(desc[1], False, where)}
         if kind == "enum":
-            return {"class": "enum", "base": self.type_name(desc[1], False),
+            return {"class": "enum", "base": self.type_name(desc[1], False, where),
                     "members": dict(desc[2])}
         if kind == "opaque":
             return {"class": "opaque", "size": desc[1]}
@@ -512,7 +581,7 @@ class _Model:
     def json_value(self, desc: tuple, value: Any) -> Any:
         kind = desc[0]
         if kind == "float":
-            return shortest_float32(value) if desc[1] == 4 else value
+            return shortest_float32(value) if desc[1] <= 4 else value
         if kind == "int":
             return value
         if kind == "string":
@@ -529,33 +598,56 @@ class _Model:
             base = desc[1] if kind == "vlen" else desc[2]
             if kind == "array" and base[0] == "string" and not base[1] and \
                     all(isinstance(item, bytes) for item in value):
-                return _value_text(b"".join(value))  # a char array member: one string, as ncdump
+                # a char array member: one string, as ncdump's {"ab"}; of several dimensions,
+                # one string per run of the last, in order, as ncdump's {"abc", "de"}
+                joined = b"".join(value)
+                if len(desc[1]) <= 1:
+                    return _value_text(joined)
+                width = max(1, desc[1][-1] * base[2])
+                return [_value_text(joined[i:i + width]) for i in range(0, len(joined), width)]
             return [self.json_value(base, item) for item in value]
         if kind == "opaque":
             return "0x" + bytes(value).hex().upper()
         return value
 
     # attributes ------------------------------------------------------------------------
-    def read_attrs(self, obj: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    def read_attrs(self, obj: Any, where: _Group | None, variable: str | None,
+                   names: Iterable[str] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+        """The netCDF attributes of group ``where`` or of its ``variable``, only ``names``
+        when given. One that cannot be read (:class:`NetCDFAttributeError`) is
+        ``{"error": ...}``, listed in ``self.errors``."""
         values: dict[str, Any] = {}
         types: dict[str, str] = {}
-        if not self.attributes:
+        if not self.attributes and names is None:
             return values, types
+        wanted = None if names is None else frozenset(names)
         for name in self.b.attribute_names(obj):
-            if name in HIDDEN_ATTRIBUTES:
+            if name in HIDDEN_ATTRIBUTES or (wanted is not None and name not in wanted):
                 continue
-            desc, space, raw = self.b.attribute(obj, name)
+            try:
+                desc, space, raw = self.b.attribute(obj, name)
+            except NetCDFAttributeError as exc:
+                try:
+                    if exc.desc is not None:
+                        self.type_name(exc.desc, False, where)
+                except _Skip:
+                    continue  # a type netCDF-C cannot map: not an attribute (NC_EBADTYPID)
+                message = format_error(exc.__cause__ or exc)
+                values[name] = {"error": message}
+                self.errors.append({"group": where.path if where else None, "variable": variable,
+                                    "attribute": name, "error": message})
+                continue
             kind = desc[0]
             try:
                 if kind == "string" and not desc[1]:  # read_hdf5_att(): NC_CHAR unless 1-D
                     tname = "string" if space == "simple" else "char"
                 else:
-                    tname = self.type_name(desc, False)
+                    tname = self.type_name(desc, False, where)
             except _Skip:
                 continue
             if tname == "char":
                 value: Any = _value_text(raw[0]) if raw else ""
-            elif kind == "float" and desc[1] == 4:
+            elif tname == "float":
                 value = [shortest_float32(v) for v in raw]
             elif kind == "int" or kind == "float":
                 value = raw
@@ -590,15 +682,9 @@ class _Model:
             elif kind == "group":
                 children.append((name, obj))
             elif kind == "type":
-                desc = self.b.committed_type(obj)
-                self.types.append((name, desc, {}))
-                try:
-                    definition = self.definition(desc)
-                except _Skip:
-                    definition = {"class": "unknown"}
-                self.types[-1] = (name, desc, definition)
-                group.types[name] = definition
-        group.attrs, group.atypes = self.read_attrs(handle)
+                self.types.append((group, name, self.b.committed_type(obj)))
+                group.types[name] = {}  # defined by finish_types(), once all are read
+        group.handle = handle
         for name, obj in children:
             identity = self.b.identity(obj)
             if any(g.identity == identity for g in group.lineage()):
@@ -645,20 +731,48 @@ class _Model:
         elif var.dimids is None and extent and "DIMENSION_LIST" in names:
             var.scales = self.b.dimension_list(ds, len(extent))
         try:
-            var.nctype = self.type_name(desc, True)
+            var.nctype = self.type_name(desc, True, group)  # a user type's renamed by finish_types()
         except _Skip:
-            return  # netCDF-C skips datasets of types it cannot map
+            return  # netCDF-C skips datasets of types it cannot map (a type not read before)
         var.dtype = _DTYPE_OF.get(var.nctype)
         if var.dtype is None:
-            definition = next((d for n, _, d in self.types if n == var.nctype), {})
-            var.dtype = f"{definition.get('class', 'user')}:{var.nctype}"
-        var.attrs, var.atypes = self.read_attrs(ds)
+            var.user_type = self.user_type(desc)
+        var.handle = ds
         var.storage = self.b.storage(ds)
         kind = desc[0]
-        # no byte order for 1-byte integers (ncdump -hs prints no _Endianness for them)
-        big = (desc[3] if desc[1] > 1 else None) if kind == "int" else desc[2] if kind == "float" else None
+        # no byte order for 1-byte netCDF types (ncdump -hs prints no _Endianness for them)
+        if kind == "int":
+            big = desc[3] if _native_int_size(desc[4]) > 1 else None
+        else:
+            big = desc[2] if kind == "float" else None
         var.storage["endianness"] = None if big is None else "big" if big else "little"
+        var.storage["no_fill"] = var.storage.pop("no_fill")  # after endianness, as ncdump -hs
         group.vars.append(var)
+
+    def finish_types(self, root: _Group) -> None:
+        """Once every group is read: the user-defined types' definitions, and the names of
+        the variables' user-defined types (``dtype`` ``class:name``), named as seen from
+        their groups (see :meth:`type_ref`)."""
+        for group, name, desc in self.types:
+            try:
+                group.types[name] = self.definition(desc, group)
+            except _Skip:
+                group.types[name] = {"class": "unknown"}
+        for group in root.walk():
+            for var in group.vars:
+                if var.user_type is not None:
+                    owner, name, _ = self.types[var.user_type]
+                    var.nctype = self.type_ref(var.user_type, group)
+                    var.dtype = f"{owner.types[name].get('class', 'user')}:{var.nctype}"
+
+    def read_all_attrs(self, root: _Group) -> None:
+        """Every group's and variable's attributes, once every type is known: netCDF-C reads
+        attributes when asked, after all the file's types (an attribute may use a type that
+        is committed after its object, or in another group)."""
+        for group in root.walk():
+            group.attrs, group.atypes = self.read_attrs(group.handle, group, None)
+            for var in group.vars:
+                var.attrs, var.atypes = self.read_attrs(var.handle, group, var.name)
 
     # dimensions ------------------------------------------------------------------------
     def match_dimensions(self, group: _Group) -> None:
@@ -680,7 +794,11 @@ class _Model:
 
     @staticmethod
     def _dim_by_id(group: _Group, var: _Var, dimid: int) -> _Dim:
-        for g in group.lineage():
+        """nc4_find_dim(): the dimension with this id anywhere in the file (netCDF-C looks ids
+        up in one list of all dimensions: a variable may use a dimension of a group that is
+        not its ancestor, ncgen writes such files); the group's and its ancestors' first."""
+        lineage = list(group.lineage())
+        for g in (*lineage, *lineage[-1].walk()):
             for dim in g.dims:
                 if dim.id == dimid:
                     return dim
@@ -714,7 +832,9 @@ class _Model:
 
 
 def _unlimited_length(dim: _Dim) -> int:
-    """nc4_find_dim_len(): the longest extent of any variable using the dimension."""
+    """nc4_find_dim_len(): the longest extent of any variable using the dimension in its group
+    or below (netCDF-C looks no further: a variable of another group that uses it does not
+    lengthen it, and reads as long as the dimension)."""
     length = 0
     for g in dim.group.walk():
         for var in g.vars:
@@ -757,12 +877,24 @@ def read_netcdf4_model(backend: Any, root_handle: Any = None, attributes: bool =
     root = _Group("/", None)
     root.identity = backend.identity(root_handle)
     model.read_group(root_handle, root)
+    model.finish_types(root)
+    if attributes:
+        model.read_all_attrs(root)
     model.match_dimensions(root)
     for group in root.walk():
         for dim in group.dims:
             if dim.unlimited:
                 dim.size = _unlimited_length(dim)
+    root.read_errors = model.errors
     return root
+
+
+def read_netcdf4_attributes(backend: Any, obj: Any, names: Iterable[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The attributes ``names`` (those present) of one HDF5 object as netCDF-C reads them:
+    values as in the ``netcdf`` rows, and their netCDF type names (``float`` for a float16,
+    ``int`` for a 24-bit integer; types netCDF-C cannot map left out). For the ``--stats``
+    reader, which needs a few by name."""
+    return _Model(backend).read_attrs(obj, None, None, names)
 
 
 def _read_netcdf4(backend: Any, out: Extraction) -> None:
@@ -792,6 +924,8 @@ def _read_netcdf4(backend: Any, out: Extraction) -> None:
             for var in group.vars} for group in root.walk()},
         "types": {group.path: group.types for group in root.walk() if group.types},
     })
+    if root.read_errors:
+        out.metadata["read_errors"] = root.read_errors
     for group in root.walk():
         _add_rows(out, group.path, (
             {"name": var.name, "dimensions": [d.name for d in var.dims],
@@ -815,9 +949,11 @@ def _desc_of(tid: Any) -> tuple:
     cls = tid.get_class()
     if cls == h5t.INTEGER:
         return ("int", tid.get_size(), tid.get_sign() != h5t.SGN_NONE,
-                tid.get_order() == h5t.ORDER_BE)
+                tid.get_order() == h5t.ORDER_BE, tid.get_precision(), tid.get_offset())
     if cls == h5t.FLOAT:
-        return ("float", tid.get_size(), tid.get_order() == h5t.ORDER_BE)
+        norm = {h5t.NORM_NONE: 0, h5t.NORM_MSBSET: 1, h5t.NORM_IMPLIED: 2}[tid.get_norm()]
+        return ("float", tid.get_size(), tid.get_order() == h5t.ORDER_BE,
+                (tid.get_precision(), tid.get_offset(), *tid.get_fields(), tid.get_ebias(), norm))
     if cls == h5t.STRING:
         vlen = bool(tid.is_variable_str())
         return ("string", vlen, 0 if vlen else tid.get_size())
@@ -847,7 +983,11 @@ def _py_value(desc: tuple, value: Any) -> Any:
         return tuple(_py_value(member, value[i]) for i, (_, _, member) in enumerate(desc[2]))
     if kind == "vlen" or kind == "array":
         base = desc[1] if kind == "vlen" else desc[2]
-        return [_py_value(base, v) for v in np.asarray(value).reshape(-1)]
+        arr = np.asarray(value)
+        if base[0] == "string" and not base[1] and arr.dtype.kind == "S" and base[2]:
+            data = arr.tobytes()  # each element as stored: numpy's drop their trailing NULs
+            return [data[i:i + base[2]] for i in range(0, len(data), base[2])]
+        return [_py_value(base, v) for v in arr.reshape(-1)]
     if kind == "opaque":
         return bytes(np.asarray(value).tobytes())
     if kind == "string":
@@ -863,7 +1003,17 @@ _FILTER_NAMES = {1: "deflate", 2: "shuffle", 3: "fletcher32", 4: "szip", 5: "nbi
                  32015: "zstd"}
 
 
+#: H5_SZIP_CHIP_OPTION_MASK | H5_SZIP_EC_OPTION_MASK | H5_SZIP_NN_OPTION_MASK
+_SZIP_ALL_MASKS = 0x26
+
+
 def _filter(code: int, params: list[int]) -> dict[str, Any]:
+    """A filter as ``ncdump -hs`` shows it (``_Filter = "id,params"``). HDF5 stores szip's two
+    parameters expanded to four (the options mask with its own flags added, pixels per
+    block, bits per pixel, pixels per scanline); netCDF-C (get_filter_info) gives back the
+    two set: the options masked by H5_SZIP_ALL_MASKS, and pixels per block."""
+    if code == 4 and len(params) == 4:
+        params = [params[0] & _SZIP_ALL_MASKS, params[1]]
     return {"id": code, "name": _FILTER_NAMES.get(code), "params": params}
 
 
@@ -912,26 +1062,40 @@ class _H5pyBackend:
         if n > self.file_size:
             raise NetCDFError(f"attribute {name} claims {n} values, more than the file holds")
         if kind == h5s.SIMPLE and space.get_simple_extent_ndims() > 1 and desc[0] != "string":
-            raise NetCDFError(f"attribute {name} has more than one dimension")
+            raise NetCDFAttributeError(_several_dimensions(name), desc)
         if not n:
             return desc, scalar, []
-        key = desc[:3] if desc[0] == "int" else desc[:2]
+        try:
+            return desc, scalar, self._values(attr, tid, desc, n)
+        except (TypeError, ValueError) as exc:  # no numpy type for it (a compound of int24s)
+            raise NetCDFAttributeError(f"attribute {name!r}: {exc}", desc) from exc
+
+    @staticmethod
+    def _values(attr: Any, tid: Any, desc: tuple, n: int) -> list[Any]:
+        # as netCDF-C reads it, in the native type H5Tget_native_type() gives (a 24-bit integer
+        # as a 32-bit one, a float16 as a float)
+        if desc[0] == "int":
+            key: tuple = ("int", _native_int_size(desc[4]), desc[2])
+        elif desc[0] == "float" and desc[1] <= 8:  # a float16 as a float
+            key = ("float", 4 if desc[1] <= 4 else 8)
+        else:
+            key = desc[:2]
         if key in _MTYPES:
             mtype, dtype = _MTYPES[key]
             arr = np.empty(n, dtype)
             attr.read(arr, mtype=mtype)
-            return desc, scalar, arr.tolist()
+            return arr.tolist()
         if desc[0] == "string":
             if desc[1]:
                 arr = np.empty(n, object)
                 attr.read(arr, mtype=_VLEN_STR)
-                return desc, scalar, [v or b"" for v in arr.tolist()]
+                return [v or b"" for v in arr.tolist()]
             arr = np.empty(n, f"V{desc[2]}")
             attr.read(arr, mtype=tid)
-            return desc, scalar, [v.tobytes() for v in arr]
+            return [v.tobytes() for v in arr]
         arr = np.empty(n, attr.dtype)
         attr.read(arr)
-        return desc, scalar, [_py_value(desc, v) for v in arr]
+        return [_py_value(desc, v) for v in arr]
 
     def dataset(self, ds: Any) -> tuple[list[int], list[int | None], tuple]:
         space = ds.get_space()
@@ -952,7 +1116,8 @@ class _H5pyBackend:
             filters.append(_filter(code, list(values)))
         return {"storage": _LAYOUTS.get(layout, str(layout)),
                 "chunk_sizes": list(dcpl.get_chunk()) if layout == h5d.CHUNKED else None,
-                "filters": filters}
+                "filters": filters,
+                "no_fill": dcpl.fill_value_defined() != h5d.FILL_VALUE_USER_DEFINED}
 
     def identity(self, obj: Any) -> Any:
         stat = h5g.get_objinfo(obj)
@@ -982,6 +1147,27 @@ _UNPACK = {n: struct.Struct(f"<{c}").unpack_from for n, c in ((1, "B"), (2, "H")
 _MSG_V2 = struct.Struct("<BHB").unpack_from
 _MSG_V2_CRT = struct.Struct("<BHBH").unpack_from
 _ATTR_HEAD = struct.Struct("<BBHHH").unpack_from
+
+
+def _several_dimensions(name: str) -> str:
+    return (f"attribute {name!r} has more than one dimension: not a netCDF attribute "
+            "(netCDF-C cannot read it: NC_EATTMETA)")
+
+
+def _odd_ints(desc: tuple, data: bytes, n: int) -> list[int]:
+    """Integers of a size numpy has no type for (3, 5, 6, 7 bytes) or with fewer bits than
+    their bytes: the ``precision`` bits at ``bit_offset``, sign-extended, as HDF5 converts
+    them to the native integer netCDF-C reads them as."""
+    _, size, signed, big, precision, offset = desc
+    if size > 8 or not 0 < precision <= 8 * size:
+        raise _Unsupported(f"{size}-byte integer of precision {precision}")
+    mask, top = (1 << precision) - 1, 1 << (precision - 1)
+    values = []
+    for i in range(n):
+        value = int.from_bytes(data[i * size:(i + 1) * size], "big" if big else "little")
+        value = (value >> offset) & mask
+        values.append(value - (1 << precision) if signed and value & top else value)
+    return values
 
 
 def _le(data: bytes, pos: int, size: int) -> int:
@@ -1207,10 +1393,14 @@ class _RawHDF5:
         bits = _le(body, pos + 1, 3)
         size = _le(body, pos + 4, 4)
         p = pos + 8
-        if cls == 0:  # fixed point
-            return ("int", size, bool(bits & 0x08), bool(bits & 0x01)), p + 4 - pos
-        if cls == 1:  # floating point
-            return ("float", size, bool(bits & 0x01)), p + 12 - pos
+        if cls == 0:  # fixed point: bit offset, bit precision
+            return ("int", size, bool(bits & 0x08), bool(bits & 0x01), _le(body, p + 2, 2),
+                    _le(body, p, 2)), p + 4 - pos
+        if cls == 1:  # floating point: offset, precision, exponent and mantissa fields, bias
+            layout = (_le(body, p + 2, 2), _le(body, p, 2), (bits >> 8) & 0xFF, _le(body, p + 4, 1),
+                      _le(body, p + 5, 1), _le(body, p + 6, 1), _le(body, p + 7, 1),
+                      _le(body, p + 8, 4), (bits >> 4) & 3)
+            return ("float", size, bool(bits & 0x01), layout), p + 12 - pos
         if cls == 3:
             return ("string", False, size), p - pos
         if cls == 6:  # compound
@@ -1322,13 +1512,15 @@ class _RawHDF5:
         if kind == "int" or kind == "float":
             size = desc[1]
             if kind == "int":
+                if size not in (1, 2, 4, 8) or desc[4] != 8 * size or desc[5]:
+                    return _odd_ints(desc, data, n)
                 code = ("i" if desc[2] else "u") + str(size)
                 order = ">" if desc[3] else "<"
             else:
+                if _IEEE_LAYOUTS.get(size) != desc[3]:  # bfloat16, long double...: HDF5 converts
+                    raise _Unsupported(f"{size}-byte float of layout {desc[3]}")
                 code = "f" + str(size)
                 order = ">" if desc[2] else "<"
-            if size not in (1, 2, 4, 8):
-                raise _Unsupported(f"{size}-byte {kind}")
             return np.frombuffer(data, order + code, n).tolist()
         if kind == "string":
             if desc[1]:
@@ -1455,18 +1647,19 @@ class _RawHDF5:
         n = 0
         if kind == "simple":
             if len(dims) > 1 and desc[0] != "string":
-                raise NetCDFError(f"attribute {name!r} has more than one dimension")
+                kind = "several"  # not a netCDF attribute: attribute() raises for it
             n = 1
             for d in dims:
                 n *= d
         elif kind == "scalar":
             n = 1
         data = body[pos:]
+        text = name.rstrip(b"\x00").decode("utf-8", "replace")
         need = n * self.size_of(desc)
         if need > len(data):
-            raise NetCDFError(f"attribute {name!r} claims {need} bytes of values, its message "
+            raise NetCDFError(f"attribute {text!r} claims {need} bytes of values, its message "
                               f"holds {len(data)}")
-        return name.rstrip(b"\x00").decode("utf-8", "replace"), desc, kind, data, n
+        return text, desc, kind, data, n
 
     def attributes(self, hdr: _Header) -> dict[str, tuple[tuple, str, bytes, int]]:
         if hdr._attrs is not None:
@@ -1651,6 +1844,8 @@ class _RawHDF5:
 
     def attribute(self, hdr: _Header, name: str) -> tuple[tuple, str, list[Any]]:
         desc, space, data, n = self.attributes(hdr)[name]
+        if space == "several":
+            raise NetCDFAttributeError(_several_dimensions(name), desc)
         return desc, space, self.decode(desc, data, n) if n else []
 
     def dataset(self, hdr: _Header) -> tuple[list[int], list[int | None], tuple]:
@@ -1707,7 +1902,27 @@ class _RawHDF5:
                                               for i in range(nvalues)]))
                 pos += 4 * nvalues + (4 if version == 1 and nvalues % 2 else 0)
         return {"storage": _LAYOUTS.get(layout) if layout is not None else None,
-                "chunk_sizes": chunks, "filters": filters}
+                "chunk_sizes": chunks, "filters": filters, "no_fill": not self._user_fill(hdr)}
+
+    @staticmethod
+    def _user_fill(hdr: _Header) -> bool:
+        """Whether the dataset has a user-defined fill value (H5Pfill_value_defined() ==
+        H5D_FILL_VALUE_USER_DEFINED): a fill value message (0x05) that carries a value, or
+        else an old one (0x04) that does."""
+        found = hdr.first(0x05)
+        if found is not None:
+            flags, body = found
+            if flags & 0x02:
+                raise _Unsupported("shared fill value message")
+            if len(body) < 2:
+                raise NetCDFError("fill value message truncated")
+            if body[0] < 3:  # alloc time, fill time, "defined", then the size if defined
+                return len(body) >= 8 and bool(body[3]) and _le(body, 4, 4) > 0
+            # version 3: bit 4 undefined, bit 5 a value (size, value) follows
+            return len(body) >= 6 and not body[1] & 0x10 and bool(body[1] & 0x20) and \
+                _le(body, 2, 4) > 0
+        found = hdr.first(0x04)
+        return found is not None and len(found[1]) >= 4 and _le(found[1], 0, 4) > 0
 
     def identity(self, hdr: _Header) -> Any:
         return hdr.addr
@@ -1988,7 +2203,19 @@ def looks_like_netcdf4(source: Source) -> bool:
         return False
 
 
+def _is_dimension_scale(backend: Any, obj: Any) -> bool:
+    try:
+        desc, _, raw = backend.attribute(obj, "CLASS")
+    except NetCDFAttributeError:
+        return False
+    return desc[0] == "string" and bool(raw) and raw[0].rstrip(b"\x00") == b"DIMENSION_SCALE"
+
+
 def _has_netcdf4_markers(backend: Any) -> bool:
+    """Whether the root group's attribute names, or those of the first SNIFF_OBJECTS objects,
+    hold netCDF's markers (or a dataset is a dimension scale). Only names are read (and CLASS
+    values): an attribute netCDF cannot read (of several dimensions) decides nothing, so
+    the answer does not depend on which object holds it."""
     root = backend.root()
     if set(backend.attribute_names(root)) & _NETCDF4_MARKERS:
         return True
@@ -2006,11 +2233,8 @@ def _has_netcdf4_markers(backend: Any) -> bool:
                 names = backend.attribute_names(obj)
                 if set(names) & _NETCDF4_MARKERS:
                     return True
-                if "CLASS" in names:
-                    desc, _, raw = backend.attribute(obj, "CLASS")
-                    if desc[0] == "string" and raw and raw[0].rstrip(b"\x00") == \
-                            b"DIMENSION_SCALE":
-                        return True
+                if "CLASS" in names and _is_dimension_scale(backend, obj):
+                    return True
     return False
 
 
