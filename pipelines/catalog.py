@@ -217,7 +217,7 @@ def check_output(output: str, storage_options: dict[str, Any]) -> None:
         if protocols & _BUCKET_STORES and bucket and not fs.exists(bucket):
             # s3fs's makedirs would create the bucket: a typo must not make one in the account
             raise UsageError(redact_text(f"cannot write --output {output!r}: bucket {bucket!r} does not exist "
-                                         "(metaextract does not create buckets)"))
+                                         "or cannot be accessed (metaextract does not create buckets)"))
         fs.makedirs(path, exist_ok=True)
         if "file" in fs.protocol or "local" in fs.protocol:
             # the folder, and each table folder an earlier run left (publishing replaces files there)
@@ -227,6 +227,8 @@ def check_output(output: str, storage_options: dict[str, Any]) -> None:
                 with open(probe, "wb"):
                     pass
                 os.remove(probe)
+    except UsageError:
+        raise
     except (OSError, ValueError, ImportError) as exc:
         raise UsageError(redact_text(f"cannot write --output {output!r}: {exc}")) from None
 

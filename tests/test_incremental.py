@@ -418,3 +418,22 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(corpus,
     manifest = run_catalog([corpus], out)
     assert manifest["changes"]["unchanged"] == manifest["files_total"]
     assert not any(LOCK_FILE in p for p in read_table(out, "files").column("path").to_pylist())
+
+
+def test_bulk_data_threshold_reaches_the_dicom_extractor_and_is_recorded(corpus, tmp_path):
+    """--bulk_data_threshold was accepted and written to the manifest but never reached the
+    extractor (1024 always). It changes DICOM rows, so a value other than the default is in
+    files.settings and changing it re-extracts."""
+    out = tmp_path / "out"
+    run_catalog([corpus], out, "--checksum", "none")
+    default = {r["path"]: r for r in read_table(out, "dicom").to_pylist()}
+    before = {r["path"]: r for r in read_table(out, "files").to_pylist()}
+    assert all("bulk_data_threshold" not in r["settings"] for r in before.values())
+    run_catalog([corpus], out, "--checksum", "none", "--bulk_data_threshold", "0")
+    zero = {r["path"]: r for r in read_table(out, "dicom").to_pylist()}
+    files = {r["path"]: r for r in read_table(out, "files").to_pylist()}
+    assert all(files[p]["extracted_at"] > before[p]["extracted_at"] for p in files)  # every file re-read
+    for path, row in zero.items():
+        assert json.loads(files[path]["metadata"])["bulk_threshold"] == 0
+        assert json.loads(files[path]["settings"])["bulk_data_threshold"] == 0
+        assert set(json.loads(row["tags"])) < set(json.loads(default[path]["tags"]))  # (0002,0001) OB, ...

@@ -65,6 +65,11 @@ BACKGROUND_DIGEST_BYTES = 16 * MiB
 IN_MEMORY_BYTES = 16 * MiB
 
 
+#: ``--bulk_data_threshold``'s default (``transforms.formats.dicom.BULK_THRESHOLD``, not
+#: imported here: that would load pydicom wherever settings are made).
+DEFAULT_BULK_DATA_THRESHOLD = 1024
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """What a run asks of every file (the options that shape its rows)."""
@@ -84,8 +89,11 @@ class Settings:
         return self.checksum != "none" or self.stats
 
     def recorded(self) -> str:
-        """``files.settings``: the settings a later incremental run compares with its own."""
-        return dumps({"checksum": self.checksum, "stats": self.stats, **self.row_settings})
+        """``files.settings``: the settings a later incremental run compares with its own
+        (``bulk_data_threshold`` when it is not the default: it changes DICOM rows)."""
+        threshold = self.format_options.get("bulk_data_threshold", DEFAULT_BULK_DATA_THRESHOLD)
+        bulk = {} if threshold == DEFAULT_BULK_DATA_THRESHOLD else {"bulk_data_threshold": threshold}
+        return dumps({"checksum": self.checksum, "stats": self.stats, **bulk, **self.row_settings})
 
     #: DICOM patient data (``--phi``): a :class:`transforms.phi.PhiPolicy`, None for keep.
     phi: Any = None

@@ -66,8 +66,8 @@ from transforms.formats.arrays import open_dicom_arrays
 from transforms.formats.base import Extraction, Extractor, SchemaTables, Source, dumps
 
 #: Binary values (OB OD OF OL OV OW UN) longer than this many bytes are left out of ``tags``
-#: (and, at the top level, never read). Read at each call of :func:`extract`: set
-#: ``transforms.formats.dicom.BULK_THRESHOLD`` to change it.
+#: (and, at the top level, never read): the default of ``--bulk_data_threshold``, which
+#: reaches :func:`extract` as ``source.options["bulk_data_threshold"]``.
 BULK_THRESHOLD = 1024
 
 #: Sequences nested deeper than this make the file an error (``InvalidDicomError``). pydicom and
@@ -1021,7 +1021,7 @@ def _extract(source: Source, out: Extraction) -> None:
       null when undefined); the pixel data's entry adds ``encapsulated``;
     - ``bulk_threshold``: the threshold used.
     """
-    threshold = int(BULK_THRESHOLD)
+    threshold = int(source.options.get("bulk_data_threshold", BULK_THRESHOLD))
     with _open(source) as (fp, size):
         preamble = _sniff(fp, size)
         out.metadata["preamble"] = preamble
