@@ -50,6 +50,7 @@ from transforms.extract import (
     extraction_started,
 )
 from transforms.formats import likely_formats, registry
+from transforms.formats.base import format_error
 from transforms.incremental import (
     CachePolicy,
     CarryForward,
@@ -202,6 +203,11 @@ class CatalogFiles(beam.PTransform):
             written[CACHE_SIZE] = cache | "PathsPerCachePart" >> beam.Map(len)  # summed by the writer
         rollup_input = {PARTIALS: partials | "AllPartials" >> beam.Flatten()}
         return {**written, **(rollup_input | "RollUps" >> RollUps())} | "WriteCatalog" >> writer
+
+
+class RunnerUnavailable(RuntimeError):
+    """A remote runner that could not take the job (its service unreachable, its job server
+    not downloadable): one line on stderr and exit code 1."""
 
 
 #: Object stores whose first path component is a bucket (container), which is never created.
@@ -402,6 +408,11 @@ def _run(argv: list[str] | None, held: contextlib.ExitStack, *, stdout, stderr, 
                         raise
                     # e.g. Dataflow without --project or --region: Beam checks them on submission
                     raise UsageError(f"the runner refused the job: {redact_text(str(exc).splitlines()[0])}") from None
+                except Exception as exc:
+                    if local:
+                        raise
+                    # e.g. Flink's job server cannot be downloaded or reached: one line, exit 1
+                    raise RunnerUnavailable(f"the runner could not start the job: {format_error(exc)}") from None
                 if not wait:
                     print(f"metaextract: submitted run {run_id}; it publishes {redact_url(output)}", file=stdout)
                     return {**manifest, "state": str(job.state)}
@@ -663,6 +674,9 @@ def main(argv: list[str] | None = None) -> int:
         result = run(argv)
     except (UsageError, InputError) as exc:
         die(str(exc))
+    except RunnerUnavailable as exc:
+        print(f"metaextract: error: {redact_text(str(exc))}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return interrupted()
     except Exception as exc:

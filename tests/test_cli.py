@@ -171,3 +171,22 @@ def test_ctrl_c_while_files_are_read_is_one_line_and_exit_130(tmp_path):
     assert proc.wait(timeout=60) == 130, err
     assert err.strip() == "metaextract: interrupted"
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_a_remote_runner_that_cannot_start_the_job_is_one_line_and_exit_1(tmp_path, monkeypatch, capsys):
+    """Flink's job server jar cannot be downloaded, a job service cannot be reached: one line on
+    stderr and exit code 1 (it was Beam's traceback, 182 lines)."""
+    import apache_beam as beam
+
+    from pipelines.catalog import main
+
+    def unreachable(self, *args, **kwargs):
+        raise RuntimeError("Unable to fetch remote job server jar at https://repo.example/x.jar:\n <urlopen error>")
+
+    monkeypatch.setattr(beam.Pipeline, "run", unreachable)
+    code = main(["--input", SAMPLE_DATA, "--output", str(tmp_path / "out"), "--runner", "FlinkRunner",
+                 "--flink_master=localhost:1", "--environment_type=LOOPBACK"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1
+    assert err == ("metaextract: error: the runner could not start the job: RuntimeError: Unable to fetch "
+                   "remote job server jar at https://repo.example/x.jar: <urlopen error>")
