@@ -454,3 +454,59 @@ def test_cli_refuses_to_pseudonymize_without_the_key(study, tmp_path, monkeypatc
     assert exited.value.code == 2
     assert f"needs the key in the environment variable {ENV_KEY}" in capsys.readouterr().err
     assert not (output / "dicom").exists()
+
+
+def _implicit(tag: int, value: bytes) -> bytes:
+    """One implicit VR little endian element."""
+    import struct
+
+    value += b" " * (len(value) % 2)
+    return struct.pack("<HHI", tag >> 16, tag & 0xFFFF, len(value)) + value
+
+
+def test_identifiers_written_as_un_are_treated_by_their_dictionary_vr(tmp_path):
+    """Elements a writer did not know, re-encoded as UN: a sequence of defined length (its items
+    in implicit VR inside the value) kept names, IDs and original UIDs through remove and
+    pseudonymize; UN identifiers were emptied instead of replaced (the file left the
+    roll-ups); the file meta's AE titles and private information went through unchanged."""
+    import struct
+
+    study_uid, series_uid = uids.generate_uid(), uids.generate_uid()
+    item = _implicit(0x00100010, b"UNSEQ^LEAK") + _implicit(0x00100020, b"UNSEQ-PID") + \
+        _implicit(0x0020000D, b"1.2.826.0.1.3680043.99.1.1\0")
+    sequence = struct.pack("<HHI", 0xFFFE, 0xE000, len(item)) + item
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = uids.ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = uids.SecondaryCaptureImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = uids.generate_uid()
+    ds.file_meta.SourceApplicationEntityTitle = "SRCAE_LEAK"
+    ds.file_meta.PrivateInformationCreatorUID = "1.2.999.77.1"
+    ds.file_meta.PrivateInformation = b"PRIVINFO_LEAK"
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    ds.Modality = "OT"
+    path = write(ds, tmp_path / "un.dcm")
+    un = b"".join(struct.pack("<HH2sHI", tag >> 16, tag & 0xFFFF, b"UN", 0, len(value)) + value for tag, value in (
+        (0x00081250, sequence),  # Related Series Sequence (not in Table E.1-1), written as UN
+        (0x00100020, b"UNPID_LEAK"),  # Patient ID
+        (0x0020000D, study_uid.encode() + b"\0" * (len(study_uid) % 2)),
+        (0x0020000E, series_uid.encode() + b"\0" * (len(series_uid) % 2)),
+    ))
+    path.write_bytes(path.read_bytes() + un)  # after (0008,0060), in tag order
+    kept = rows_of(path)
+    assert kept["dicom"][0]["patient_id"] == "UNPID_LEAK" and "UNSEQ^LEAK" not in serialized(kept)  # UN base64
+    for policy in (PhiPolicy("remove"), PhiPolicy("pseudonymize", KEY)):
+        rows = copy.deepcopy(kept)
+        apply_to_rows(rows, policy)
+        text = serialized(rows)
+        blobs = [base64.b64decode(e["InlineBinary"]) for e in json.loads(rows["dicom"][0]["tags"]).values()
+                 if "InlineBinary" in e]
+        for secret in ("UNSEQ^LEAK", "UNSEQ-PID", "UNPID_LEAK", "SRCAE_LEAK", "PRIVINFO_LEAK", "1.2.999.77.1",
+                       "1.2.826.0.1.3680043.99.1.1", study_uid, series_uid):
+            assert secret not in text and not any(secret.encode() in b for b in blobs), (policy, secret)
+        row = rows["dicom"][0]
+        assert row["study_instance_uid"] == policy.uid(study_uid)  # replaced: the file still rolls up
+        assert row["series_instance_uid"] == policy.uid(series_uid)
+        expected = policy.pseudonym("UNPID_LEAK") if policy.mode == "pseudonymize" else None
+        assert row["patient_id"] == expected

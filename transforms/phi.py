@@ -102,12 +102,24 @@ class PhiKeyMissing(ValueError):
     """``pseudonymize`` was asked for without a key in ``METAEXTRACT_PHI_KEY``."""
 
 
+#: File meta elements Table E.1-1 does not list that name the sending and receiving stations
+#: (as Station AE Title, X, does) or hold a vendor's private data: removed in remove and
+#: pseudonymize. Source, Sending and Receiving Application Entity Title, Private Information
+#: Creator UID, Private Information.
+FILE_META_REMOVED = (0x00020016, 0x00020017, 0x00020018, 0x00020100, 0x00020102)
+
+#: VRs whose values are text: a UN element of such a dictionary VR is decoded (byte order
+#: does not matter) so that the profile's action applies to its value.
+_TEXT_VRS = frozenset("AE AS CS DA DS DT IS LO LT PN SH ST TM UC UI UR UT".split())
+
+
 @functools.lru_cache(maxsize=None)
 def _rules(mode: str) -> dict[str, str]:
     """``"GGGGEEEE"`` -> effective action for a mode (tags not listed are kept)."""
     if mode == "keep":
         return {}
     rules = {f"{tag:08X}": action.split("/")[0] for tag, action in ACTIONS.items()}
+    rules.update({f"{tag:08X}": _REMOVE for tag in FILE_META_REMOVED})
     if mode == "pseudonymize":
         for tag, action in ACTIONS.items():
             if action == "X/Z/U*":
@@ -199,20 +211,26 @@ class PhiPolicy:
 
     # --- data sets -----------------------------------------------------------------------------
 
-    def dataset(self, elements: dict[str, Any], depth: int = 0) -> dict[str, Any]:
-        """A DICOM JSON model data set with the policy applied (a new dict; items recursed)."""
+    def dataset(self, elements: dict[str, Any], depth: int = 0, charset: Any = None) -> dict[str, Any]:
+        """A DICOM JSON model data set with the policy applied (a new dict; items recursed).
+        ``charset``: the Specific Character Set values in force (an item's own overrides)."""
         rules = self._rules
         out: dict[str, Any] = {}
+        charset = (elements.get("00080005") or {}).get("Value") or charset
         for key, element in elements.items():
             if key[3] in _ODD_HEX:  # private: removed (no Retain Safe Private option)
                 continue
+            if element.get("vr") == "UN" and "InlineBinary" in element:
+                element = _un_decoded(key, element, charset)
+                if element is None:
+                    continue
             action = rules.get(key)
             if action is None and key[:2] in _MASKED_PREFIXES:
                 action = _masked_action(key)
             vr = element.get("vr")
             if action is None or action == _RECURSE:
                 if vr == "SQ" and "Value" in element:
-                    element = self._sequence(element, depth)
+                    element = self._sequence(element, depth, charset)
                 elif action == _RECURSE:
                     continue  # not a sequence after all (e.g. UN): removed
                 out[key] = element
@@ -232,17 +250,21 @@ class PhiPolicy:
                 out[key] = {"vr": vr}
         return out
 
-    def _sequence(self, element: dict[str, Any], depth: int) -> dict[str, Any]:
+    def _sequence(self, element: dict[str, Any], depth: int, charset: Any = None) -> dict[str, Any]:
         if depth >= MAX_DEPTH:
             return {"vr": "SQ"}
-        items = [self.dataset(i, depth + 1) if isinstance(i, dict) else i for i in element["Value"]]
+        items = [self.dataset(i, depth + 1, charset) if isinstance(i, dict) else i for i in element["Value"]]
         return {"vr": "SQ", "Value": items}
 
     # --- rows ----------------------------------------------------------------------------------
 
-    def _kept(self, path: str) -> bool:
-        """Whether a ``bulk_data`` path (``"00880200/0/7FE00010"``) survives the policy."""
-        for key in path.split("/")[::2]:
+    def _kept(self, path: str, vr: Any = None) -> bool:
+        """Whether a ``bulk_data`` path (``"00880200/0/7FE00010"``) of VR ``vr`` survives the
+        policy (a UN value that may be a sequence or text does not)."""
+        keys = path.split("/")[::2]
+        if vr == "UN" and keys and _dictionary_vr(keys[-1]) not in _BINARY_DICTIONARY_VRS:
+            return False
+        for key in keys:
             if len(key) != 8 or key[3] in _ODD_HEX:
                 return False
             action = self._rules.get(key)
@@ -277,9 +299,50 @@ class PhiPolicy:
             meta["bulk_data"] = [
                 entry
                 for entry in meta["bulk_data"]
-                if isinstance(entry, dict) and self._kept(str(entry.get("path", "")))
+                if isinstance(entry, dict) and self._kept(str(entry.get("path", "")), entry.get("vr"))
             ]
         return dumps(meta)
+
+
+#: Dictionary VRs of values that hold no text: a bulk UN value of one of them is kept.
+_BINARY_DICTIONARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "OB or OW", "US or OW",
+                                    "US or SS or OW"})
+
+
+def _dictionary_vr(key: str) -> str | None:
+    from pydicom.datadict import DicomDictionary
+
+    try:
+        entry = DicomDictionary.get(int(key, 16))
+    except ValueError:
+        return None
+    return None if entry is None else entry[0]
+
+
+def _un_decoded(key: str, element: dict[str, Any], charset: Any) -> dict[str, Any] | None:
+    """A public element the file wrote as UN (VR unknown to its writer), for remove and
+    pseudonymize: a text value decoded by its dictionary VR, so that the profile's action
+    applies to it (a UN Patient ID is pseudonymized, a UN Study Instance UID replaced, where
+    they were emptied); None (removed) where its content cannot be checked: a sequence (its
+    items were written in implicit VR inside the value), a tag the dictionary does not know, a
+    value that does not decode. Other values (numbers, binary) stay UN as they are."""
+    import base64
+
+    from pydicom.charset import convert_encodings
+
+    from transforms.formats.dicom import _CONVERTERS
+
+    vr = _dictionary_vr(key)
+    if vr is None or vr == "SQ":
+        return None
+    if vr not in _TEXT_VRS:
+        return element
+    try:
+        encodings = convert_encodings(list(charset) if charset else ["ISO_IR 6"])
+        values = _CONVERTERS[vr](base64.b64decode(element["InlineBinary"]), True, encodings)
+    except Exception:  # noqa: BLE001 - any value that does not decode is removed
+        return None
+    return {"vr": vr, "Value": values} if values else {"vr": vr}
 
 
 def apply_to_rows(rows_by_table: dict[str, list[dict[str, Any]]], policy: PhiPolicy) -> None:
