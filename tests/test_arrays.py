@@ -930,3 +930,79 @@ def test_dicom_jpeg_ls_pixels_are_cut_to_bits_stored(tmp_path, signed):
     values = ((low.astype(np.int32) ^ 0x800) - 0x800) if signed else low  # sign bit 11
     got, _, _, _ = file_stats(arrays.open_dicom_arrays, path, 1 << 20)
     assert_close(got[()], ref_stats(values[None]), 4096)
+
+
+def _stats_rows(path, **settings):
+    from transforms.detect import detect
+    from transforms.extract import catalog_rows
+    from transforms.formats.base import FileInfo
+    from transforms.work import Settings
+
+    return catalog_rows(detect(FileInfo(str(path), path.stat().st_size)), settings=Settings(stats=True, **settings))
+
+
+def test_hdf5_dataset_libhdf5_refuses_to_open_is_unreadable_and_the_file_ok(tmp_path):
+    """An integer with more than half its bits unused (12-bit precision in 4 bytes, which
+    h5dump reads): HDF5 2.x refuses to open it ("unusually large # of unused bits"), and the
+    whole file was an error row under --stats. Its stats are null with the reason; the others
+    are computed. (Written with precision 16, then the datatype message patched to 12.)"""
+    from h5py import h5d, h5s, h5t
+
+    path = tmp_path / "prec.h5"
+    with h5py.File(path, "w") as f:
+        tid = h5t.STD_I32LE.copy()
+        tid.set_precision(16)
+        h5d.create(f.id, b"v", tid, h5s.create_simple((10,))).write(h5s.ALL, h5s.ALL, np.arange(-5, 5, dtype="i4"))
+        f.create_dataset("ok", data=np.arange(4.0))
+    raw = bytearray(path.read_bytes())
+    at = raw.index(b"\x04\x00\x00\x00\x00\x00\x10\x00")  # size 4, bit offset 0, precision 16
+    raw[at + 6] = 12
+    path.write_bytes(bytes(raw))
+    rows = _stats_rows(path)
+    files = rows["files"][0]
+    assert files["status"] == "ok", files["error"]
+    stats = {r["object_path"]: r.get("stat_count") for r in rows["hdf5"]}
+    assert stats == {"/ok": 4, "/v": None}
+    (entry,) = json.loads(files["metadata"])["stats_unreadable"]
+    assert entry["key"] == {"object_path": "/v"} and "libhdf5 cannot open it" in entry["reason"]
+
+
+@pytest.mark.parametrize("fmt", ["NETCDF3_CLASSIC", "NETCDF4"])
+def test_netcdf_cf_attributes_of_several_values_or_none_do_not_fail_the_file(tmp_path, fmt):
+    """scale_factor/add_offset of several values (or none) are not applied, as netCDF4-python
+    (float() fails: no unpacking); _FillValue, valid_min and valid_max of several values or none
+    are ignored (netCDF4-python raises on them); a numeric _Unsigned is not "true". Each made
+    the whole file an error row under --stats, wiping every variable's statistics."""
+    path = tmp_path / "odd.nc"
+    values = np.arange(1, 6, dtype="i2")
+    with netCDF4.Dataset(path, "w", format=fmt) as ds:
+        ds.createDimension("x", 5)
+        for name, attrs in {
+            "sf_arr": {"scale_factor": np.array([2.0, 3.0])},
+            "ao_empty": {"add_offset": np.array([], "f8")},
+            "vmin_arr": {"valid_min": np.array([1, 2], "i2"), "valid_max": np.array([], "i2")},
+            "unsigned_num": {"_Unsigned": np.array([1, 1], "i2")},
+            "plain": {"scale_factor": 2.0},
+        }.items():
+            var = ds.createVariable(name, "i2", ("x",))
+            var.set_auto_maskandscale(False)
+            var.setncatts(attrs)
+            var[:] = values
+    rows = _stats_rows(path)
+    files = rows["files"][0]
+    assert files["status"] == "ok", files["error"]
+    stats = {r["variable"]: (r.get("stat_count"), r.get("stat_mean")) for r in rows["netcdf"]}
+    assert stats == {"sf_arr": (5, 3.0), "ao_empty": (5, 3.0), "vmin_arr": (5, 3.0), "unsigned_num": (5, 3.0),
+                     "plain": (5, 6.0)}
+
+
+def test_std_of_values_whose_squares_overflow_is_inf_as_numpy_not_nan():
+    """Finite values beyond 1e154: the C kernel's S2 overflowed (S2 - S1^2/n = inf - inf, a NaN
+    std); the numpy path gives inf, as numpy.std does."""
+    from transforms.stats import Moments
+
+    for values in ([1e300, 2e300, 3e300, 4e300, 5e300], [1e160, 2e160]):
+        columns = Moments.of(np.array(values)).columns()
+        with np.errstate(over="ignore"):
+            assert columns["stat_std"] == np.std(values) == math.inf
+        assert columns["stat_mean"] == pytest.approx(np.mean(values))

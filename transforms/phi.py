@@ -110,7 +110,7 @@ FILE_META_REMOVED = (0x00020016, 0x00020017, 0x00020018, 0x00020100, 0x00020102)
 
 #: VRs whose values are text: a UN element of such a dictionary VR is decoded (byte order
 #: does not matter) so that the profile's action applies to its value.
-_TEXT_VRS = frozenset("AE AS CS DA DS DT IS LO LT PN SH ST TM UC UI UR UT".split())
+_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"})
 
 
 @functools.lru_cache(maxsize=None)

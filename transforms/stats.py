@@ -199,9 +199,10 @@ def _native_moments(x: np.ndarray, mask: np.ndarray | None, missing_value: float
     shift = s1 * s1 / count
     m2 = s2 - shift
     mean = c + s1 / count
-    if not math.isfinite(mean) and math.isfinite(lo) and math.isfinite(hi):
-        # finite values whose differences overflow float64 (a spread beyond 1.8e308): the
-        # kernel's shift by the first value cannot hold them; numpy's path shifts by the midrange
+    if not (math.isfinite(mean) and math.isfinite(m2)) and math.isfinite(lo) and math.isfinite(hi):
+        # finite values whose differences or squares overflow float64 (a spread beyond 1.8e308,
+        # values beyond 1e154: S2 - S1^2/n is inf - inf): the kernel's sums cannot hold them;
+        # numpy's path shifts by the midrange (a std that overflows is inf there, as numpy's)
         if not math.isnan(missing_value):
             hit = x == missing_value
             mask = hit if mask is None else mask | hit

@@ -25,6 +25,7 @@ returns the values of one hyperslab as the format's library returns them by defa
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import math
@@ -36,7 +37,7 @@ from typing import IO, Any
 import numpy as np
 
 from transforms.checksums import aligned_buffer, read_exactly
-from transforms.formats.base import ArrayRef, Extraction, Slab, Source
+from transforms.formats.base import ArrayRef, Extraction, Slab, Source, format_error
 from transforms.stats import is_numeric
 
 
@@ -156,8 +157,13 @@ def _h5_walk(group: Any, prefix: str, seen: tuple[Any, ...]) -> Iterator[tuple[s
     for raw in sorted(gid):
         if gid.links.get_info(raw).type != h5l.TYPE_HARD:
             continue  # soft, external and user-defined links are not followed
-        obj = h5o.open(gid, raw)
         path = f"{prefix}/{raw.decode('utf-8', 'surrogateescape')}"
+        try:
+            obj = h5o.open(gid, raw)
+        except (KeyError, OSError, ValueError, TypeError) as exc:
+            # e.g. an integer with more than half its bits unused: HDF5 2.x refuses to open it
+            yield path, Unopenable(f"libhdf5 cannot open it: {format_error(exc)}")
+            continue
         kind = h5i.get_type(obj)
         if kind == h5i.DATASET:
             yield path, h5py.Dataset(obj)
@@ -166,6 +172,13 @@ def _h5_walk(group: Any, prefix: str, seen: tuple[Any, ...]) -> Iterator[tuple[s
             identity = _h5_identity(sub)
             if identity not in seen:
                 yield from _h5_walk(sub, path, (*seen, identity))
+
+
+@dataclasses.dataclass(frozen=True)
+class Unopenable:
+    """An object :func:`_h5_walk` found but libhdf5 cannot open, and why."""
+
+    reason: str
 
 
 def _h5_identity(obj: Any) -> tuple[int, ...]:
@@ -295,6 +308,11 @@ class _HDF5Reader:
     def arrays(self) -> list[ArrayRef]:
         refs = []
         for path, ds in _h5_walk(self._f, "", (_h5_identity(self._f),)):
+            if isinstance(ds, Unopenable):
+                name = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                self._unreadable[path] = ds.reason
+                refs.append(ArrayRef(table="hdf5", key=(("object_path", name),), shape=(), itemsize=0, locator=path))
+                continue
             try:
                 dtype = ds.dtype
             except (TypeError, ValueError):  # a type h5py cannot map (e.g. H5T_TIME)
@@ -394,8 +412,16 @@ def _safecast(value: Any, dtype: np.dtype) -> bool:
 
 
 def _numeric_scalar(value: Any) -> bool:
+    """One number (netCDF4-python unpacks only when ``float(scale_factor)`` works: an
+    attribute of several values, or none, is not used)."""
     return value is not None and not isinstance(value, (str, bytes)) and \
-        np.asarray(value).dtype.kind in "biuf"
+        np.asarray(value).dtype.kind in "biuf" and np.asarray(value).size == 1
+
+
+def _one(value: Any) -> bool:
+    """An attribute of exactly one value (``_FillValue``, ``valid_min``, ``valid_max``: one of
+    several values, or none, is ignored; netCDF4-python fails on them)."""
+    return value is not None and np.asarray(value).size == 1
 
 
 #: The attributes :class:`_CFValues` reads (the NetCDF-4 reader reads only these, by name:
@@ -421,7 +447,7 @@ class _CFValues:
 
     def __init__(self, dtype: np.dtype, attrs: dict[str, Any], no_fill: bool) -> None:
         self.dtype = dtype = np.dtype(dtype).newbyteorder("=")
-        unsigned = attrs.get("_Unsigned") in ("true", "True")
+        unsigned = isinstance(attrs.get("_Unsigned"), str) and attrs["_Unsigned"] in ("true", "True")
         self.view = np.dtype(f"u{dtype.itemsize}") if unsigned and dtype.kind == "i" else None
 
         def typed(value: Any) -> np.ndarray:
@@ -433,7 +459,7 @@ class _CFValues:
             self.missing = typed(attrs["missing_value"]).reshape(-1)
         self.fill = None
         self.default_fill = None
-        if _safecast(attrs.get("_FillValue"), dtype):
+        if _one(attrs.get("_FillValue")) and _safecast(attrs.get("_FillValue"), dtype):
             self.fill = typed(attrs["_FillValue"]).reshape(-1)[0]
         elif not no_fill or dtype.str[1:] not in ("u1", "i1"):
             self.default_fill = np.array(DEFAULT_FILLVALS[dtype.str[1:]], dtype)
@@ -443,10 +469,10 @@ class _CFValues:
             bounds = np.asarray(valid_range).reshape(-1)
             self.valid_min, self.valid_max = typed(bounds[0]), typed(bounds[1])
         else:
-            if _safecast(attrs.get("valid_min"), dtype):
-                self.valid_min = typed(attrs["valid_min"])
-            if _safecast(attrs.get("valid_max"), dtype):
-                self.valid_max = typed(attrs["valid_max"])
+            if _one(attrs.get("valid_min")) and _safecast(attrs.get("valid_min"), dtype):
+                self.valid_min = typed(attrs["valid_min"]).reshape(-1)[0]
+            if _one(attrs.get("valid_max")) and _safecast(attrs.get("valid_max"), dtype):
+                self.valid_max = typed(attrs["valid_max"]).reshape(-1)[0]
         scale, offset = attrs.get("scale_factor"), attrs.get("add_offset")
         self.scale = scale if _numeric_scalar(scale) else None
         self.offset = offset if _numeric_scalar(offset) else None
@@ -579,14 +605,20 @@ class _NetCDF4Reader:
                 if code is None:
                     continue
                 name = netcdf.NON_COORD_PREFIX + var.name
-                ds = h5group[name] if name in h5group else h5group[var.name]
-                # typed as netCDF-C types them (a float16 scale_factor is a float)
-                attrs = _typed_attrs(*netcdf.read_netcdf4_attributes(backend, ds.id, CF_ATTRIBUTES))
-                # netCDF-C's fill mode (hdf5open.c get_fill_info): off unless the dataset has a
-                # user-defined HDF5 fill value, whatever its fill time
-                cf = _CFValues(np.dtype(code), attrs, var.storage["no_fill"])
-                shape = tuple(d.size for d in var.dims)
                 key = (group.path, var.name)
+                try:
+                    ds = h5group[name] if name in h5group else h5group[var.name]
+                    # typed as netCDF-C types them (a float16 scale_factor is a float)
+                    attrs = _typed_attrs(*netcdf.read_netcdf4_attributes(backend, ds.id, CF_ATTRIBUTES))
+                    # netCDF-C's fill mode (hdf5open.c get_fill_info): off unless the dataset has
+                    # a user-defined HDF5 fill value, whatever its fill time
+                    cf = _CFValues(np.dtype(code), attrs, var.storage["no_fill"])
+                except Exception as exc:  # noqa: BLE001 - this variable's statistics only
+                    self._unreadable[key] = f"cannot be read for statistics: {format_error(exc)}"
+                    refs.append(ArrayRef(table="netcdf", key=(("group", group.path), ("variable", var.name)),
+                                         shape=(), itemsize=0, locator=key))
+                    continue
+                shape = tuple(d.size for d in var.dims)
                 reason = _h5_unreadable(ds)  # a filter libhdf5 does not have (zstd, bzip2...)
                 if reason:
                     self._unreadable[key] = reason
@@ -616,6 +648,8 @@ class _NetCDF4Reader:
 
     def pieces(self, ref: ArrayRef, slab: Slab) -> Iterator[Any]:
         """The values of ``slab`` in pieces, masked and scaled (see :class:`_H5Stored`)."""
+        if ref.locator in self._unreadable:
+            raise ArrayUnreadable(self._unreadable[ref.locator])
         _, cf, extent = self._vars[ref.locator]
         stored = self._stored.get(ref.locator)
         if stored is None or not slab or any(hi > n for (_, hi), n in zip(slab, extent, strict=True)):
@@ -630,6 +664,7 @@ class _ClassicReader:
         self._source = source
         self._f = fileobj
         self._vars: dict[str, tuple[int, np.dtype, tuple[int, ...], int | None, _CFValues]] = {}
+        self._unreadable: dict[str, str] = {}
 
     def arrays(self) -> list[ArrayRef]:
         from transforms.formats import netcdf
@@ -656,7 +691,13 @@ class _ClassicReader:
                 continue
             dtype = np.dtype(">" + code)
             attrs = _typed_attrs(json.loads(row["attributes"]), info["attribute_types"])
-            cf = _CFValues(dtype, attrs, no_fill=False)  # classic files: fill mode is on
+            try:
+                cf = _CFValues(dtype, attrs, no_fill=False)  # classic files: fill mode is on
+            except Exception as exc:  # noqa: BLE001 - this variable's statistics only
+                self._unreadable[name] = f"cannot be read for statistics: {format_error(exc)}"
+                refs.append(ArrayRef(table="netcdf", key=(("group", "/"), ("variable", name)),
+                                     shape=(), itemsize=0, locator=name))
+                continue
             shape = tuple(row["shape"])
             stride = recsize if info["record"] else None
             self._vars[name] = (info["begin"], dtype, shape, stride, cf)
@@ -668,6 +709,8 @@ class _ClassicReader:
 
     def offset(self, ref: ArrayRef, slab: Slab) -> int | None:
         """Where ``slab`` starts in the file (a record variable's: its first record's)."""
+        if ref.locator in self._unreadable:
+            return None
         begin, dtype, shape, recsize, _ = self._vars[ref.locator]
         if not slab:
             return begin
@@ -676,6 +719,8 @@ class _ClassicReader:
         return _first_byte(begin + slab[0][0] * recsize, shape[1:], dtype.itemsize, slab[1:])
 
     def read(self, ref: ArrayRef, slab: Slab) -> Any:
+        if ref.locator in self._unreadable:
+            raise ArrayUnreadable(self._unreadable[ref.locator])
         begin, dtype, shape, recsize, cf = self._vars[ref.locator]
         if recsize is None:
             return cf.apply(_read_contiguous(self._f, begin, dtype, shape, slab, self._source.size))
