@@ -317,6 +317,14 @@ def test_extraction_pool_runs_threads_in_separate_processes_up_to_its_size():
     assert os.getpid() not in pids
 
 
+def assert_children_stopped(before: set[int], timeout_s: float = 10) -> None:
+    """Every child process started since ``before`` (a :func:`descendants` set) has exited."""
+    deadline = time.monotonic() + timeout_s
+    while descendants() - before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not descendants() - before
+
+
 def test_extraction_started_warms_one_process_and_stops_it_after():
     from transforms.extract import _acquire_pool, _release_pool, extraction_started
 
@@ -329,10 +337,7 @@ def test_extraction_started_warms_one_process_and_stops_it_after():
             assert pool._started == 1 and pid in descendants()
         finally:
             _release_pool(TIMEOUT_S)
-    deadline = time.monotonic() + 10
-    while descendants() - before and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not descendants() - before
+    assert_children_stopped(before)
 
 
 def test_extraction_started_warms_a_process_per_worker_thread_up_to_the_pool_size():
@@ -361,10 +366,7 @@ def test_extraction_started_warms_a_process_per_worker_thread_up_to_the_pool_siz
             assert len(pids) == size and pool._started == size  # no process beyond the pool's size
         finally:
             _release_pool(TIMEOUT_S)
-    deadline = time.monotonic() + 10
-    while descendants() - before and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not descendants() - before
+    assert_children_stopped(before)
 
 
 def loaded_modules(*names: str) -> list[str]:
