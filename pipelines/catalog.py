@@ -257,13 +257,25 @@ def output_locked(output: str, storage_options: dict[str, Any]) -> Iterator[None
     if fcntl is None or not ("file" in fs.protocol or "local" in fs.protocol):
         yield
         return
-    fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    lock = os.path.join(path, LOCK_FILE)
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:  # another account's lock file in a shared catalog: flock needs no write
+        try:
+            fd = os.open(lock, os.O_RDONLY)
+        except OSError as exc:
+            raise UsageError(redact_text(f"cannot lock --output {output!r}: {format_error(exc)}")) from None
+    except OSError as exc:
+        raise UsageError(redact_text(f"cannot lock --output {output!r}: {format_error(exc)}")) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise UsageError(f"another metaextract run is writing the catalog at {redact_text(output)} "
                              f"(it holds {LOCK_FILE}); run one job per --output at a time") from None
+        except OSError as exc:  # a file system without locks (some NFS, CIFS, FUSE mounts)
+            logger.warning("--output %s cannot be locked (%s): runs on it are not kept apart",
+                           redact_text(output), format_error(exc))
         yield
     finally:
         os.close(fd)  # releases the lock
@@ -343,7 +355,7 @@ def _run(argv: list[str] | None, held: contextlib.ExitStack, *, stdout, stderr, 
     start = time.monotonic()
     # the previous catalog's files, read once: whether anything changed, and what progress counts
     cache = previous_files(previous, storage_options) if previous and not policy.full else None
-    if cache:
+    if cache and wait and local:  # the pipeline reads this listing (other runners list again)
         kept = keep_unlisted_folders(listed, cache, skipped)
         if kept:
             manifest["carried_unlisted"] = kept
@@ -362,7 +374,8 @@ def _run(argv: list[str] | None, held: contextlib.ExitStack, *, stdout, stderr, 
     direct = pipeline_options.view_as(DirectOptions)
     in_this_process = wait and local and direct.direct_running_mode != "multi_processing" and opts.file_timeout_s > 0
     with (
-        extraction_started(opts.file_timeout_s, extract.preload, local_workers(direct))
+        extraction_started(opts.file_timeout_s, extract.preload,
+                           local_workers(direct) if direct.direct_running_mode == "multi_threading" else 1)
         if in_this_process
         else contextlib.nullcontext(),
         tempfile.TemporaryDirectory(prefix="metaextract-run-") as progress_dir,
@@ -660,8 +673,9 @@ def main(argv: list[str] | None = None) -> int:
     install_log_redaction()
     logging.getLogger("apache_beam").setLevel(logging.ERROR)
     # Ctrl-C inside a DoFn: Beam logs the KeyboardInterrupt's traceback before re-raising it
-    logging.getLogger("apache_beam.runners.common").addFilter(
-        lambda record: not (record.exc_info and _interrupted_by_user(record.exc_info[1])))
+    common = logging.getLogger("apache_beam.runners.common")
+    if _drop_interrupt_tracebacks not in common.filters:
+        common.addFilter(_drop_interrupt_tracebacks)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["report"]:  # metaextract report OUT [--html PATH]
         from pipelines import report
@@ -684,6 +698,10 @@ def main(argv: list[str] | None = None) -> int:
             return interrupted()
         raise
     return 3 if result.get("alert") else 0
+
+
+def _drop_interrupt_tracebacks(record: logging.LogRecord) -> bool:
+    return not (record.exc_info and _interrupted_by_user(record.exc_info[1]))
 
 
 def interrupted() -> int:

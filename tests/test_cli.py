@@ -132,10 +132,12 @@ def test_a_read_only_table_folder_in_the_output_is_exit_2(tmp_path):
 
 
 SLOW_PLUGIN = """
+import os
 import time
 from transforms.formats.base import Extractor
 
 def extract(source, out):
+    open(os.environ["SLOW_PLUGIN_STARTED"], "w").close()
     time.sleep(120)
 
 EXTRACTOR = Extractor(format="slow", extract=extract, tables={}, sniff=lambda head: head.startswith(b"SLOW"))
@@ -162,10 +164,15 @@ def test_ctrl_c_while_files_are_read_is_one_line_and_exit_130(tmp_path):
     (corpus / "a.slow").write_bytes(b"SLOW file")
     argv = [sys.executable, "-m", "pipelines.catalog", "--input", str(corpus), "--output",
             str(tmp_path / "out"), "--progress", "off"]
+    started = tmp_path / "started"
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONPATH": os.pathsep.join([REPO, str(site)])},
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join([REPO, str(site)]),
+                                 "SLOW_PLUGIN_STARTED": str(started)},
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    time.sleep(6)  # Beam imported, the file in extraction
+    deadline = time.monotonic() + 120
+    while not started.exists() and time.monotonic() < deadline:  # the file is in extraction
+        time.sleep(0.1)
+    assert started.exists()
     proc.send_signal(signal.SIGINT)
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 130, err

@@ -437,3 +437,27 @@ def test_bulk_data_threshold_reaches_the_dicom_extractor_and_is_recorded(corpus,
         assert json.loads(files[path]["metadata"])["bulk_threshold"] == 0
         assert json.loads(files[path]["settings"])["bulk_data_threshold"] == 0
         assert set(json.loads(row["tags"])) < set(json.loads(default[path]["tags"]))  # (0002,0001) OB, ...
+
+
+def test_an_output_that_cannot_be_locked_is_a_warning_or_one_line(corpus, tmp_path, monkeypatch, caplog):
+    """A file system without locks (flock: ENOLCK on some NFS/CIFS/FUSE mounts): a warning, the
+    run goes on; a lock file that cannot be opened at all: one line, exit 2 (both escaped as
+    tracebacks)."""
+    import errno
+    import fcntl
+
+    from pipelines.options import UsageError
+
+    out = tmp_path / "out"
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    manifest = run_catalog([corpus], out)
+    assert manifest["files_total"] > 0 and "cannot be locked" in caplog.text
+    monkeypatch.undo()
+    (out / ".metaextract-lock").unlink()
+    (out / ".metaextract-lock").mkdir()  # cannot be opened as a file
+    with pytest.raises(UsageError, match="cannot lock --output"):
+        run_catalog([corpus], out)

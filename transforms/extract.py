@@ -135,6 +135,7 @@ class ExtractionPool:
         self._idle: list = []
         self._started = 0
         self._warming = 0  # processes being started by warm()
+        self._closed = False
         self._cond = threading.Condition()
 
     def warm(self, preload: list[str] | tuple[str, ...] = (), count: int = 1) -> None:
@@ -175,15 +176,21 @@ class ExtractionPool:
             yield runner
         finally:
             with self._cond:
-                self._idle.append(runner)
+                closed = self._closed
+                if not closed:
+                    self._idle.append(runner)
                 if warming:
                     self._warming -= 1
                 self._cond.notify_all()
+            if closed:  # the pool was closed meanwhile (a process still warming): stop it too
+                runner.close()
 
     def close(self) -> None:
         with self._cond:
-            for runner in self._idle:
-                runner.close()
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for runner in idle:
+            runner.close()
 
 
 def default_pool_size() -> int:

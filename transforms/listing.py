@@ -33,7 +33,7 @@ from fsspec.core import url_to_fs
 from fsspec.utils import glob_translate
 
 from transforms.formats.base import FileInfo, format_error
-from transforms.redact import printable, redact_text, redact_url, secret_values
+from transforms.redact import printable, redact_text, redact_url, redact_userinfo, secret_values
 
 GLOB_CHARS = frozenset("*?[")
 #: How many skipped entries :func:`list_inputs` logs one by one (the rest are counted).
@@ -253,9 +253,10 @@ def _remote_entries(fs: fsspec.AbstractFileSystem, path: str, skipped: list[Skip
 
 def _remote_info(fs: fsspec.AbstractFileSystem, name: str, entry: Mapping[str, Any]) -> FileInfo:
     url = fs.unstrip_protocol(name)
-    # URL credentials only (user:password@, signed-URL query parameters): redact_text's masks
-    # for free text (AKIA..., "Basic <word>") would rewrite object names ("Basic Research/")
-    shown = printable(redact_url(url))
+    # An object store's key is a name, shown as it is ("Basic Research/", "R&D&authors=x"): no
+    # mask may rewrite it (two masked names collided, and one file was dropped). URL credentials
+    # (user:password@, signed-URL query parameters) are masked in http(s) URLs only.
+    shown = printable(redact_url(url) if url.startswith(("http://", "https://")) else redact_userinfo(url))
     return FileInfo(
         path=shown,
         size=int(entry.get("size") or 0),

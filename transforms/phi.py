@@ -310,13 +310,14 @@ _BINARY_DICTIONARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "OB or O
 
 
 def _dictionary_vr(key: str) -> str | None:
-    from pydicom.datadict import DicomDictionary
+    """The VR pydicom's dictionary gives ``"GGGGEEEE"`` (repeating groups such as 60xx
+    included, as the extractor reads UN elements), None for a tag it does not know."""
+    from pydicom.datadict import dictionary_VR
 
     try:
-        entry = DicomDictionary.get(int(key, 16))
-    except ValueError:
+        return dictionary_VR(int(key, 16))
+    except (KeyError, ValueError):
         return None
-    return None if entry is None else entry[0]
 
 
 def _un_decoded(key: str, element: dict[str, Any], charset: Any) -> dict[str, Any] | None:

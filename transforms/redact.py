@@ -43,6 +43,11 @@ def printable(text: str) -> str:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def redact_userinfo(text: str) -> str:
+    """Mask the ``user:password@`` part of any URL in ``text``."""
+    return _URL_USERINFO.sub(rf"\g<scheme>{MASK}@", text)
+
+
 def redact_url(text: str) -> str:
     """Mask the ``user:password@`` part and credential query parameters of any URL in ``text``."""
     text = _URL_USERINFO.sub(rf"\g<scheme>{MASK}@", text)

@@ -161,7 +161,9 @@ def _h5_walk(group: Any, prefix: str, seen: tuple[Any, ...]) -> Iterator[tuple[s
         try:
             obj = h5o.open(gid, raw)
         except (KeyError, OSError, ValueError, TypeError) as exc:
-            # e.g. an integer with more than half its bits unused: HDF5 2.x refuses to open it
+            # e.g. an integer with more than half its bits unused: HDF5 2.x refuses to open it;
+            # a read that failed on the way (a connection reset) fails the file, to be retried
+            _raise_if_transient(exc)
             yield path, Unopenable(f"libhdf5 cannot open it: {format_error(exc)}")
             continue
         kind = h5i.get_type(obj)
@@ -172,6 +174,15 @@ def _h5_walk(group: Any, prefix: str, seen: tuple[Any, ...]) -> Iterator[tuple[s
             identity = _h5_identity(sub)
             if identity not in seen:
                 yield from _h5_walk(sub, path, (*seen, identity))
+
+
+def _raise_if_transient(exc: BaseException) -> None:
+    """Re-raise an error a retry may cure (faults.classify, as for a remote file): only what
+    is about the file's content becomes a ``stats_unreadable`` entry."""
+    from transforms.faults import classify
+
+    if classify(exc, remote=True) == "transient":
+        raise exc
 
 
 @dataclasses.dataclass(frozen=True)
@@ -613,7 +624,8 @@ class _NetCDF4Reader:
                     # netCDF-C's fill mode (hdf5open.c get_fill_info): off unless the dataset has
                     # a user-defined HDF5 fill value, whatever its fill time
                     cf = _CFValues(np.dtype(code), attrs, var.storage["no_fill"])
-                except Exception as exc:  # noqa: BLE001 - this variable's statistics only
+                except (KeyError, OSError, ValueError, TypeError, IndexError) as exc:  # this variable only
+                    _raise_if_transient(exc)
                     self._unreadable[key] = f"cannot be read for statistics: {format_error(exc)}"
                     refs.append(ArrayRef(table="netcdf", key=(("group", group.path), ("variable", var.name)),
                                          shape=(), itemsize=0, locator=key))
@@ -693,7 +705,7 @@ class _ClassicReader:
             attrs = _typed_attrs(json.loads(row["attributes"]), info["attribute_types"])
             try:
                 cf = _CFValues(dtype, attrs, no_fill=False)  # classic files: fill mode is on
-            except Exception as exc:  # noqa: BLE001 - this variable's statistics only
+            except (ValueError, TypeError, IndexError) as exc:  # this variable's statistics only
                 self._unreadable[name] = f"cannot be read for statistics: {format_error(exc)}"
                 refs.append(ArrayRef(table="netcdf", key=(("group", "/"), ("variable", name)),
                                      shape=(), itemsize=0, locator=name))

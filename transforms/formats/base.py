@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import struct
 from urllib.parse import unquote_to_bytes
 from collections.abc import Callable, Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any, ContextManager, Protocol
@@ -351,6 +352,23 @@ def dumps(value: Any) -> str:
         return json.dumps(
             jsonable(value), ensure_ascii=False, allow_nan=False, separators=(",", ":")
         )
+
+
+_FLOAT32_TINY = 2.0**-126  # the smallest normal float32
+
+
+def shortest_float32(value: float) -> float:
+    """The shortest decimal that reads back as the same float32 (what ncdump, h5dump and
+    numpy print: 0.1, not the double 0.10000000149011612); a subnormal exactly (its shortest
+    decimal is far off: 1e-45 for 1.401298e-45). NetCDF and HDF5 attributes, DICOM FL values."""
+    value = struct.unpack("f", struct.pack("f", value))[0]
+    if not math.isfinite(value) or abs(value) < _FLOAT32_TINY:
+        return value
+    for digits in range(6, 10):  # 6 significant digits are coarser than a float32's; 9 always read back
+        short = float(f"{value:.{digits}g}")
+        if struct.unpack("f", struct.pack("f", short))[0] == value:
+            return short
+    return value
 
 
 def format_error(exc: BaseException) -> str:

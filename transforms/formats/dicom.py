@@ -63,7 +63,7 @@ from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, TEXT_VR_DELIMS, VR, PersonNa
 from pydicom.values import convert_PN
 
 from transforms.formats.arrays import open_dicom_arrays
-from transforms.formats.base import Extraction, Extractor, SchemaTables, Source, dumps
+from transforms.formats.base import Extraction, Extractor, SchemaTables, Source, dumps, shortest_float32
 
 #: Binary values (OB OD OF OL OV OW UN) longer than this many bytes are left out of ``tags``
 #: (and, at the top level, never read): the default of ``--bulk_data_threshold``, which
@@ -425,23 +425,8 @@ def _numbers(code: str) -> Any:
 
 _unsigned_16 = _numbers("H")
 
-_FLOAT32_TINY = 2.0**-126  # the smallest normal float32
-
-
-def _float32(value: float) -> float:
-    """The shortest decimal that reads back as the same float32 (-0.1, not the double
-    -0.10000000149011612), as NetCDF and HDF5 attribute values are; subnormals exactly."""
-    if not math.isfinite(value) or abs(value) < _FLOAT32_TINY:
-        return value
-    for digits in range(6, 10):  # 9 significant digits always read back
-        short = float(f"{value:.{digits}g}")
-        if struct.unpack("f", struct.pack("f", short))[0] == value:
-            return short
-    return value
-
-
 def _fl(value: bytes, little: bool, encodings: Any) -> list[Any] | None:
-    return [_float32(v) for v in _single(value, little, encodings)]
+    return [shortest_float32(v) for v in _single(value, little, encodings)]
 
 
 _single = _numbers("f")

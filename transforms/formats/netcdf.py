@@ -74,7 +74,7 @@ from h5py import h5, h5a, h5d, h5g, h5l, h5o, h5p, h5r, h5s, h5t
 from transforms.formats.arrays import open_netcdf_arrays
 from transforms.formats.base import (
     REMOTE_BLOCK_SIZE, Extraction, Extractor, SchemaTables, Source, cf_text, dumps,
-    format_error, jsonable,
+    format_error, jsonable, shortest_float32,
 )
 
 TABLE = "netcdf"
@@ -135,15 +135,6 @@ class NetCDFAttributeError(NetCDFError):
 # --- values ------------------------------------------------------------------------------
 
 
-_FLOAT32_TINY = np.finfo(np.float32).tiny
-
-
-def shortest_float32(value: Any) -> float:
-    """The shortest decimal that reads back as the same float32 (what ncdump and h5dump print:
-    0.1, not 0.10000000149011612); a subnormal exactly (its shortest decimal is far off: 1e-45
-    for 1.401298e-45). NetCDF and HDF5 attribute values alike."""
-    single = np.float32(value)
-    return float(str(single)) if abs(single) >= _FLOAT32_TINY else float(single)
 
 
 def _text(raw: bytes) -> str:
