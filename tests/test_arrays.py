@@ -1006,3 +1006,30 @@ def test_std_of_values_whose_squares_overflow_is_inf_as_numpy_not_nan():
         with np.errstate(over="ignore"):
             assert columns["stat_std"] == np.std(values) == math.inf
         assert columns["stat_mean"] == pytest.approx(np.mean(values))
+
+
+def test_netcdf4_variable_libhdf5_refuses_to_open_is_unreadable_and_the_file_ok(tmp_path):
+    """The NetCDF-4 side of the reduced-precision case (12 bits in 4 bytes, ncdump: short v):
+    the statistics reader's model left the whole file an error row; the variable is now
+    unreadable with its reason, the others computed."""
+    from h5py import h5d, h5s, h5t
+
+    path = tmp_path / "prec.nc"
+    with h5py.File(path, "w") as f:
+        f.attrs["_NCProperties"] = np.bytes_(b"version=2,netcdf=4.9.0,hdf5=1.10.8")
+        f["x"] = np.arange(10.0)
+        f["x"].make_scale("x")
+        tid = h5t.STD_I32LE.copy()
+        tid.set_precision(16)
+        h5d.create(f.id, b"v", tid, h5s.create_simple((10,))).write(h5s.ALL, h5s.ALL, np.arange(-5, 5, dtype="i4"))
+        f["v"].dims[0].attach_scale(f["x"])
+    raw = bytearray(path.read_bytes())
+    at = raw.index(b"\x04\x00\x00\x00\x00\x00\x10\x00")  # size 4, bit offset 0, precision 16
+    raw[at + 6] = 12
+    path.write_bytes(bytes(raw))
+    rows = _stats_rows(path)
+    files = rows["files"][0]
+    assert (files["format"], files["status"]) == ("netcdf", "ok"), files["error"]
+    assert {r["variable"]: r.get("stat_count") for r in rows["netcdf"]} == {"v": None, "x": 10}
+    (entry,) = json.loads(files["metadata"])["stats_unreadable"]
+    assert entry["key"] == {"group": "/", "variable": "v"} and "libhdf5 cannot open it" in entry["reason"]

@@ -404,6 +404,9 @@ def test_s3_object_names_folder_markers_glob_characters_and_buckets(s3_server, t
         ("s3://names/lab/empty_folder/", "not a regular file (folder marker)"),
         ("s3://names/lab/scans/", "not a regular file (folder marker)"),
     ]
+    skipped = []
+    list_inputs(["s3://names/lab/**"], storage_options, skipped=skipped)  # a glob: each marker once
+    assert sorted(s.path for s in skipped) == ["s3://names/lab/empty_folder/", "s3://names/lab/scans/"]
     with pytest.raises(InputError):  # nothing but a marker: matches no file
         list_inputs(["s3://names/lab/empty_folder/"], storage_options)
     assert list(list_inputs(["s3://names/run[2024]/data[1].fits"], storage_options)) == ["s3://names/run[2024]/data[1].fits"]

@@ -239,9 +239,13 @@ def _remote_entries(fs: fsspec.AbstractFileSystem, path: str, skipped: list[Skip
             if not GLOB_CHARS & set(path):
                 return
             matches = fs.glob(path, detail=True)
+    seen: set[str] = set()  # a glob can match a folder and, again, what find() lists in it
     for name, info in sorted(matches.items()):
         found = fs.find(name, detail=True, withdirs=False) if info.get("type") == "directory" else {name: info}
         for n, i in sorted(found.items()):
+            if n in seen:
+                continue
+            seen.add(n)
             if i.get("type") == "file" and not (n.endswith("/") and not i.get("size")):
                 yield n, i
             else:

@@ -609,6 +609,11 @@ class _NetCDF4Reader:
         backend = netcdf._H5pyBackend(self._f.id, self._size)
         root = netcdf.read_netcdf4_model(backend, attributes=False)
         refs = []
+        for group, name, reason in backend.unopenable:  # not in the model: no statistics, the reason
+            key = (group, name.removeprefix(netcdf.NON_COORD_PREFIX))
+            self._unreadable[key] = f"libhdf5 cannot open it: {reason}"
+            refs.append(ArrayRef(table="netcdf", key=(("group", key[0]), ("variable", key[1])),
+                                 shape=(), itemsize=0, locator=key))
         for group in root.walk():
             h5group = self._f[group.path]
             for var in group.vars:

@@ -69,7 +69,7 @@ from typing import IO, Any
 
 import h5py
 import numpy as np
-from h5py import h5, h5a, h5d, h5g, h5l, h5o, h5p, h5r, h5s, h5t
+from h5py import h5, h5a, h5d, h5g, h5i, h5l, h5o, h5p, h5r, h5s, h5t
 
 from transforms.formats.arrays import open_netcdf_arrays
 from transforms.formats.base import (
@@ -1015,6 +1015,9 @@ class _H5pyBackend:
         self.fid = fid
         self.file_size = file_size
         self.superblock_version = fid.get_create_plist().get_version()[0]
+        #: (group path, name, reason) of the objects libhdf5 refuses to open (an integer with
+        #: most of its bits unused, which HDF5 2.x rejects): left out of the model
+        self.unopenable: list[tuple[str, str, str]] = []
 
     def root(self) -> Any:
         return h5g.open(self.fid, b"/")
@@ -1030,7 +1033,12 @@ class _H5pyBackend:
         for name, link_type in links:
             if link_type == h5l.TYPE_EXTERNAL:
                 continue
-            obj = h5o.open(gid, name)
+            try:
+                obj = h5o.open(gid, name)
+            except KeyError as exc:  # libhdf5 refuses the object itself (a read error is not a KeyError)
+                group = h5i.get_name(gid).decode("utf-8", "replace")
+                self.unopenable.append((group, name.decode("utf-8", "replace"), format_error(exc)))
+                continue
             kind = ("dataset" if isinstance(obj, h5d.DatasetID) else
                     "group" if isinstance(obj, h5g.GroupID) else
                     "type" if isinstance(obj, h5t.TypeID) else "other")
