@@ -941,23 +941,33 @@ def _stats_rows(path, **settings):
     return catalog_rows(detect(FileInfo(str(path), path.stat().st_size)), settings=Settings(stats=True, **settings))
 
 
+def _twelve_bit_dataset(f) -> None:
+    """Dataset "v": int32 of precision 16 (h5py refuses to create one of 12 bits)."""
+    from h5py import h5d, h5s, h5t
+
+    tid = h5t.STD_I32LE.copy()
+    tid.set_precision(16)
+    h5d.create(f.id, b"v", tid, h5s.create_simple((10,))).write(h5s.ALL, h5s.ALL, np.arange(-5, 5, dtype="i4"))
+
+
+def _to_twelve_bits(path) -> None:
+    """Patch the datatype message of :func:`_twelve_bit_dataset` to 12 bits of precision."""
+    raw = bytearray(path.read_bytes())
+    at = raw.index(b"\x04\x00\x00\x00\x00\x00\x10\x00")  # size 4, bit offset 0, precision 16
+    raw[at + 6] = 12
+    path.write_bytes(bytes(raw))
+
+
 def test_hdf5_dataset_libhdf5_refuses_to_open_is_unreadable_and_the_file_ok(tmp_path):
     """An integer with more than half its bits unused (12-bit precision in 4 bytes, which
     h5dump reads): HDF5 2.x refuses to open it ("unusually large # of unused bits"), and the
     whole file was an error row under --stats. Its stats are null with the reason; the others
     are computed. (Written with precision 16, then the datatype message patched to 12.)"""
-    from h5py import h5d, h5s, h5t
-
     path = tmp_path / "prec.h5"
     with h5py.File(path, "w") as f:
-        tid = h5t.STD_I32LE.copy()
-        tid.set_precision(16)
-        h5d.create(f.id, b"v", tid, h5s.create_simple((10,))).write(h5s.ALL, h5s.ALL, np.arange(-5, 5, dtype="i4"))
+        _twelve_bit_dataset(f)
         f.create_dataset("ok", data=np.arange(4.0))
-    raw = bytearray(path.read_bytes())
-    at = raw.index(b"\x04\x00\x00\x00\x00\x00\x10\x00")  # size 4, bit offset 0, precision 16
-    raw[at + 6] = 12
-    path.write_bytes(bytes(raw))
+    _to_twelve_bits(path)
     rows = _stats_rows(path)
     files = rows["files"][0]
     assert files["status"] == "ok", files["error"]
@@ -1012,21 +1022,14 @@ def test_netcdf4_variable_libhdf5_refuses_to_open_is_unreadable_and_the_file_ok(
     """The NetCDF-4 side of the reduced-precision case (12 bits in 4 bytes, ncdump: short v):
     the statistics reader's model left the whole file an error row; the variable is now
     unreadable with its reason, the others computed."""
-    from h5py import h5d, h5s, h5t
-
     path = tmp_path / "prec.nc"
     with h5py.File(path, "w") as f:
         f.attrs["_NCProperties"] = np.bytes_(b"version=2,netcdf=4.9.0,hdf5=1.10.8")
         f["x"] = np.arange(10.0)
         f["x"].make_scale("x")
-        tid = h5t.STD_I32LE.copy()
-        tid.set_precision(16)
-        h5d.create(f.id, b"v", tid, h5s.create_simple((10,))).write(h5s.ALL, h5s.ALL, np.arange(-5, 5, dtype="i4"))
+        _twelve_bit_dataset(f)
         f["v"].dims[0].attach_scale(f["x"])
-    raw = bytearray(path.read_bytes())
-    at = raw.index(b"\x04\x00\x00\x00\x00\x00\x10\x00")  # size 4, bit offset 0, precision 16
-    raw[at + 6] = 12
-    path.write_bytes(bytes(raw))
+    _to_twelve_bits(path)
     rows = _stats_rows(path)
     files = rows["files"][0]
     assert (files["format"], files["status"]) == ("netcdf", "ok"), files["error"]

@@ -33,7 +33,13 @@ from fsspec.core import url_to_fs
 from fsspec.utils import glob_translate
 
 from transforms.formats.base import FileInfo, format_error
-from transforms.redact import printable, redact_text, redact_url, redact_userinfo, secret_values
+from transforms.redact import (
+    printable,
+    redact_text,
+    redact_url,
+    redact_userinfo,
+    secret_values,
+)
 
 GLOB_CHARS = frozenset("*?[")
 #: How many skipped entries :func:`list_inputs` logs one by one (the rest are counted).

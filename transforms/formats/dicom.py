@@ -42,7 +42,6 @@ import base64
 import contextlib
 import datetime as dt
 import io
-import math
 import os
 import re
 import struct
@@ -63,7 +62,14 @@ from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, TEXT_VR_DELIMS, VR, PersonNa
 from pydicom.values import convert_PN
 
 from transforms.formats.arrays import open_dicom_arrays
-from transforms.formats.base import Extraction, Extractor, SchemaTables, Source, dumps, shortest_float32
+from transforms.formats.base import (
+    Extraction,
+    Extractor,
+    SchemaTables,
+    Source,
+    dumps,
+    shortest_float32,
+)
 
 #: Binary values (OB OD OF OL OV OW UN) longer than this many bytes are left out of ``tags``
 #: (and, at the top level, never read): the default of ``--bulk_data_threshold``, which
