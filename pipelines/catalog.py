@@ -259,12 +259,10 @@ def output_locked(output: str, storage_options: dict[str, Any]) -> Iterator[None
         return
     lock = os.path.join(path, LOCK_FILE)
     try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-    except PermissionError:  # another account's lock file in a shared catalog: flock needs no write
         try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        except PermissionError:  # another account's lock file in a shared catalog: flock needs no write
             fd = os.open(lock, os.O_RDONLY)
-        except OSError as exc:
-            raise UsageError(redact_text(f"cannot lock --output {output!r}: {format_error(exc)}")) from None
     except OSError as exc:
         raise UsageError(redact_text(f"cannot lock --output {output!r}: {format_error(exc)}")) from None
     try:

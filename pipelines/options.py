@@ -10,6 +10,8 @@ from typing import Any, NoReturn
 
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
+from transforms.formats.base import DEFAULT_BULK_DATA_THRESHOLD
+
 DEFAULT_OUTPUT = "./metaextract-output"
 
 
@@ -107,7 +109,7 @@ class MetaextractOptions(PipelineOptions):
         parser.add_argument(
             "--bulk_data_threshold",
             type=_non_negative_int,
-            default=1024,
+            default=DEFAULT_BULK_DATA_THRESHOLD,
             help="DICOM binary values larger than this many bytes are left out of dicom.tags.",
         )
         parser.add_argument(

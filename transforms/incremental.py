@@ -621,12 +621,10 @@ def keep_unlisted_folders(listed: dict[str, FileInfo], cache: Mapping[str, Cache
     folders = tuple(s.path.rstrip("/") + "/" for s in skipped if s.reason.startswith(FOLDER_NOT_LISTED))
     if not folders:
         return 0
-    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
     added = 0
     for path, entry in cache.items():
         if path not in listed and path.startswith(folders):
-            modified = None if entry.modified_us is None else epoch + dt.timedelta(microseconds=entry.modified_us)
-            listed[path] = FileInfo(path, entry.size, modified, entry.etag)
+            listed[path] = FileInfo(path, entry.size, _from_us(entry.modified_us), entry.etag)
             added += 1
     return added
 

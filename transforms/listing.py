@@ -258,15 +258,20 @@ def _remote_entries(fs: fsspec.AbstractFileSystem, path: str, skipped: list[Skip
                 # a "folder marker" (an empty object named dir/, as the S3 console's "Create
                 # folder" makes) is a folder, not a file
                 kind = "folder marker" if i.get("type") == "file" else i.get("type")
-                skipped.append(Skipped(redact_url(fs.unstrip_protocol(n)), f"not a regular file ({kind})"))
+                skipped.append(Skipped(_shown(fs.unstrip_protocol(n)), f"not a regular file ({kind})"))
+
+
+def _shown(url: str) -> str:
+    """A listed remote URL as the catalog shows it. An object store's key is a name, shown as it
+    is ("Basic Research/", "R&D&authors=x"): no mask may rewrite it (two masked names collided,
+    and one file was dropped). URL credentials (user:password@, signed-URL query parameters)
+    are masked in http(s) URLs only."""
+    return printable(redact_url(url) if url.startswith(("http://", "https://")) else redact_userinfo(url))
 
 
 def _remote_info(fs: fsspec.AbstractFileSystem, name: str, entry: Mapping[str, Any]) -> FileInfo:
     url = fs.unstrip_protocol(name)
-    # An object store's key is a name, shown as it is ("Basic Research/", "R&D&authors=x"): no
-    # mask may rewrite it (two masked names collided, and one file was dropped). URL credentials
-    # (user:password@, signed-URL query parameters) are masked in http(s) URLs only.
-    shown = printable(redact_url(url) if url.startswith(("http://", "https://")) else redact_userinfo(url))
+    shown = _shown(url)
     return FileInfo(
         path=shown,
         size=int(entry.get("size") or 0),

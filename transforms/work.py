@@ -32,6 +32,7 @@ from transforms import checksums, stats
 from transforms.faults import classify, is_remote
 from transforms.formats import registry
 from transforms.formats.base import (
+    DEFAULT_BULK_DATA_THRESHOLD,
     ArrayRef,
     Extraction,
     FileInfo,
@@ -63,11 +64,6 @@ BACKGROUND_DIGEST_BYTES = 16 * MiB
 #: the arrays (compressed chunks, which the one pass otherwise reads a second time for the
 #: digest), and one request to an object store instead of one per chunk.
 IN_MEMORY_BYTES = 16 * MiB
-
-
-#: ``--bulk_data_threshold``'s default (``transforms.formats.dicom.BULK_THRESHOLD``, not
-#: imported here: that would load pydicom wherever settings are made).
-DEFAULT_BULK_DATA_THRESHOLD = 1024
 
 
 @dataclasses.dataclass(frozen=True)

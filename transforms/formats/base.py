@@ -354,6 +354,10 @@ def dumps(value: Any) -> str:
         )
 
 
+#: ``--bulk_data_threshold``'s default: DICOM binary values longer than this many bytes are
+#: left out of ``dicom.tags``.
+DEFAULT_BULK_DATA_THRESHOLD = 1024
+
 _FLOAT32_TINY = 2.0**-126  # the smallest normal float32
 
 

@@ -63,6 +63,7 @@ from pydicom.values import convert_PN
 
 from transforms.formats.arrays import open_dicom_arrays
 from transforms.formats.base import (
+    DEFAULT_BULK_DATA_THRESHOLD,
     Extraction,
     Extractor,
     SchemaTables,
@@ -74,7 +75,7 @@ from transforms.formats.base import (
 #: Binary values (OB OD OF OL OV OW UN) longer than this many bytes are left out of ``tags``
 #: (and, at the top level, never read): the default of ``--bulk_data_threshold``, which
 #: reaches :func:`extract` as ``source.options["bulk_data_threshold"]``.
-BULK_THRESHOLD = 1024
+BULK_THRESHOLD = DEFAULT_BULK_DATA_THRESHOLD
 
 #: Sequences nested deeper than this make the file an error (``InvalidDicomError``). pydicom and
 #: the converter recurse once per level: a file nested deeper than Python's recursion limit allows
