@@ -31,6 +31,7 @@ from apache_beam.runners.runner import PipelineRunner
 from fsspec.core import url_to_fs
 
 from pipelines import __version__
+from pipelines.forked_workers import WorkerTemplate, forked_workers
 from pipelines.options import (
     MetaextractOptions,
     UsageError,
@@ -39,7 +40,7 @@ from pipelines.options import (
     public_options,
 )
 from pipelines.progress import ProgressDisplay, human_bytes
-from transforms import schemas
+from transforms import forkserver, schemas
 from transforms.extract import (
     FILE_ROWS_KEY,
     FILES_TABLE,
@@ -66,6 +67,7 @@ from transforms.incremental import (
     read_previous_manifest,
     routed,
 )
+from transforms.isolation import extraction_template
 from transforms.listing import (
     InputError,
     ListedFileBatches,
@@ -296,6 +298,11 @@ def _run(argv: list[str] | None, held: contextlib.ExitStack, *, stdout, stderr, 
     """:func:`run`; ``held`` keeps the output's lock until the run is over."""
     argv = list(sys.argv[1:] if argv is None else argv)
     opts, pipeline_options = parse_flags(argv)
+    template = None
+    if wait and forks_workers(pipeline_options):  # now: Beam imported, no thread of ours running yet
+        template = WorkerTemplate.start(extraction=opts.file_timeout_s > 0)
+        if template is not None:
+            held.callback(template.close)
     try:
         phi = PhiPolicy.from_env(opts.phi)
     except PhiKeyMissing as exc:
@@ -369,6 +376,8 @@ def _run(argv: list[str] | None, held: contextlib.ExitStack, *, stdout, stderr, 
     if show_progress and cache is not None:  # progress counts the files this run reads, not those carried
         to_read = files_to_read(listed, cache, policy)
         total_files, total_bytes = len(to_read), sum(info.size for info in to_read)
+    if wait and local and opts.file_timeout_s > 0:  # every extraction process forked from one template
+        held.enter_context(extraction_template(extract.preload))
     direct = pipeline_options.view_as(DirectOptions)
     in_this_process = wait and local and direct.direct_running_mode != "multi_processing" and opts.file_timeout_s > 0
     with (
@@ -404,7 +413,7 @@ def _run(argv: list[str] | None, held: contextlib.ExitStack, *, stdout, stderr, 
         start = time.monotonic()
         with memoized_dofn_specs():
             try:
-                pipeline = beam.Pipeline(runner=direct_runner(pipeline_options), options=pipeline_options)
+                pipeline = beam.Pipeline(runner=direct_runner(pipeline_options, template), options=pipeline_options)
             except ValueError as exc:  # Beam's checks of the runner's options (Dataflow: --project...)
                 raise UsageError(redact_text(" ".join(str(exc).split()))) from None
             _ = pipeline | "Catalog" >> recipe
@@ -450,7 +459,17 @@ def _drops_finish_bundle_output(pipeline_options: PipelineOptions) -> bool:
     return "Dask" in name
 
 
-def direct_runner(pipeline_options: PipelineOptions) -> PipelineRunner | None:
+def forks_workers(pipeline_options: PipelineOptions) -> bool:
+    """Whether the run starts local worker processes that a :class:`WorkerTemplate` can fork."""
+    direct = pipeline_options.view_as(DirectOptions)
+    return (
+        direct_runner(pipeline_options) is not None
+        and direct.direct_running_mode == "multi_processing"
+        and forkserver.supported()
+    )
+
+
+def direct_runner(pipeline_options: PipelineOptions, template: WorkerTemplate | None = None) -> PipelineRunner | None:
     """The runner for ``--runner`` not given or DirectRunner: :class:`InProcessRunner`; else
     None (``--runner`` decides).
 
@@ -458,17 +477,23 @@ def direct_runner(pipeline_options: PipelineOptions) -> PipelineRunner | None:
     and, where that fails (no network), falls back to the FnApiRunner: about a second lost on
     every run, and a surprise download where it does not fail. This pipeline needs nothing the
     FnApiRunner lacks (no TestStream, Pub/Sub or real-time timers), so a batch run goes there
-    directly. ``--runner=PrismRunner`` still runs on Prism.
+    directly. ``--runner=PrismRunner`` still runs on Prism. ``template`` forks its
+    ``multi_processing`` workers.
     """
     standard = pipeline_options.view_as(StandardOptions)
     if standard.runner not in DIRECT_RUNNERS or standard.streaming:
         return None
-    return InProcessRunner()
+    return InProcessRunner(template)
 
 
 class InProcessRunner(PipelineRunner):
     """The FnApiRunner, set up as Beam's DirectRunner sets it up for a batch pipeline (its
-    ``--direct_num_workers`` and ``--direct_running_mode`` apply)."""
+    ``--direct_num_workers`` and ``--direct_running_mode`` apply); ``template``, if given, forks
+    the worker processes of ``multi_processing``."""
+
+    def __init__(self, template: WorkerTemplate | None = None):
+        super().__init__()
+        self._template = template
 
     def run_pipeline(self, pipeline, options):
         from apache_beam.portability.api import beam_provision_api_pb2
@@ -484,7 +509,7 @@ class InProcessRunner(PipelineRunner):
             worker_options["default_sdk_harness_log_level"] = "ERROR"
         encoded = JobServiceHandle.encode_pipeline_options(worker_options)
         provision_info = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
-        with short_state_sampling(), workers_stopped_together():
+        with short_state_sampling(), workers_stopped_together(), forked_workers(self._template):
             return fn_runner.FnApiRunner(provision_info=provision_info).run_pipeline(pipeline, options)
 
 

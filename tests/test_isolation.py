@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -15,7 +16,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from transforms.isolation import IsolatedRunner, RemoteTraceback, WorkerCrashed
+from transforms import forkserver
+from transforms.isolation import (
+    TEMPLATE_VARIABLE,
+    IsolatedRunner,
+    RemoteTraceback,
+    WorkerCrashed,
+    extraction_template,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 30.0  # generous: only the hang tests wait for a timeout, with their own
@@ -81,14 +89,28 @@ def descendants() -> set[int]:
     return {p.pid for p in psutil.Process().children(recursive=True)}
 
 
-@pytest.fixture(params=["exec", "forkserver", "spawn"])
+#: "template": exec children forked by a run's extraction template (``extraction_template``).
+START_METHODS = ["exec", "forkserver", "spawn", "template"]
+
+
+@contextlib.contextmanager
+def isolated(timeout_s: float, start_method: str, **kwargs):
+    if start_method == "template":
+        with extraction_template(), IsolatedRunner(timeout_s, **kwargs) as runner:
+            yield runner
+    else:
+        with IsolatedRunner(timeout_s, start_method=start_method, **kwargs) as runner:
+            yield runner
+
+
+@pytest.fixture(params=START_METHODS)
 def start_method(request):
     return request.param
 
 
 @pytest.fixture
 def runner(start_method):
-    with IsolatedRunner(TIMEOUT_S, start_method=start_method) as runner:
+    with isolated(TIMEOUT_S, start_method) as runner:
         yield runner
 
 
@@ -133,7 +155,7 @@ def test_unpicklable_argument_raises_in_parent(runner):
 
 
 def test_hang_in_c_times_out_and_next_call_works(start_method):
-    with IsolatedRunner(1.0, start_method=start_method) as runner:
+    with isolated(1.0, start_method) as runner:
         runner.call(add, 0, 0)
         hung = runner.pid
         with pytest.raises(TimeoutError, match=r"^extraction did not finish in 1 s$"):
@@ -236,11 +258,15 @@ def test_fork_is_refused():
 PARENT_SCRIPT = """
 import sys
 sys.path.insert(0, {repo!r})
-from transforms.isolation import IsolatedRunner
+from transforms.isolation import IsolatedRunner, extraction_template
 from tests.test_isolation import add, sleep_in_c
 
 if __name__ == "__main__":
-    runner = IsolatedRunner(1000, start_method={method!r})
+    method = {method!r}
+    if method == "template":
+        extraction_template().__enter__()
+        method = "exec"
+    runner = IsolatedRunner(1000, start_method=method)
     runner.call(add, 0, 0)
     print(runner.pid, flush=True)
     if {busy!r}:
@@ -257,7 +283,7 @@ def _gone(pid: int) -> bool:
         return True
 
 
-@pytest.mark.parametrize("method", ["exec", "forkserver", "spawn"])
+@pytest.mark.parametrize("method", START_METHODS)
 @pytest.mark.parametrize("busy", [True, False], ids=["hung-in-c", "idle"])
 def test_child_exits_when_parent_is_killed(tmp_path, method, busy):
     script = tmp_path / "parent.py"
@@ -392,9 +418,88 @@ def test_extraction_started_preloads_the_likely_formats_libraries():
     assert got == ["pydicom", "h5py"]  # the netcdf extractor reads NetCDF-4 with h5py
 
 
-def test_exec_child_keeps_blas_on_one_thread(monkeypatch):
+@pytest.mark.parametrize("method", ["exec", "template"])
+def test_exec_child_keeps_blas_on_one_thread(monkeypatch, method):
     """The extraction process runs its own threads: BLAS thread pools (numpy's OpenBLAS) stay at one."""
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "8")
-    with IsolatedRunner(TIMEOUT_S, start_method="exec") as runner:
+    with isolated(TIMEOUT_S, method) as runner:
         got = runner.call(os.getenv, "OPENBLAS_NUM_THREADS"), runner.call(os.getenv, "OMP_NUM_THREADS")
     assert got == ("1", "1")
+
+
+# --- the extraction template ------------------------------------------------------------------
+
+
+def parent_pid():
+    return os.getppid()
+
+
+def test_template_forks_the_extraction_processes_and_ends_with_its_block():
+    with extraction_template(["dicom", "hdf5"]):
+        address = os.environ[TEMPLATE_VARIABLE]
+        with IsolatedRunner(TIMEOUT_S) as first, IsolatedRunner(TIMEOUT_S) as second:
+            template = {first.call(parent_pid), second.call(parent_pid)}
+            assert len(template) == 1 and os.getpid() not in template  # both forked by one template
+            assert first.pid != second.pid
+            assert first.call(has_module, "pydicom") and first.call(has_module, "h5py")  # preloaded
+            assert not first.call(has_module, "apache_beam")
+        (pid,) = template
+        assert psutil.Process(pid).cmdline()[-1] == "dicom,hdf5"
+    assert TEMPLATE_VARIABLE not in os.environ
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert not os.path.exists(address)
+    with IsolatedRunner(TIMEOUT_S) as runner:  # no template: a fresh interpreter again
+        assert runner.call(parent_pid) == os.getpid()
+
+
+def test_template_kills_a_child_whose_requester_went_away():
+    with extraction_template():
+        left, right = __import__("socket").socketpair()
+        child = forkserver.spawn(os.environ[TEMPLATE_VARIABLE], b"extract", [right.fileno()])
+        right.close()
+        assert psutil.pid_exists(child.pid) and child.poll() is None
+        child._conn.close()  # the requester is gone: the template kills what it forked for it
+        deadline = time.monotonic() + 30
+        while psutil.pid_exists(child.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not psutil.pid_exists(child.pid)
+        left.close()
+
+
+def test_a_template_that_is_gone_means_a_fresh_interpreter(tmp_path, monkeypatch):
+    monkeypatch.setenv(TEMPLATE_VARIABLE, str(tmp_path / "no-such-socket"))
+    with pytest.raises(OSError):
+        forkserver.spawn(str(tmp_path / "no-such-socket"), b"extract")
+    with IsolatedRunner(TIMEOUT_S) as runner:
+        assert runner.call(parent_pid) == os.getpid()
+        assert runner.call(os.getenv, TEMPLATE_VARIABLE) is None  # not handed on to the child
+
+
+def governed_rss(worker_pid):
+    """In an extraction process: the RSS its memory governor reads for ``worker_pid``, and its own."""
+    from transforms import child
+
+    child._GOVERNOR = None
+    governor = child._governor(1 << 40, (0.7, 0.85, 0.95), worker_pid)
+    return governor._read(1 << 40).rss_bytes, psutil.Process().memory_info().rss
+
+
+def test_governor_counts_a_template_child_once_and_not_the_template():
+    with extraction_template(), IsolatedRunner(TIMEOUT_S) as runner:
+        template = psutil.Process(runner.call(parent_pid))
+        # the worker is this process: the template and its child are among its descendants
+        read, own = runner.call(governed_rss, os.getpid())
+        tree = sum(p.memory_info().rss for p in [psutil.Process(), *psutil.Process().children(recursive=True)])
+        assert own <= read < tree - template.memory_info().rss // 2  # the template left out, the child in
+        # a worker the template is not under (a multi_processing worker): the child added to it
+        other = subprocess.Popen(
+            [sys.executable, "-c", "import time; print(1, flush=True); time.sleep(60)"], stdout=subprocess.PIPE
+        )
+        try:
+            other.stdout.readline()  # started
+            read, own = runner.call(governed_rss, other.pid)
+            alone = psutil.Process(other.pid).memory_info().rss
+            assert alone + own * 0.9 <= read <= (alone + own) * 1.1
+        finally:
+            other.kill()
+            other.wait()

@@ -12,6 +12,7 @@ stopped by it, and only they.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -208,6 +209,56 @@ def test_direct_runner_multi_processing(reference, mixed_corpus, tmp_path):
     same_catalog_twice(
         reference, mixed_corpus, tmp_path, "--direct_running_mode=multi_processing", "--direct_num_workers=2"
     )
+
+
+def test_multi_processing_workers_are_forked_not_started_afresh(mixed_corpus, tmp_path):
+    """A local multi_processing run forks its workers from a template of the launcher and its
+    extraction processes from the extraction template: no process imports Beam's SDK harness
+    or the format libraries afresh, and every process of the run ends with it."""
+    import psutil
+
+    argv = ["--input", str(mixed_corpus), "--output", str(tmp_path / "out"), "--progress", "off",
+            "--direct_running_mode=multi_processing", "--direct_num_workers=2"]  # fmt: skip
+    launcher = psutil.Popen([sys.executable, "-m", "pipelines.catalog", *argv], cwd=REPO, env=child_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    seen: dict[int, tuple[list[str], int]] = {}  # pid -> (command line, parent pid)
+    while launcher.poll() is None:
+        try:
+            for proc in launcher.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    seen.setdefault(proc.pid, (proc.cmdline(), proc.ppid()))
+        except psutil.Error:
+            pass
+        time.sleep(0.02)
+    assert launcher.returncode == 0, launcher.stderr.read()[-4000:]
+    commands = {pid: " ".join(cmd) for pid, (cmd, _) in seen.items()}
+    assert not [c for c in commands.values() if "sdk_worker_main" in c or "_exec_main" in c], commands
+    worker_template = [pid for pid, (cmd, ppid) in seen.items() if ppid == launcher.pid and "pipelines.catalog" in " ".join(cmd)]
+    assert len(worker_template) == 1, commands
+    workers = [pid for pid, (_, ppid) in seen.items() if ppid == worker_template[0]]
+    assert len(workers) == 2, commands
+    extraction = [pid for pid, (cmd, _) in seen.items() if "_template_main" in " ".join(cmd)]
+    assert extraction, commands
+    assert not [pid for pid in seen if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["files_total"] == len([p for p in mixed_corpus.rglob("*") if p.is_file()])
+
+
+def test_a_worker_template_that_cannot_fork_leaves_beam_to_start_its_worker():
+    from apache_beam.runners.portability import local_job_service
+
+    from pipelines.forked_workers import forked_workers
+
+    class Gone:
+        def spawn(self, env):
+            raise OSError("the template ended")
+
+    with forked_workers(Gone()):
+        command = f"{sys.executable} -c pass -m apache_beam.runners.worker.sdk_worker_main"
+        worker = local_job_service.subprocess.Popen(command, shell=True, env=dict(os.environ))
+        assert isinstance(worker, subprocess.Popen)
+        assert worker.wait(60) == 0
+    assert local_job_service.subprocess is subprocess
 
 
 # --- PortableRunner: Beam's local job service + an external worker pool ---------------------

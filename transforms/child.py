@@ -1,9 +1,10 @@
 """What runs in the isolated extraction process (:mod:`transforms.isolation`).
 
 Everything that reads a file's content runs here: detection, the header unit, the data units.
-The extraction process is a fresh interpreter: it imports this module, the libraries of the
-formats it meets and nothing of Beam (nor pyarrow), so it adds only their memory to the
-worker's. It keeps one memory governor that watches the whole Beam worker (the worker process
+The extraction process is a fresh interpreter, or a fork of the run's extraction template
+(:func:`transforms.isolation.extraction_template`), which is one: it imports this module, the
+libraries of the formats it meets and nothing of Beam (nor pyarrow), so it adds only their
+memory to the worker's. It keeps one memory governor that watches the whole Beam worker (the worker process
 and its children, this one included).
 """
 
@@ -115,10 +116,19 @@ def _governor(budget_bytes: int, thresholds: tuple[float, float, float], worker_
 
         from transforms.governor import MemoryGovernor, process_tree_rss, read_memory
 
+        from transforms.isolation import template_pid
+
         worker = psutil.Process(worker_pid)
+        me = psutil.Process()
+        # Forked by the run's extraction template, this process is among the worker's
+        # descendants only when the template is (a local run's in-process workers), and the
+        # template is not counted: its pages are those it shares with the processes it forked.
+        skip = {template_pid()} - {None}
+        outside = worker_pid not in {p.pid for p in me.parents()}
 
         def read(budget: int):
-            return dataclasses.replace(read_memory(budget), rss_bytes=process_tree_rss(worker))
+            rss = process_tree_rss(worker, skip) + (me.memory_info().rss if outside else 0)
+            return dataclasses.replace(read_memory(budget), rss_bytes=rss)
 
         _GOVERNOR = MemoryGovernor(budget_bytes, thresholds, read=read)
     return _GOVERNOR

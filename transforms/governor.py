@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
 import psutil
@@ -124,13 +124,14 @@ def cgroup_memory(
     return worst
 
 
-def process_tree_rss(process: psutil.Process | None = None) -> int:
-    """RSS of a process and all its descendants (extraction may run in child processes)."""
+def process_tree_rss(process: psutil.Process | None = None, skip: Collection[int] = ()) -> int:
+    """RSS of a process and all its descendants (extraction may run in child processes), but
+    those in ``skip`` (their own descendants still count)."""
     process = process or psutil.Process()
     total = process.memory_info().rss
     for child in process.children(recursive=True):
         try:
-            total += child.memory_info().rss
+            total += child.memory_info().rss if child.pid not in skip else 0
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
     return total

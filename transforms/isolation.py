@@ -11,14 +11,17 @@ call starts a fresh child, so one bad file costs one error, not the run. Beam-fr
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import multiprocessing
 import multiprocessing.connection
 import os
 import pickle
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -26,6 +29,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import psutil
+
+from transforms import forkserver
+from transforms.forkserver import die_with_parent
 
 T = TypeVar("T")
 
@@ -37,8 +43,10 @@ START_METHODS = ("exec", "forkserver", "spawn")
 #: Environment variables that keep BLAS libraries on one thread in an exec'd extraction process.
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 DEFAULT_START_METHOD = "exec"
-_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 _READY = b"ready"
+#: Where the run's extraction template listens (:func:`extraction_template`), for this process
+#: and the worker processes it starts.
+TEMPLATE_VARIABLE = "METAEXTRACT_EXTRACTION_TEMPLATE"
 # Starting a child and importing the format libraries can take seconds on a busy machine; it is
 # not the file's fault, so it gets at least this long (``timeout_s`` if longer).
 START_TIMEOUT_S = 60.0
@@ -169,7 +177,7 @@ class IsolatedRunner:
     def _start(self) -> None:
         setup = (self.max_rss_bytes is not None, self._initializer, self._initargs)
         if self._start_method == "exec":
-            process, parent_conn = _ExecProcess.start(setup)
+            process, parent_conn = _ExecProcess.start(setup, _take_prestarted())
         else:
             parent_conn, child_conn = self._context.Pipe(duplex=True)
             process = self._context.Process(
@@ -265,27 +273,38 @@ class _ExecProcess:
         self.pid = popen.pid
 
     @classmethod
-    def start(cls, setup: tuple) -> tuple[_ExecProcess, multiprocessing.connection.Connection]:
-        parent_sock, child_sock = socket.socketpair()
-        with parent_sock, child_sock:
-            env = dict(os.environ)
-            # The child finds this package (and anything else the parent can import) the same way.
-            env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-            # The process runs its own threads (--unit_threads); a BLAS library's thread pool on
-            # top of them (numpy's OpenBLAS starts one per core) made two busy threads wait on
-            # each other's spinning BLAS threads: measured 300x slower.
-            env.update(dict.fromkeys(BLAS_THREAD_VARIABLES, "1"))
-            command = [
-                sys.executable, "-c", "from transforms.isolation import _exec_main; _exec_main()",
-                str(child_sock.fileno()), str(os.getpid()),
-            ]  # fmt: skip
-            popen = _launch(command, env=env, pass_fds=(child_sock.fileno(),))
-            conn = multiprocessing.connection.Connection(os.dup(parent_sock.fileno()))
+    def start(
+        cls, setup: tuple, launched: tuple[_ExecProcess, multiprocessing.connection.Connection] | None = None
+    ) -> tuple[_ExecProcess, multiprocessing.connection.Connection]:
+        """Launch a child (or take ``launched``, one that waits for its set-up) and set it up."""
+        process, conn = launched or cls.launch()
         try:
             conn.send(setup)
         except OSError:
             pass  # the child died at once: the ready wait reports it
-        return cls(popen), conn
+        return process, conn
+
+    @classmethod
+    def launch(cls) -> tuple[_ExecProcess | forkserver.ForkedProcess, multiprocessing.connection.Connection]:
+        """A child that waits for its set-up: forked by this run's extraction template if there
+        is one (:func:`extraction_template`), else a fresh interpreter importing this module."""
+        parent_sock, child_sock = socket.socketpair()
+        with parent_sock, child_sock:
+            template = os.environ.get(TEMPLATE_VARIABLE)
+            process = None
+            if template:
+                try:
+                    process = forkserver.spawn(template, b"extract", [child_sock.fileno()])
+                except OSError:  # the template is gone (its run ended): a fresh interpreter
+                    pass
+            if process is None:
+                command = [
+                    sys.executable, "-c", "from transforms.isolation import _exec_main; _exec_main()",
+                    str(child_sock.fileno()), str(os.getpid()),
+                ]  # fmt: skip
+                process = cls(_launch(command, env=_child_environment(), pass_fds=(child_sock.fileno(),)))
+            conn = multiprocessing.connection.Connection(os.dup(parent_sock.fileno()))
+        return process, conn
 
     @property
     def exitcode(self) -> int | None:
@@ -299,6 +318,30 @@ class _ExecProcess:
 
     def kill(self) -> None:
         self._popen.kill()
+
+
+_PRESTARTED: list[tuple[_ExecProcess, multiprocessing.connection.Connection]] = []
+_PRESTARTED_LOCK = threading.Lock()
+
+
+def prestart() -> None:
+    """Launch an ``exec`` child now, before any runner needs one: the first runner of this
+    process to start a child takes it, set up as its own. A worker process that will read files
+    calls it first thing, so that the child's interpreter and imports overlap the worker's own
+    start (an unused child ends with this process, or when it closes the pipe)."""
+    launched = _ExecProcess.launch()
+    with _PRESTARTED_LOCK:
+        _PRESTARTED.append(launched)
+
+
+def _take_prestarted() -> tuple[_ExecProcess, multiprocessing.connection.Connection] | None:
+    with _PRESTARTED_LOCK:
+        while _PRESTARTED:
+            process, conn = _PRESTARTED.pop()
+            if process.exitcode is None:
+                return process, conn
+            conn.close()
+    return None
 
 
 _LAUNCHER: concurrent.futures.ThreadPoolExecutor | None = None
@@ -318,26 +361,93 @@ def _launch(command: list[str], **kwargs: Any) -> subprocess.Popen:
     ).result()
 
 
+def _child_environment() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop(TEMPLATE_VARIABLE, None)
+    # The child finds this package (and anything else the parent can import) the same way.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    # The process runs its own threads (--unit_threads); a BLAS library's thread pool on top of
+    # them (numpy's OpenBLAS starts one per core) made two busy threads wait on each other's
+    # spinning BLAS threads: measured 300x slower.
+    env.update(dict.fromkeys(BLAS_THREAD_VARIABLES, "1"))
+    return env
+
+
+@contextlib.contextmanager
+def extraction_template(preload: Sequence[str] = ()):
+    """Within the block, this process and the processes it starts (Beam's local workers) fork
+    their extraction processes from one template (:mod:`transforms.forkserver`) instead of
+    starting fresh interpreters: the template imports this module and the ``preload`` formats'
+    libraries once, from now on, while the run is being set up; each extraction process then
+    starts in milliseconds, also after a timeout or a crash. A no-op where forking is not
+    supported. The template and its children end with the block."""
+    if not forkserver.supported() or os.environ.get(TEMPLATE_VARIABLE):
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="metaextract-template-")  # private (0700): only we connect
+    address = os.path.join(folder, "socket")
+    listener = forkserver.listen(address)  # requests made before the template is ready wait
+    command = [
+        sys.executable, "-c", "from transforms.isolation import _template_main; _template_main()",
+        str(listener.fileno()), str(os.getpid()), ",".join(preload),
+    ]  # fmt: skip
+    with listener:
+        popen = subprocess.Popen(
+            command, env=_child_environment(), pass_fds=(listener.fileno(),), stdin=subprocess.DEVNULL
+        )
+    os.environ[TEMPLATE_VARIABLE] = address
+    try:
+        yield
+    finally:
+        os.environ.pop(TEMPLATE_VARIABLE, None)
+        popen.terminate()
+        popen.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _template_main() -> None:
+    """Entry point of the extraction template: ``argv`` holds its listening socket's
+    descriptor, the parent's pid and the formats to load."""
+    fd, parent, formats = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+
+    def prepare() -> None:
+        from transforms import child
+
+        child.preload([f for f in formats.split(",") if f])
+
+    forkserver.serve(socket.socket(fileno=fd), _template_child, parent, prepare)
+
+
+_TEMPLATE_PID: list[int] = []  # in a process forked by an extraction template: the template's pid
+
+
+def template_pid() -> int | None:
+    """The extraction template that forked this process, if one did."""
+    return _TEMPLATE_PID[0] if _TEMPLATE_PID else None
+
+
+def _template_child(payload: bytes, fds: list[int]) -> int:
+    """An extraction process forked by the template: as :func:`_exec_main`, on the passed socket."""
+    _TEMPLATE_PID.append(os.getppid())
+    conn = multiprocessing.connection.Connection(fds[0])
+    try:
+        report_rss, initializer, initargs = conn.recv()
+    except (EOFError, OSError):
+        return 0
+    _serve(conn, "exec", report_rss, initializer, initargs)
+    return 0
+
+
 def _exec_main() -> None:
     """Entry point of an ``exec`` child: ``argv`` holds the socket's descriptor and the parent's pid."""
     fd, parent = int(sys.argv[1]), int(sys.argv[2])
-    _die_with_parent(parent)
+    die_with_parent(parent)
     conn = multiprocessing.connection.Connection(fd)
     try:
         report_rss, initializer, initargs = conn.recv()
     except (EOFError, OSError):
         return
     _serve(conn, "exec", report_rss, initializer, initargs)
-
-
-def _die_with_parent(parent: int) -> None:
-    """Have the kernel kill this process when its parent dies (Linux), even mid-hang in C."""
-    if sys.platform == "linux":
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
 
 
 def _portable(exc: BaseException) -> tuple[BaseException | None, str, str, str]:
@@ -366,7 +476,7 @@ def _exit_with_parent(start_method: str) -> None:
     parent = os.getppid()
     if start_method == "exec":
         if sys.platform == "linux":
-            return  # _die_with_parent did it
+            return  # die_with_parent did it
     elif start_method == "forkserver":
         from multiprocessing import forkserver
 
@@ -377,7 +487,7 @@ def _exit_with_parent(start_method: str) -> None:
             os.close(alive_fd)
             forkserver._forkserver._forkserver_alive_fd = None
         if sys.platform == "linux":
-            _die_with_parent(parent)
+            die_with_parent(parent)
             return
 
     def watch() -> None:
