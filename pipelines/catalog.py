@@ -376,13 +376,14 @@ def _run(argv: list[str] | None, held: contextlib.ExitStack, *, stdout, stderr, 
     if show_progress and cache is not None:  # progress counts the files this run reads, not those carried
         to_read = files_to_read(listed, cache, policy)
         total_files, total_bytes = len(to_read), sum(info.size for info in to_read)
-    if wait and local and opts.file_timeout_s > 0:  # every extraction process forked from one template
-        held.enter_context(extraction_template(extract.preload))
     direct = pipeline_options.view_as(DirectOptions)
+    if wait and local and opts.file_timeout_s > 0 and parallel_workers(direct) > 1:
+        # several extraction processes at once: forked from one template that imports their
+        # libraries once (one process stays a fresh interpreter: no template's memory beside it)
+        held.enter_context(extraction_template(extract.preload))
     in_this_process = wait and local and direct.direct_running_mode != "multi_processing" and opts.file_timeout_s > 0
     with (
-        extraction_started(opts.file_timeout_s, extract.preload,
-                           local_workers(direct) if direct.direct_running_mode == "multi_threading" else 1)
+        extraction_started(opts.file_timeout_s, extract.preload, parallel_workers(direct))
         if in_this_process
         else contextlib.nullcontext(),
         tempfile.TemporaryDirectory(prefix="metaextract-run-") as progress_dir,
@@ -449,6 +450,11 @@ def local_workers(direct: DirectOptions) -> int:
     one per CPU, as the FnApiRunner reads it)."""
     workers = direct.direct_num_workers
     return (os.cpu_count() or 1) if workers == 0 else (workers or 1)
+
+
+def parallel_workers(direct: DirectOptions) -> int:
+    """How many workers a local run reads files on at once (``in_memory``: one)."""
+    return local_workers(direct) if direct.direct_running_mode in ("multi_processing", "multi_threading") else 1
 
 
 def _drops_finish_bundle_output(pipeline_options: PipelineOptions) -> bool:
