@@ -62,7 +62,7 @@ setup(
         "dask": ["dask[distributed]>=2024.2", "apache-beam[dask]>=2.60,<3"],
     },
     entry_points={
-        "console_scripts": ["metaextract = pipelines.catalog:cli"],
+        "console_scripts": ["metaextract = pipelines.cli:cli"],
         "metaextract.extractors": [
             "dicom = transforms.formats.dicom:EXTRACTOR",
             "fits = transforms.formats.fits:EXTRACTOR",

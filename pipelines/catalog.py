@@ -13,8 +13,10 @@ import datetime as dt
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,7 +33,7 @@ from apache_beam.runners.runner import PipelineRunner
 from fsspec.core import url_to_fs
 
 from pipelines import __version__
-from pipelines.forked_workers import WorkerTemplate, forked_workers
+from pipelines.forked_workers import WorkerTemplate, forked_workers, kill_workers
 from pipelines.options import (
     MetaextractOptions,
     UsageError,
@@ -714,7 +716,8 @@ def main(argv: list[str] | None = None) -> int:
         except report.ReportError as exc:
             die(str(exc))
     try:
-        result = run(argv)
+        with interrupt_ends_workers():
+            result = run(argv)
     except (UsageError, InputError) as exc:
         die(str(exc))
     except RunnerUnavailable as exc:
@@ -731,6 +734,29 @@ def main(argv: list[str] | None = None) -> int:
 
 def _drop_interrupt_tracebacks(record: logging.LogRecord) -> bool:
     return not (record.exc_info and _interrupted_by_user(record.exc_info[1]))
+
+
+@contextlib.contextmanager
+def interrupt_ends_workers():
+    """Within the block, Ctrl-C (SIGINT) in the main thread also kills the local worker
+    processes the run forked (they ignore it; Beam's runner would wait for them for ever) and
+    silences what the runner's threads log and raise while the run is torn down (connections
+    to the killed workers break): the command says "interrupted", once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        logging.getLogger("apache_beam").setLevel(logging.CRITICAL + 1)
+        threading.excepthook = lambda args: None
+        kill_workers()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def interrupted() -> int:

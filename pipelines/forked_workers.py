@@ -22,9 +22,9 @@ import logging
 import os
 import pickle
 import shutil
-import signal
 import sys
 import tempfile
+import weakref
 from typing import Any
 
 from transforms import forkserver
@@ -61,12 +61,24 @@ class WorkerTemplate:
 
     def spawn(self, env: dict[str, str]) -> forkserver.ForkedProcess:
         """A worker process running Beam's SDK harness in ``env``."""
-        return forkserver.spawn(self._address, pickle.dumps((dict(env), self._extraction)))
+        worker = forkserver.spawn(self._address, pickle.dumps((dict(env), self._extraction)))
+        _WORKERS.add(worker)
+        return worker
 
     def close(self) -> None:
         """End the template (and any worker still running) and wait for it."""
         forkserver.stop(self.pid, self._address)
         shutil.rmtree(self._folder, ignore_errors=True)
+
+
+_WORKERS: weakref.WeakSet[forkserver.ForkedProcess] = weakref.WeakSet()
+
+
+def kill_workers() -> None:
+    """Kill every worker the templates of this process forked that still runs (the launcher was
+    interrupted: a forked worker ignores Ctrl-C, and Beam's runner would wait for it)."""
+    for worker in list(_WORKERS):
+        worker.kill()
 
 
 @contextlib.contextmanager
@@ -107,7 +119,10 @@ def _run_worker(payload: bytes, fds: list[int]) -> int:
     """A forked worker: Beam's SDK harness in Beam's environment, as ``python -m
     sdk_worker_main`` runs it."""
     env, extraction = pickle.loads(payload)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # Ctrl-C stays ignored, as in the template: the launcher handles it and ends the run, which
+    # ends the workers (their control stream closes; the kernel kills them with the template if
+    # the launcher exits first). A worker that took it would end its harness mid-bundle and fill
+    # the terminal with the runner's and its own tracebacks.
     os.environ.clear()
     os.environ.update(env)
     root = logging.getLogger()
@@ -122,8 +137,6 @@ def _run_worker(payload: bytes, fds: list[int]) -> int:
 
         sdk_worker_main.main(sys.argv)
         return 0
-    except KeyboardInterrupt:
-        return 128 + signal.SIGINT
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
     except BaseException:  # noqa: BLE001 - reported as a worker that failed, as Beam's would be

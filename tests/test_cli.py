@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 import pathlib
 import shutil
@@ -42,13 +44,13 @@ def test_no_input_runs_the_bundled_sample_corpus(tmp_path):
 
 
 def test_console_script_is_the_same_entry_point():
-    from pipelines import catalog
+    from pipelines import catalog, cli
 
     import importlib.metadata as md
 
     (ep,) = [e for e in md.entry_points(group="console_scripts") if e.name == "metaextract"]
-    assert ep.value == "pipelines.catalog:cli"
-    assert catalog.cli
+    assert ep.value == "pipelines.cli:cli"  # catalog.cli, behind a Ctrl-C guard of the imports
+    assert catalog.cli and cli.cli
 
 
 @pytest.mark.parametrize(
@@ -144,13 +146,26 @@ EXTRACTOR = Extractor(format="slow", extract=extract, tables={}, sniff=lambda he
 """
 
 
-def test_ctrl_c_while_files_are_read_is_one_line_and_exit_130(tmp_path):
+def _new_session_with_default_sigint():
+    import signal
+
+    os.setsid()  # a process group of its own, as a terminal's foreground job
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("mode", [[], ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]],
+                         ids=["in_process", "multi_processing"])
+def test_ctrl_c_while_files_are_read_is_one_line_and_exit_130(tmp_path, mode):
     """Beam re-raises a KeyboardInterrupt raised in a DoFn as a RuntimeError and logs its
     traceback: the command still says "interrupted" in one line and exits 130 (it was exit 1
     with about 170 lines). A plug-in format whose extraction takes minutes holds the run in
-    its extraction stage."""
+    its extraction stage. Ctrl-C goes to the whole process group, as a terminal sends it: with
+    forked worker processes (which ignore it) the launcher ends them (the runner waited for
+    them for ever) and no process of the run is left."""
     import signal
     import time
+
+    import psutil
 
     site = tmp_path / "site"
     (site / "slow_format").mkdir(parents=True)
@@ -163,21 +178,44 @@ def test_ctrl_c_while_files_are_read_is_one_line_and_exit_130(tmp_path):
     corpus.mkdir()
     (corpus / "a.slow").write_bytes(b"SLOW file")
     argv = [sys.executable, "-m", "pipelines.catalog", "--input", str(corpus), "--output",
-            str(tmp_path / "out"), "--progress", "off"]
+            str(tmp_path / "out"), "--progress", "off", *mode]
     started = tmp_path / "started"
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env={**os.environ, "PYTHONPATH": os.pathsep.join([REPO, str(site)]),
                                  "SLOW_PLUGIN_STARTED": str(started)},
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.monotonic() + 120
-    while not started.exists() and time.monotonic() < deadline:  # the file is in extraction
-        time.sleep(0.1)
-    assert started.exists()
-    proc.send_signal(signal.SIGINT)
+                            preexec_fn=_new_session_with_default_sigint)
+    try:
+        deadline = time.monotonic() + 120
+        while not started.exists() and time.monotonic() < deadline:  # the file is in extraction
+            time.sleep(0.1)
+        assert started.exists()
+        run = psutil.Process(proc.pid).children(recursive=True)
+        os.killpg(proc.pid, signal.SIGINT)
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 130, err
+        assert err.strip() == "metaextract: interrupted"
+        assert not (tmp_path / "out" / "manifest.json").exists()
+        psutil.wait_procs(run, timeout=10)
+        assert not [p for p in run if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_ctrl_c_while_the_command_imports_its_libraries_is_one_line_and_exit_130():
+    """The ``metaextract`` command's entry point (``pipelines.cli``) guards the half second of
+    imports: Ctrl-C there was Python's traceback of ``import apache_beam`` and exit -2."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", "from pipelines.cli import cli; cli()", "--input", SAMPLE_DATA],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=_new_session_with_default_sigint)
+    time.sleep(0.15)  # the interpreter has started; importing Beam takes longer
+    os.killpg(proc.pid, signal.SIGINT)
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 130, err
     assert err.strip() == "metaextract: interrupted"
-    assert not (tmp_path / "out" / "manifest.json").exists()
 
 
 def test_a_remote_runner_that_cannot_start_the_job_is_one_line_and_exit_1(tmp_path, monkeypatch, capsys):

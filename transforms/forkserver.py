@@ -85,8 +85,8 @@ def fork_template(address: str, handler: Handler, prepare: Callable[[], None] | 
 def serve(listener: socket.socket, handler: Handler, parent: int, prepare: Callable[[], None] | None = None) -> None:
     """The template's loop, until its parent dies or stops it (:func:`stop`); its children die
     with it (each has the kernel kill it when its parent dies)."""
-    die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent reports it; this ends with it
+    die_with_parent(parent)
     if prepare is not None:
         prepare()
     requests: list[socket.socket] = []  # connected, no request read yet
@@ -188,7 +188,6 @@ class ForkedProcess:
                 # no status: the template itself was killed, and its children with it
                 self.returncode = _STATUS.unpack(data)[0] if len(data) == _STATUS.size else -signal.SIGKILL
                 self._conn.close()
-                os.close(self._pidfd)
             return self.returncode
 
     def poll(self) -> int | None:
@@ -208,10 +207,15 @@ class ForkedProcess:
         self._status(timeout)
 
     def kill(self) -> None:
-        with self._lock:
-            if self.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+        # no lock: a thread may be waiting in wait() (and a signal handler may call this); the
+        # pidfd stays open until this object goes, so it never names another process
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+
+    def __del__(self) -> None:
+        with contextlib.suppress(AttributeError, OSError):
+            os.close(self._pidfd)
 
 
 def stop(pid: int, address: str) -> None:

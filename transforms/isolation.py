@@ -356,8 +356,10 @@ def _launch(command: list[str], **kwargs: Any) -> subprocess.Popen:
         if _LAUNCHER is None:
             _LAUNCHER = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="metaextract-launcher")
         launcher = _LAUNCHER
+    # a process group of its own: a terminal's Ctrl-C (sent to the foreground group) is the
+    # parent's to handle, also while the child is still importing (before it ignores SIGINT)
     return launcher.submit(
-        subprocess.Popen, command, stdin=subprocess.DEVNULL, close_fds=True, **kwargs
+        subprocess.Popen, command, stdin=subprocess.DEVNULL, close_fds=True, process_group=0, **kwargs
     ).result()
 
 
@@ -392,8 +394,8 @@ def extraction_template(preload: Sequence[str] = ()):
         str(listener.fileno()), str(os.getpid()), ",".join(preload),
     ]  # fmt: skip
     with listener:
-        popen = subprocess.Popen(
-            command, env=_child_environment(), pass_fds=(listener.fileno(),), stdin=subprocess.DEVNULL
+        popen = subprocess.Popen(  # a process group of its own: Ctrl-C is the launcher's to handle
+            command, env=_child_environment(), pass_fds=(listener.fileno(),), stdin=subprocess.DEVNULL, process_group=0
         )
     os.environ[TEMPLATE_VARIABLE] = address
     try:
