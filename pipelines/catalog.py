@@ -74,6 +74,7 @@ from transforms.listing import (
     InputError,
     ListedFileBatches,
     ListFileBatches,
+    is_local,
     list_inputs,
     skipped_summary,
     write_listing,
@@ -229,7 +230,7 @@ def check_output(output: str, storage_options: dict[str, Any]) -> None:
             raise UsageError(redact_text(f"cannot write --output {output!r}: bucket {bucket!r} does not exist "
                                          "or cannot be accessed (metaextract does not create buckets)"))
         fs.makedirs(path, exist_ok=True)
-        if "file" in fs.protocol or "local" in fs.protocol:
+        if is_local(fs):
             # the folder, and each table folder an earlier run left (publishing replaces files there)
             tables = [os.path.join(path, t) for t in {**catalog_tables(), **schemas.ROLLUP_TABLES}]
             for folder in [path] + [t for t in tables if os.path.isdir(t)]:
@@ -258,7 +259,7 @@ def output_locked(output: str, storage_options: dict[str, Any]) -> Iterator[None
     (two runs on one output: one would publish over the other, and remove its staging folder).
     Object stores have no such lock."""
     fs, path = url_to_fs(output, **storage_options)
-    if fcntl is None or not ("file" in fs.protocol or "local" in fs.protocol):
+    if fcntl is None or not is_local(fs):
         yield
         return
     lock = os.path.join(path, LOCK_FILE)

@@ -76,7 +76,8 @@ class Skipped:
     reason: str
 
 
-def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
+def is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    """Whether ``fs`` is the local file system (fsspec's ``file``/``local`` protocol)."""
     return "file" in fs.protocol or "local" in fs.protocol
 
 
@@ -295,7 +296,7 @@ def list_input(
     """
     skipped = [] if skipped is None else skipped
     fs, path = url_to_fs(spec, **dict(storage_options or {}))
-    if _is_local(fs):
+    if is_local(fs):
         yield from sorted(_list_local(os.path.abspath(path), follow_symlinks, skipped), key=lambda i: i.path)
         return
     for name, info in _remote_entries(fs, path, skipped):

@@ -38,6 +38,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
+from transforms.listing import is_local
+
 MANIFEST = "manifest.json"
 JOURNAL = ".metaextract-publish.json"
 STAGING_PREFIX = ".metaextract-staging-"
@@ -46,10 +48,6 @@ PARQUET_COMPRESSION = "zstd"
 
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
-
-
-def _is_local(fs) -> bool:
-    return "file" in fs.protocol or "local" in fs.protocol
 
 
 def _exchange(a: str, b: str) -> bool:
@@ -65,7 +63,7 @@ def _exchange(a: str, b: str) -> bool:
 
 def _write_json(fs, path: str, document: Mapping[str, Any]) -> None:
     text = json.dumps(document, indent=2)
-    if _is_local(fs):
+    if is_local(fs):
         tmp = f"{path}.tmp-{os.getpid()}"
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
@@ -148,7 +146,7 @@ def commit(fs, root: str, journal: Mapping[str, Any]) -> None:
     """Steps 3-5 from a journal; idempotent, so a crashed publication can be rolled forward."""
     staging_root = journal["staging"]
     run_id = journal["run_id"]
-    local = _is_local(fs)
+    local = is_local(fs)
     for table, names in journal["table_files"].items():
         if local:
             _swap_in_local(fs, root, staging_root, table, run_id)
