@@ -305,7 +305,7 @@ def _run(argv: list[str] | None, held: contextlib.ExitStack, *, stdout, stderr, 
     if wait and forks_workers(pipeline_options):  # now: Beam imported, no thread of ours running yet
         template = WorkerTemplate.start(extraction=opts.file_timeout_s > 0)
         if template is not None:
-            held.callback(template.close)
+            held.callback(template.close)  # on an error before the output is locked
     try:
         phi = PhiPolicy.from_env(opts.phi)
     except PhiKeyMissing as exc:
@@ -320,6 +320,8 @@ def _run(argv: list[str] | None, held: contextlib.ExitStack, *, stdout, stderr, 
     listed = list_inputs(inputs, storage_options, opts.follow_symlinks, skipped, exclude=output)  # a clear error now for an input that matches nothing
     total_files, total_bytes = len(listed), sum(info.size for info in listed.values())
     check_output(output, storage_options)
+    if template is not None:
+        held.callback(template.close)  # and from here on before the lock is let go of
     held.enter_context(output_locked(output, storage_options))
     try:
         rolled = roll_forward(output, storage_options)

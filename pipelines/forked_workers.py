@@ -24,6 +24,7 @@ import pickle
 import shutil
 import sys
 import tempfile
+import threading
 import weakref
 from typing import Any
 
@@ -42,6 +43,7 @@ class WorkerTemplate:
         self._folder = folder
         self._address = address
         self._extraction = extraction
+        self._closed = False
 
     @classmethod
     def start(cls, extraction: bool = True) -> WorkerTemplate | None:
@@ -53,7 +55,10 @@ class WorkerTemplate:
             return None
         folder = tempfile.mkdtemp(prefix="metaextract-workers-")  # private (0700): only we connect
         address = os.path.join(folder, "socket")
-        pid = forkserver.fork_template(address, _run_worker, _import_harness)
+        try:
+            pid = forkserver.fork_template(address, _run_worker, _import_harness)
+        except OSError:  # e.g. a TMPDIR too long for a socket's path: Beam starts its workers
+            pid = None
         if pid is None:
             shutil.rmtree(folder, ignore_errors=True)
             return None
@@ -62,21 +67,32 @@ class WorkerTemplate:
     def spawn(self, env: dict[str, str]) -> forkserver.ForkedProcess:
         """A worker process running Beam's SDK harness in ``env``."""
         worker = forkserver.spawn(self._address, pickle.dumps((dict(env), self._extraction)))
-        _WORKERS.add(worker)
+        with _WORKERS_LOCK:
+            _WORKERS.add(worker)
+            if _STOPPING:  # asked for by a runner thread after Ctrl-C: it ends at once
+                worker.kill()
         return worker
 
     def close(self) -> None:
-        """End the template (and any worker still running) and wait for it."""
+        """End the template (and any worker still running) and wait for it; once."""
+        if self._closed:
+            return
+        self._closed = True
         forkserver.stop(self.pid, self._address)
         shutil.rmtree(self._folder, ignore_errors=True)
 
 
 _WORKERS: weakref.WeakSet[forkserver.ForkedProcess] = weakref.WeakSet()
+_WORKERS_LOCK = threading.Lock()
+_STOPPING: list[bool] = []  # set once the launcher was interrupted
 
 
 def kill_workers() -> None:
-    """Kill every worker the templates of this process forked that still runs (the launcher was
-    interrupted: a forked worker ignores Ctrl-C, and Beam's runner would wait for it)."""
+    """Kill every worker the templates of this process forked that still runs, and any that a
+    runner thread asks for later (the launcher was interrupted: a forked worker ignores Ctrl-C,
+    and Beam's runner would wait for it). Called from a signal handler: takes no lock that a
+    waiting thread may hold for long."""
+    _STOPPING.append(True)
     for worker in list(_WORKERS):
         worker.kill()
 
@@ -97,6 +113,8 @@ def forked_workers(template: WorkerTemplate | None):
 
         @staticmethod
         def Popen(args, *pargs, env=None, **kwargs):
+            if _STOPPING:  # interrupted: no new worker (Beam's runner would wait for it)
+                raise RuntimeError("the run was interrupted")
             if isinstance(args, str) and args.endswith(f" -m {_WORKER_MODULE}") and env is not None:
                 try:
                     return template.spawn(env)
@@ -128,6 +146,9 @@ def _run_worker(payload: bytes, fds: list[int]) -> int:
     root = logging.getLogger()
     for handler in list(root.handlers):  # the launcher's: the harness logs to the runner
         root.removeHandler(handler)
+    for name in ("apache_beam", "apache_beam.runners.common"):  # as a fresh interpreter's: the
+        logging.getLogger(name).setLevel(logging.NOTSET)  # harness sets its level from the options
+        logging.getLogger(name).filters.clear()
     try:
         if extraction:
             from transforms.isolation import prestart
@@ -138,7 +159,7 @@ def _run_worker(payload: bytes, fds: list[int]) -> int:
         sdk_worker_main.main(sys.argv)
         return 0
     except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
     except BaseException:  # noqa: BLE001 - reported as a worker that failed, as Beam's would be
         import traceback
 

@@ -27,7 +27,8 @@ import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Collection, Sequence
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _PID = struct.Struct("!q")
@@ -70,22 +71,39 @@ def fork_template(address: str, handler: Handler, prepare: Callable[[], None] | 
     parent = os.getpid()
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            serve(listener, handler, parent, prepare)
-            code = 0
-        finally:
-            os._exit(code)
+    # Ctrl-C at the instant of the fork would run the parent's Python handler inside the
+    # interpreter's at-fork callbacks, which swallow its exception: held until both sides are set
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    pid = -1
+    try:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                serve(listener, handler, parent, prepare, blocked)
+                code = 0
+            finally:
+                os._exit(code)
+    finally:
+        if pid != 0:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     listener.close()
     return pid
 
 
-def serve(listener: socket.socket, handler: Handler, parent: int, prepare: Callable[[], None] | None = None) -> None:
+def serve(
+    listener: socket.socket,
+    handler: Handler,
+    parent: int,
+    prepare: Callable[[], None] | None = None,
+    mask: Collection[int] | None = None,
+) -> None:
     """The template's loop, until its parent dies or stops it (:func:`stop`); its children die
     with it (each has the kernel kill it when its parent dies)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent reports it; this ends with it
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # stop() ends it, whatever its parent's handler
+    if mask is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     die_with_parent(parent)
     if prepare is not None:
         prepare()
@@ -125,7 +143,7 @@ def _fork_child(conn, listener, handler, requests, children, by_conn) -> None:
     if pid == 0:
         code = 1
         try:
-            for s in (listener, *requests, *by_conn, *(c for _, c in children.values())):
+            for s in (listener, conn, *requests, *by_conn, *(c for _, c in children.values())):
                 s.close()
             for fd in children:
                 os.close(fd)
@@ -151,16 +169,19 @@ def _fork_child(conn, listener, handler, requests, children, by_conn) -> None:
         signal.pidfd_send_signal(pidfd, signal.SIGKILL)
 
 
-def spawn(address: str, payload: bytes, fds: Sequence[int] = ()) -> ForkedProcess:
+def spawn(address: str, payload: bytes, fds: Sequence[int] = (), timeout_s: float | None = 60.0) -> ForkedProcess:
     """A child of the template at ``address``, running its handler on ``payload`` and ``fds``.
-    Raises OSError when no template serves there (the caller starts a process of its own)."""
+    Raises OSError when no template serves there, or none answers within ``timeout_s`` (still
+    loading its libraries, or stuck): the caller starts a process of its own."""
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
+        conn.settimeout(timeout_s)
         conn.connect(address)
         socket.send_fds(conn, [payload], list(fds))
         data = conn.recv(_PID.size)
         if len(data) != _PID.size:
             raise ConnectionError("the template ended")
+        conn.settimeout(None)
         return ForkedProcess(_PID.unpack(data)[0], conn)
     except BaseException:
         conn.close()
@@ -222,7 +243,13 @@ def stop(pid: int, address: str) -> None:
     """End a template this process started (its children die with it) and remove its socket."""
     with contextlib.suppress(OSError):
         os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 5.0
     with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
+        while os.waitpid(pid, os.WNOHANG) == (0, 0):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                break
+            time.sleep(0.005)
     with contextlib.suppress(OSError):
         os.unlink(address)

@@ -294,7 +294,7 @@ class _ExecProcess:
             process = None
             if template:
                 try:
-                    process = forkserver.spawn(template, b"extract", [child_sock.fileno()])
+                    process = forkserver.spawn(template, b"extract", [child_sock.fileno()], START_TIMEOUT_S)
                 except OSError:  # the template is gone (its run ended): a fresh interpreter
                     pass
             if process is None:
@@ -356,10 +356,10 @@ def _launch(command: list[str], **kwargs: Any) -> subprocess.Popen:
         if _LAUNCHER is None:
             _LAUNCHER = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="metaextract-launcher")
         launcher = _LAUNCHER
-    # a process group of its own: a terminal's Ctrl-C (sent to the foreground group) is the
+    # a session (process group) of its own: a terminal's Ctrl-C (sent to the foreground group) is the
     # parent's to handle, also while the child is still importing (before it ignores SIGINT)
     return launcher.submit(
-        subprocess.Popen, command, stdin=subprocess.DEVNULL, close_fds=True, process_group=0, **kwargs
+        subprocess.Popen, command, stdin=subprocess.DEVNULL, close_fds=True, start_new_session=True, **kwargs
     ).result()
 
 
@@ -382,29 +382,52 @@ def extraction_template(preload: Sequence[str] = ()):
     starting fresh interpreters: the template imports this module and the ``preload`` formats'
     libraries once, from now on, while the run is being set up; each extraction process then
     starts in milliseconds, also after a timeout or a crash. A no-op where forking is not
-    supported. The template and its children end with the block."""
-    if not forkserver.supported() or os.environ.get(TEMPLATE_VARIABLE):
+    supported (or no socket can be made). Runs of one process share one template; it and its
+    children end with the last block."""
+    with _TEMPLATE_LOCK:
+        if _TEMPLATE:  # another run of this process has one: share it, the last user stops it
+            _TEMPLATE[2] += 1
+        elif forkserver.supported() and TEMPLATE_VARIABLE not in os.environ:
+            _TEMPLATE[:] = _start_template(preload) or []
+        joined = bool(_TEMPLATE)
+    try:
         yield
-        return
+    finally:
+        with _TEMPLATE_LOCK:
+            if joined:
+                _TEMPLATE[2] -= 1
+                if _TEMPLATE[2] == 0:
+                    popen, folder, _ = _TEMPLATE
+                    _TEMPLATE.clear()
+                    os.environ.pop(TEMPLATE_VARIABLE, None)
+                    popen.terminate()
+                    popen.wait()
+                    shutil.rmtree(folder, ignore_errors=True)
+
+
+_TEMPLATE: list = []  # [Popen, its folder, users] while this process has an extraction template
+_TEMPLATE_LOCK = threading.Lock()
+
+
+def _start_template(preload: Sequence[str]) -> list | None:
     folder = tempfile.mkdtemp(prefix="metaextract-template-")  # private (0700): only we connect
     address = os.path.join(folder, "socket")
-    listener = forkserver.listen(address)  # requests made before the template is ready wait
+    try:
+        listener = forkserver.listen(address)  # requests made before the template is ready wait
+    except OSError:  # e.g. a TMPDIR too long for a socket's path: fresh interpreters, as before
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
     command = [
         sys.executable, "-c", "from transforms.isolation import _template_main; _template_main()",
         str(listener.fileno()), str(os.getpid()), ",".join(preload),
     ]  # fmt: skip
     with listener:
-        popen = subprocess.Popen(  # a process group of its own: Ctrl-C is the launcher's to handle
-            command, env=_child_environment(), pass_fds=(listener.fileno(),), stdin=subprocess.DEVNULL, process_group=0
+        popen = subprocess.Popen(  # a session of its own: Ctrl-C is the launcher's to handle
+            command, env=_child_environment(), pass_fds=(listener.fileno(),), stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     os.environ[TEMPLATE_VARIABLE] = address
-    try:
-        yield
-    finally:
-        os.environ.pop(TEMPLATE_VARIABLE, None)
-        popen.terminate()
-        popen.wait()
-        shutil.rmtree(folder, ignore_errors=True)
+    return [popen, folder, 1]
 
 
 def _template_main() -> None:
