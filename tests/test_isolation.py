@@ -503,3 +503,27 @@ def test_governor_counts_a_template_child_once_and_not_the_template():
         finally:
             other.kill()
             other.wait()
+
+
+def test_runs_of_one_process_share_one_template_until_the_last_ends():
+    with extraction_template():
+        address = os.environ[TEMPLATE_VARIABLE]
+        with extraction_template(), IsolatedRunner(TIMEOUT_S) as inner:
+            template = inner.call(parent_pid)
+            assert os.environ[TEMPLATE_VARIABLE] == address
+        with IsolatedRunner(TIMEOUT_S) as runner:  # the second run's end did not stop it
+            assert runner.call(parent_pid) == template
+    assert TEMPLATE_VARIABLE not in os.environ
+
+
+def test_a_temporary_folder_too_long_for_a_socket_means_fresh_interpreters(tmp_path, monkeypatch):
+    import tempfile
+
+    deep = tmp_path / ("d" * 100)
+    deep.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    with extraction_template():
+        assert TEMPLATE_VARIABLE not in os.environ
+        with IsolatedRunner(TIMEOUT_S) as runner:
+            assert runner.call(parent_pid) == os.getpid()
+    assert not list(deep.iterdir())  # its folder removed
