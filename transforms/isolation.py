@@ -454,12 +454,7 @@ def template_pid() -> int | None:
 def _template_child(payload: bytes, fds: list[int]) -> int:
     """An extraction process forked by the template: as :func:`_exec_main`, on the passed socket."""
     _TEMPLATE_PID.append(os.getppid())
-    conn = multiprocessing.connection.Connection(fds[0])
-    try:
-        report_rss, initializer, initargs = conn.recv()
-    except (EOFError, OSError):
-        return 0
-    _serve(conn, "exec", report_rss, initializer, initargs)
+    _set_up_and_serve(fds[0])
     return 0
 
 
@@ -467,6 +462,11 @@ def _exec_main() -> None:
     """Entry point of an ``exec`` child: ``argv`` holds the socket's descriptor and the parent's pid."""
     fd, parent = int(sys.argv[1]), int(sys.argv[2])
     die_with_parent(parent)
+    _set_up_and_serve(fd)
+
+
+def _set_up_and_serve(fd: int) -> None:
+    """Wait on the socket ``fd`` for the runner's set-up, then serve its tasks (nothing: it closed)."""
     conn = multiprocessing.connection.Connection(fd)
     try:
         report_rss, initializer, initargs = conn.recv()
