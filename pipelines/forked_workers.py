@@ -135,7 +135,7 @@ def _import_harness() -> None:
 
 def _run_worker(payload: bytes, fds: list[int]) -> int:
     """A forked worker: Beam's SDK harness in Beam's environment, as ``python -m
-    sdk_worker_main`` runs it."""
+    sdk_worker_main`` runs it (the fork server ends it on an exception as an interpreter would)."""
     env, extraction = pickle.loads(payload)
     # Ctrl-C stays ignored, as in the template: the launcher handles it and ends the run, which
     # ends the workers (their control stream closes; the kernel kills them with the template if
@@ -149,19 +149,11 @@ def _run_worker(payload: bytes, fds: list[int]) -> int:
     for name in ("apache_beam", "apache_beam.runners.common"):  # as a fresh interpreter's: the
         logging.getLogger(name).setLevel(logging.NOTSET)  # harness sets its level from the options
         logging.getLogger(name).filters.clear()
-    try:
-        if extraction:
-            from transforms.isolation import prestart
+    if extraction:
+        from transforms.isolation import prestart
 
-            prestart()
-        from apache_beam.runners.worker import sdk_worker_main
+        prestart()
+    from apache_beam.runners.worker import sdk_worker_main
 
-        sdk_worker_main.main(sys.argv)
-        return 0
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
-    except BaseException:  # noqa: BLE001 - reported as a worker that failed, as Beam's would be
-        import traceback
-
-        traceback.print_exc()
-        return 1
+    sdk_worker_main.main(sys.argv)
+    return 0

@@ -74,6 +74,14 @@ def exit_3():
     os._exit(3)
 
 
+def system_exit_3():
+    raise SystemExit(3)  # an interpreter ends with code 3
+
+
+def keyboard_interrupt_in_initializer():
+    raise KeyboardInterrupt  # an interpreter ends killed by SIGINT
+
+
 _initialized = []
 
 
@@ -527,3 +535,13 @@ def test_a_temporary_folder_too_long_for_a_socket_means_fresh_interpreters(tmp_p
         with IsolatedRunner(TIMEOUT_S) as runner:
             assert runner.call(parent_pid) == os.getpid()
     assert not list(deep.iterdir())  # its folder removed
+
+
+@pytest.mark.parametrize("method", ["exec", "template"])
+@pytest.mark.parametrize("initializer, cause", [(system_exit_3, "exit code 3"), (keyboard_interrupt_in_initializer, "SIGINT")])
+def test_a_child_ends_as_an_interpreter_would_whether_exec_or_forked(method, initializer, cause):
+    """A SystemExit or KeyboardInterrupt that leaves the child's code (here its initializer: a
+    task's exceptions are caught and sent back) ends a forked child as it ends a fresh interpreter."""
+    with isolated(TIMEOUT_S, method, initializer=initializer) as runner:
+        with pytest.raises(WorkerCrashed, match=rf"died at start \({cause}\)"):
+            runner.call(add, 1, 2)

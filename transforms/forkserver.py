@@ -149,14 +149,18 @@ def _fork_child(conn, listener, handler, requests, children, by_conn) -> None:
                 os.close(fd)
             die_with_parent(os.getppid())
             code = handler(payload, fds)
+        except SystemExit as exc:  # as an interpreter ends on it
+            code = _exit_code(exc)
+        except KeyboardInterrupt:  # as an interpreter ends on it: killed by SIGINT
+            _flush()
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
         except BaseException:  # noqa: BLE001 - reported as an interpreter reports an uncaught one
             import traceback
 
             traceback.print_exc()
         finally:
-            for stream in (sys.stdout, sys.stderr):
-                with contextlib.suppress(Exception):
-                    stream.flush()
+            _flush()
             os._exit(code)
     for fd in fds:
         os.close(fd)
@@ -167,6 +171,22 @@ def _fork_child(conn, listener, handler, requests, children, by_conn) -> None:
         conn.send(_PID.pack(pid))
     except OSError:
         signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+
+
+def _exit_code(exc: SystemExit) -> int:
+    """The exit code an interpreter ends with on ``exc`` (``sys.exit("message")`` prints it)."""
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code
+    print(exc.code, file=sys.stderr)
+    return 1
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
 
 
 def spawn(address: str, payload: bytes, fds: Sequence[int] = (), timeout_s: float | None = 60.0) -> ForkedProcess:
